@@ -1,0 +1,1 @@
+"""Vectorized, stateful detectors over columnar batches; no I/O."""

@@ -1,0 +1,1 @@
+"""Cistern ingest: sources, decode, sinks, pipeline, alert outputs and the command line."""

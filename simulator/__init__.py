@@ -1,0 +1,1 @@
+"""City simulator: fleet, behaviour, labelled incidents and decoys, publisher."""
