@@ -155,6 +155,8 @@ def _read_table(path: Path, schema: Schema, id_column: str) -> dict[str, list]:
             raise RegistryError(name, 1, missing[0], "required column is missing from the header")
         pos = {c: header.index(c) for c in schema}
         cols: dict[str, list] = {c: [] for c in schema}
+        lines: list[int] = []
+        cols["__line__"] = lines
         seen: dict[str, int] = {}
         line = 1
         try:
@@ -170,6 +172,7 @@ def _read_table(path: Path, schema: Schema, id_column: str) -> dict[str, list]:
                         cols[c].append(parse(raw))
                     except ValueError as e:
                         raise RegistryError(name, line, c, f"{raw!r} {e}") from None
+                lines.append(line)
                 ident = cols[id_column][-1]
                 if ident in seen:
                     raise RegistryError(name, line, id_column, f"duplicate id {ident!r} (first on line {seen[ident]})")
@@ -177,6 +180,11 @@ def _read_table(path: Path, schema: Schema, id_column: str) -> dict[str, list]:
         except (csv.Error, UnicodeDecodeError) as e:
             raise RegistryError(name, line + 1, None, f"malformed CSV: {e}") from None
     return cols
+
+
+def _line_of(cols: dict, row: int) -> int | None:
+    lines = cols.get("__line__")
+    return lines[row] if lines else None
 
 
 def _index_of(ids: np.ndarray) -> dict[str, int]:
@@ -292,7 +300,7 @@ class Registry:
         tank_room = _lookup(t["room_id"], room_index)
         bad = np.flatnonzero(tank_room < 0)
         if bad.size:
-            raise RegistryError("tanks.csv", None, "room_id",
+            raise RegistryError("tanks.csv", _line_of(t, bad[0]), "room_id",
                                 f"tank {t['tank_id'][bad[0]]!r} names unknown pump room {t['room_id'][bad[0]]!r}")
         tank_ids = _strings(t["tank_id"])
         tanks = Tanks(
@@ -339,11 +347,11 @@ class Registry:
         )
         for i, rid in enumerate(b["pump_room_id"]):
             if rid and buildings.room[i] < 0:
-                raise RegistryError("buildings.csv", None, "pump_room_id",
+                raise RegistryError("buildings.csv", _line_of(b, i), "pump_room_id",
                                     f"building {b['building_id'][i]!r} names unknown pump room {rid!r}")
         for i, mid in enumerate(b["master_meter_id"]):
             if mid and buildings.master_meter[i] < 0:
-                raise RegistryError("buildings.csv", None, "master_meter_id",
+                raise RegistryError("buildings.csv", _line_of(b, i), "master_meter_id",
                                     f"building {b['building_id'][i]!r} names unknown meter {mid!r}")
         return cls(meters=meters, buildings=buildings, rooms=rooms, tanks=tanks,
                    cell_ids=np.array(cells, dtype=object), folder=folder)

@@ -45,7 +45,7 @@ NonNegative = Annotated[float, Field(ge=0)]
 
 class _Payload(BaseModel):
     # Unknown fields are accepted and ignored (CONTRACT §5); NaN/Infinity never pass.
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, frozen=True, strict=True)
 
 
 class Signal(_Payload):

@@ -1,0 +1,316 @@
+"""The pipeline: source → decode → sink (durable) → ack → detectors → alerts. Live and replay share it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from devices.alerts import AlertEvent
+from devices.batch import NS, Batch
+from devices.registry import Registry
+from devices.topics import TopicLayout
+from ingest.deadletters import DeadLetters
+from ingest.decode import Decoder, RawMessage
+from ingest.sources import Source
+
+log = logging.getLogger("cistern.pipeline")
+
+
+class Writer(Protocol):
+    def write(self, body: bytes) -> list[tuple[bytes, str]]: ...
+    def close(self) -> None: ...
+
+
+class AlertOutput(Protocol):
+    def emit(self, events: list[AlertEvent]) -> None: ...
+    def close(self) -> None: ...
+
+
+class AlertsFile:
+    """Appends alert events as JSON lines (CONTRACT §8), flushed to disk before the pipeline moves on."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fh = path.open("ab")
+
+    def emit(self, events: list[AlertEvent]) -> None:
+        if not events:
+            return
+        self._fh.write(b"".join(orjson.dumps(e.to_dict()) + b"\n" for e in events))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+@dataclass
+class Stats:
+    received: int = 0  # messages
+    readings: int = 0  # decoded rows
+    written: int = 0  # rows durable in the database
+    dead_lettered: int = 0
+    alerts: int = 0
+    write_retries: int = 0
+    batches: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def backoff_delays(first_s: float = 0.5, max_s: float = 30.0):
+    """Exponential back-off with full jitter."""
+    import random
+
+    d = first_s
+    while True:
+        yield random.uniform(d / 2, d)
+        d = min(d * 2, max_s)
+
+
+class Pipeline:
+    """Drives one source to completion (replay) or until stopped (live)."""
+
+    def __init__(self, registry: Registry, layout: TopicLayout, source: Source, *, state_dir: Path,
+                 writer: Writer | None = None, detectors: Any = None, outputs: list[AlertOutput] | None = None,
+                 live: bool = True, batch_max_messages: int = 5000, batch_max_wait_s: float = 0.25,
+                 health_interval_s: float = 30.0, tick_interval_s: float = 5.0,
+                 checkpoint_interval_s: float = 60.0, until_ns: int | None = None,
+                 on_batch: Callable[[Batch], None] | None = None, restore: bool = True):
+        self.registry = registry
+        self.decoder = Decoder(registry, layout)
+        self.source = source
+        self.writer = writer
+        self.detectors = detectors
+        self.outputs = outputs or []
+        self.live = live
+        self.state_dir = state_dir
+        self.dead = DeadLetters(state_dir)
+        self.batch_max_messages = batch_max_messages
+        self.batch_max_wait_s = batch_max_wait_s
+        self.health_interval_s = health_interval_s
+        self.tick_interval_s = tick_interval_s
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.until_ns = until_ns
+        self.on_batch = on_batch
+        self.stats = Stats()
+        self.watermark_ns: int | None = None
+        self.stop_event = threading.Event()
+        self._encoder = None
+        if writer is not None:
+            from ingest.lineproto import LineEncoder
+
+            self._encoder = LineEncoder(registry)
+        self._last_health = time.monotonic()
+        self._last_tick = time.monotonic()
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint_path = state_dir / "checkpoint.npz"
+        if restore:
+            self._restore()
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        if self.detectors is None or not self._checkpoint_path.exists():
+            return
+        try:
+            with np.load(self._checkpoint_path, allow_pickle=False) as z:
+                meta = orjson.loads(bytes(z["__meta__"]))
+                arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("checkpoint %s unreadable (%s); starting detectors fresh", self._checkpoint_path, e)
+            return
+        if meta.get("registry_fingerprint") != self._registry_fingerprint():
+            log.warning("registry changed since the checkpoint; starting detectors fresh")
+            return
+        self.watermark_ns = meta.get("watermark_ns")
+        self.detectors.restore(_unflatten(arrays, meta["detectors"]))
+        log.info("resumed detector state from %s", self._checkpoint_path)
+
+    def _registry_fingerprint(self) -> list[int]:
+        r = self.registry
+        return [len(r.meters), len(r.buildings), len(r.rooms), len(r.tanks)]
+
+    def checkpoint(self) -> None:
+        if self.detectors is None or self.checkpoint_interval_s == float("inf"):
+            return
+        arrays: dict[str, np.ndarray] = {}
+        tree = _flatten(self.detectors.state(), "", arrays)
+        meta = {"watermark_ns": self.watermark_ns, "detectors": tree,
+                "registry_fingerprint": self._registry_fingerprint(), "saved_at": time.time()}
+        arrays["__meta__"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
+        tmp = self._checkpoint_path.with_suffix(".tmp.npz")
+        with tmp.open("wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._checkpoint_path)
+        self._last_checkpoint = time.monotonic()
+
+    # ---- one step ----------------------------------------------------------------------------------------------
+    def _write_durably(self, batch: Batch) -> bool:
+        """Write until durable. Returns False if asked to stop while the database was unreachable."""
+        if self.writer is None or self._encoder is None:
+            return True
+        body = self._encoder.encode(batch)
+        if not body:
+            return True
+        from ingest.influx import WriteUnavailable
+
+        delays = backoff_delays()
+        while True:
+            try:
+                refused = self.writer.write(body)
+                break
+            except WriteUnavailable as e:
+                if self.stop_event.is_set() and self.live:
+                    return False
+                self.stats.write_retries += 1
+                wait = max(getattr(e, "retry_after_s", 0) or 0, next(delays))
+                log.warning("database unavailable (%s); retrying in %.1f s, messages stay unacked", e, wait)
+                if self.stop_event.wait(wait) and self.live:
+                    return False
+        if refused:
+            self.dead.write_lines(refused)
+            self.stats.dead_lettered += len(refused)
+        self.stats.written += batch.readings - len(refused)
+        return True
+
+    def _emit(self, events: list[AlertEvent]) -> None:
+        if not events:
+            return
+        self.stats.alerts += len(events)
+        for out in self.outputs:
+            out.emit(events)
+        if self.writer is not None and self._encoder is not None:
+            from ingest.influx import WriteUnavailable
+
+            try:
+                self.writer.write(self._encoder.encode_alerts(events))
+            except WriteUnavailable as e:  # alerts also go to their own outputs; the database copy is a record
+                log.warning("could not record %d alert events in the database: %s", len(events), e)
+        for e in events:
+            log.info("ALERT %s %s %s %s: %s", e.event, e.kind, e.subject_type, e.subject_id, e.summary)
+
+    def process(self, messages: list[RawMessage]) -> bool:
+        """Decode, store, ack, detect. Returns False when the batch could not be made durable (stopping)."""
+        rejects = self.source.take_rejects()
+        batch, more = self.decoder.decode(messages)
+        rejects += more
+        if self.until_ns is not None and len(batch):
+            batch = _until(batch, self.until_ns)
+        self.dead.write(rejects)
+        self.stats.received += len(messages)
+        self.stats.readings += batch.readings
+        self.stats.dead_lettered += len(rejects)
+        if not self._write_durably(batch):
+            return False
+        self.source.ack(messages)
+        self.stats.batches += 1
+        top = batch.max_ts_ns()
+        if top is not None and (self.watermark_ns is None or top > self.watermark_ns):
+            self.watermark_ns = top
+        if self.on_batch is not None:
+            self.on_batch(batch)
+        if self.detectors is not None and len(batch):
+            self._emit(self.detectors.update(batch))
+            if not self.live and self.watermark_ns is not None:
+                self._emit(self.detectors.tick(self.watermark_ns))
+        return True
+
+    def _live_tick(self, caught_up: bool) -> None:
+        if self.detectors is None or time.monotonic() - self._last_tick < self.tick_interval_s:
+            return
+        self._last_tick = time.monotonic()
+        # While a backlog drains, the clock is the newest reading; once caught up, the wall clock moves it on
+        # so that silence is noticed even when nothing arrives.
+        now = time.time_ns() if caught_up else self.watermark_ns
+        if now is not None:
+            if self.watermark_ns is not None:
+                now = max(now, self.watermark_ns)
+            self._emit(self.detectors.tick(now))
+
+    def _health(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._last_health < self.health_interval_s:
+            return
+        self._last_health = time.monotonic()
+        s = self.stats
+        lag = "n/a"
+        if self.watermark_ns is not None and self.live:
+            lag = f"{max(0.0, (time.time_ns() - self.watermark_ns) / NS):.0f}s"
+        backlog = getattr(self.source, "backlog", 0)
+        log.info("health: received=%d readings=%d written=%d dead_lettered=%d alerts=%d lag=%s backlog=%d "
+                 "write_retries=%d", s.received, s.readings, s.written, s.dead_lettered, s.alerts, lag, backlog,
+                 s.write_retries)
+
+    def run(self) -> None:
+        """Until the source is exhausted (replay) or stop() is called (live)."""
+        try:
+            while not self.stop_event.is_set():
+                messages = self.source.poll(self.batch_max_messages, self.batch_max_wait_s)
+                if messages or not self.live:
+                    if not self.process(messages):
+                        break
+                if self.live:
+                    self._live_tick(caught_up=len(messages) < self.batch_max_messages)
+                if time.monotonic() - self._last_checkpoint > self.checkpoint_interval_s:
+                    self.checkpoint()
+                self._health()
+                if self.source.exhausted:
+                    break
+            if not self.live and self.detectors is not None:
+                end = self.until_ns if self.until_ns is not None else self.watermark_ns
+                if end is not None:
+                    self._emit(self.detectors.tick(end))
+        finally:
+            self.checkpoint()
+            self._health(force=True)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+def _until(batch: Batch, until_ns: int) -> Batch:
+    return Batch(
+        meters=batch.meters.take(batch.meters.ts_ns <= until_ns),
+        tanks=batch.tanks.take(batch.tanks.ts_ns <= until_ns),
+        rooms=batch.rooms.take(batch.rooms.ts_ns <= until_ns),
+        pumps=batch.pumps.take(batch.pumps.ts_ns <= until_ns),
+        events=[e for e in batch.events if e.ts_ns <= until_ns],
+    )
+
+
+def _flatten(obj: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
+    """Detector state → JSON tree with numpy arrays moved out into `arrays` (saved with np.savez)."""
+    if isinstance(obj, np.ndarray):
+        key = f"a{len(arrays)}"
+        if obj.dtype == object:
+            return {"__json__": obj.tolist()}
+        arrays[key] = obj
+        return {"__array__": key}
+    if isinstance(obj, dict):
+        return {str(k): _flatten(v, f"{prefix}/{k}", arrays) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_flatten(v, prefix, arrays) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _unflatten(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(tree, dict):
+        if "__array__" in tree and len(tree) == 1:
+            return arrays[tree["__array__"]]
+        if "__json__" in tree and len(tree) == 1:
+            return np.array(tree["__json__"], dtype=object)
+        return {k: _unflatten(v, arrays) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_unflatten(v, arrays) for v in tree]
+    return tree
