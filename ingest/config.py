@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -127,11 +128,8 @@ class MqttEndpoint(BaseModel):
 
 
 def redact_url(url: str) -> str:
-    u = urlsplit(url)
-    if u.password is None:
-        return url
-    netloc = f"{u.username}:***@{u.hostname}" + (f":{u.port}" if u.port else "")
-    return u._replace(netloc=netloc).geturl()
+    """The URL with any password replaced by ***; works on malformed URLs too."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
 def env_name(field: str) -> str:
