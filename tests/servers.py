@@ -180,7 +180,7 @@ def render_mosquitto_conf(source: str, *, port: int, tls_port: int, data_dir: st
             # The first listener is plain MQTT, the second TLS (as in the project file); bind to loopback only.
             line = f"listener {port if listeners_seen == 1 else tls_port} 127.0.0.1"
         elif key == "persistence_location":
-            line = f"persistence_location {data_dir.rstrip('/')}/"
+            line = f"persistence_location {data_dir.rstrip('/')}"
         elif key == "password_file":
             line = f"password_file {password_file}"
         elif key == "acl_file":

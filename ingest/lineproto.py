@@ -1,0 +1,343 @@
+"""InfluxDB line protocol for whole batches (CONTRACT.md §6): each device's escaped measurement and tags are
+computed once, and each table is formatted in one pass of compiled f-strings over its numpy columns.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from devices.alerts import AlertEvent
+from devices.batch import Batch, DeviceEvent
+from devices.registry import Registry
+
+METER_READING = "meter_reading"
+TANK = "tank"
+PUMP_ROOM = "pump_room"
+PUMP = "pump"
+DEVICE_EVENT = "device_event"
+ALERT = "alert"
+
+# Valve codes of devices.batch.VALVE_CODES as the (quoted) value of the optional `valve` string field.
+VALVE_TEXT = np.array(['"open"', '"closed"', '"unknown"'], dtype=object)
+
+# InfluxDB 1.x/2.x unescape only `\,` `\=` `\ ` in names and tags (a lone backslash stays literal), and `\"` `\\`
+# in string fields. Line breaks and tabs become the visible two-character escapes so that every point stays on
+# exactly one line: the writer splits bodies on newlines to find rejected points.
+_TAG = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ ", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_STRING = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
+_TRAILING_BACKSLASHES = re.compile(r"\\+$")
+_SAFE_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _no_trailing_backslash(s: str) -> str:
+    # Line protocol cannot end a name or tag with a backslash (it would escape the separator after it, and
+    # InfluxDB does not unescape `\\` there). Such a backslash is written as U+FF3C, which looks the same.
+    return _TRAILING_BACKSLASHES.sub(lambda m: "\uff3c" * len(m.group()), s) if s.endswith("\\") else s
+
+
+def escape_measurement(name: str) -> str:
+    return _no_trailing_backslash(name.translate(_MEASUREMENT))
+
+
+def escape_tag(text: str) -> str:
+    """A tag key, tag value or field key."""
+    return _no_trailing_backslash(text.translate(_TAG))
+
+
+def quote_string(text: str) -> str:
+    """A string field value, with its double quotes."""
+    return '"' + text.translate(_STRING) + '"'
+
+
+def series_prefix(measurement: str, tags: dict[str, Any]) -> str:
+    """`measurement,k=v,…` with tags sorted by key (InfluxDB's own order) and empty values left out."""
+    parts = [escape_measurement(measurement)]
+    for k in sorted(tags):
+        v = tags[k]
+        v = "" if v is None else str(v)
+        if v:
+            parts.append(f"{escape_tag(k)}={escape_tag(v)}")
+    return ",".join(parts)
+
+
+def format_float(x: float) -> str:
+    return repr(float(x))
+
+
+# --- the compiled row formatters -------------------------------------------------------------------------
+
+FLOAT, INT, BOOL, STR = "float", "int", "bool", "str"
+_BOOL_TEXT = np.array(["false", "true"], dtype=object)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of a table: its key, line-protocol type, and the batch column holding it."""
+
+    key: str
+    kind: str  # FLOAT | INT | BOOL (column: 1.0/0.0/NaN) | STR (column: int code into `text`, -1 absent)
+    column: str
+    text: Any = None  # STR only: numpy object array, code -> quoted line-protocol string
+
+    def __post_init__(self) -> None:
+        # Keys are spliced into generated source; they are this module's constants, never device input.
+        if not _SAFE_FIELD.match(self.key):
+            raise ValueError(f"field key {self.key!r} is not a plain identifier")
+
+
+_FORMATTERS: dict[tuple, Callable[..., list[str]]] = {}
+
+
+def _formatter(fields: Sequence[FieldSpec], as_text: Sequence[bool]) -> Callable[..., list[str]]:
+    """A function (prefixes, timestamps, *columns) -> lines, for rows where all `fields` are present.
+
+    An f-string in a comprehension is the fastest formatting CPython offers (about twice `str.format` or `%`);
+    one is compiled per combination of present fields and cached. A column flagged in `as_text` arrives as
+    finished text (booleans, strings, and numbers rendered once per distinct value).
+    """
+    sig = tuple((f.key, f.kind, t) for f, t in zip(fields, as_text, strict=True))
+    fn = _FORMATTERS.get(sig)
+    if fn is None:
+        body = []
+        for j, (f, text) in enumerate(zip(fields, as_text, strict=True)):
+            sep = "," if j else ""
+            if text or f.kind in (BOOL, STR):
+                body.append(f"{sep}{f.key}={{v{j}}}")
+            elif f.kind == FLOAT:
+                body.append(f"{sep}{f.key}={{v{j}!r}}")
+            else:
+                body.append(f"{sep}{f.key}={{v{j}}}i")
+        names = ", ".join(f"v{j}" for j in range(len(fields)))
+        src = (f"lambda P, T, {names}: [f'{{p}} {''.join(body)} {{t}}\\n' "
+               f"for p, {names}, t in zip(P, {names}, T)]")
+        fn = eval(src, {"__builtins__": {"zip": zip}})  # noqa: S307 - source built from checked identifiers
+        _FORMATTERS[sig] = fn
+    return fn
+
+
+def _present(spec: FieldSpec, col: np.ndarray) -> np.ndarray:
+    if spec.kind == STR:
+        return col >= 0
+    return np.isfinite(col)
+
+
+_SAMPLE = 512
+
+
+def _few_distinct(col: np.ndarray) -> bool:
+    """Whether a column repeats values enough that rendering each distinct value once pays for the sort."""
+    n = len(col)
+    if n < 2 * _SAMPLE:
+        return False
+    sample = col[:: n // _SAMPLE]
+    return len(np.unique(sample)) * 4 < len(sample)
+
+
+def _by_distinct(col: np.ndarray, render: Callable[[Any], str]) -> list[str]:
+    uniq, inverse = np.unique(col, return_inverse=True)
+    return np.array([render(v) for v in uniq.tolist()], dtype=object)[inverse].tolist()
+
+
+def _values(spec: FieldSpec, col: np.ndarray) -> tuple[list, bool]:
+    """The column as a list for the formatter, and whether it is already text.
+
+    Float repr is the dominant cost of encoding (shortest round-trip digits); signal, battery, reverse
+    register and timestamps repeat a lot within a batch, so those are rendered once per distinct value."""
+    if spec.kind == FLOAT:
+        if _few_distinct(col):
+            return _by_distinct(col, repr), True
+        return col.tolist(), False
+    if spec.kind == INT:
+        return col.astype(np.int64).tolist(), False
+    if spec.kind == BOOL:
+        return _BOOL_TEXT[(col != 0).astype(np.intp)].tolist(), True
+    return spec.text[col.astype(np.intp)].tolist(), True
+
+
+def _timestamps(ts_ns: np.ndarray) -> list:
+    return _by_distinct(ts_ns, str) if _few_distinct(ts_ns) else ts_ns.tolist()
+
+
+def _format_rows(prefixes: list, ts_ns: np.ndarray, specs: Sequence[FieldSpec],
+                 columns: Sequence[np.ndarray]) -> list[str]:
+    values = [_values(s, c) for s, c in zip(specs, columns, strict=True)]
+    fn = _formatter(specs, [text for _, text in values])
+    return fn(prefixes, _timestamps(ts_ns), *(v for v, _ in values))
+
+
+def encode_table(prefixes: np.ndarray, ts_ns: np.ndarray, specs: Sequence[FieldSpec],
+                 columns: Sequence[np.ndarray]) -> list[str]:
+    """Lines for one table in row order. `prefixes` holds each row's series prefix (object array); a field
+    that is NaN (or a negative code) is left out of its row, and a row with no field at all is skipped."""
+    n = len(ts_ns)
+    if n == 0:
+        return []
+    masks = [_present(s, c) for s, c in zip(specs, columns, strict=True)]
+    full = [bool(m.all()) for m in masks]
+    if all(full):
+        return _format_rows(prefixes.tolist(), ts_ns, specs, columns)
+    # Group rows by which fields they carry: one formatter per group, then put the lines back in row order.
+    sparse = [j for j, f in enumerate(full) if not f]
+    code = np.zeros(n, dtype=np.int64)
+    for bit, j in enumerate(sparse):
+        code |= masks[j].astype(np.int64) << bit
+    always = [j for j, f in enumerate(full) if f]
+    out = np.empty(n, dtype=object)
+    keep = np.ones(n, dtype=bool)
+    for c in np.unique(code).tolist():
+        rows = np.flatnonzero(code == c)
+        chosen = sorted(always + [j for bit, j in enumerate(sparse) if c >> bit & 1])
+        if not chosen:
+            keep[rows] = False
+            continue
+        out[rows] = _format_rows(prefixes[rows].tolist(), ts_ns[rows], [specs[j] for j in chosen],
+                                 [columns[j][rows] for j in chosen])
+    return out[keep].tolist() if not keep.all() else out.tolist()
+
+
+METER_FIELDS = (
+    FieldSpec("total_m3", FLOAT, "total_m3"),
+    FieldSpec("reverse_m3", FLOAT, "reverse_m3"),
+    FieldSpec("flow_m3h", FLOAT, "flow_m3h"),
+    FieldSpec("rsrp_dbm", FLOAT, "rsrp_dbm"),
+    FieldSpec("snr_db", FLOAT, "snr_db"),
+    FieldSpec("ecl", INT, "ecl"),
+    FieldSpec("battery_v", FLOAT, "battery_v"),
+    FieldSpec("balance_cny", FLOAT, "balance_cny"),
+    FieldSpec("valve", STR, "valve", VALVE_TEXT),
+)
+TANK_FIELDS = tuple(FieldSpec(k, FLOAT, k) for k in ("level_m", "free_chlorine_mg_l", "turbidity_ntu", "ph"))
+ROOM_FIELDS = (FieldSpec("outlet_pressure_mpa", FLOAT, "outlet_pressure_mpa"),
+               FieldSpec("door_open", BOOL, "door_open"))
+PUMP_FIELDS = (FieldSpec("running", BOOL, "running"), FieldSpec("current_a", FLOAT, "current_a"))
+
+
+def _field_value(v: Any) -> str | None:
+    """A device-event field as line protocol text; numbers are always floats so a field keeps one type."""
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        x = float(v)
+        return repr(x) if math.isfinite(x) else None
+    if isinstance(v, str):
+        return quote_string(v)
+    return quote_string(orjson.dumps(v, default=str).decode())
+
+
+def _flatten(fields: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in fields.items():
+        if isinstance(v, dict):
+            out += _flatten(v, f"{prefix}{k}_")
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
+class LineEncoder:
+    """Turns batches and alert events into line protocol, with the registry's tags (CONTRACT.md §6)."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        m, b, r, t = registry.meters, registry.buildings, registry.rooms, registry.tanks
+        self.meter_prefix = np.array([
+            series_prefix(METER_READING, {"meter_id": mid, "district": d, "building_id": bid, "role": role})
+            for mid, d, bid, role in zip(m.ids.tolist(), m.district.tolist(), m.building_id.tolist(),
+                                         m.role.tolist(), strict=True)], dtype=object)
+        room_district = r.district.tolist()
+        self.room_prefix = np.array([series_prefix(PUMP_ROOM, {"room_id": rid, "district": d})
+                                     for rid, d in zip(r.ids.tolist(), room_district, strict=True)], dtype=object)
+        self.tank_prefix = np.array([
+            series_prefix(TANK, {"tank_id": tid, "room_id": r.ids[ri], "district": room_district[ri]})
+            for tid, ri in zip(t.ids.tolist(), t.room.tolist(), strict=True)], dtype=object)
+        self._pump_prefix: dict[tuple[int, str], str] = {}
+        del b  # buildings only lend their id, already on each meter
+
+    def _pump_prefixes(self, rooms: np.ndarray, pump_ids: np.ndarray) -> np.ndarray:
+        cache = self._pump_prefix
+        r = self.registry.rooms
+        out = []
+        for room, pid in zip(rooms.tolist(), pump_ids.tolist(), strict=True):
+            key = (room, pid)
+            p = cache.get(key)
+            if p is None:
+                p = series_prefix(PUMP, {"room_id": r.ids[room], "pump_id": pid, "district": r.district[room]})
+                cache[key] = p
+            out.append(p)
+        return np.array(out, dtype=object)
+
+    def lines(self, batch: Batch) -> list[str]:
+        """Every point of the batch as one line each (ending in a newline), tables in order."""
+        out: list[str] = []
+        m = batch.meters
+        if len(m):
+            out += encode_table(self.meter_prefix[m.meter], m.ts_ns, METER_FIELDS,
+                                [getattr(m, s.column) for s in METER_FIELDS])
+        t = batch.tanks
+        if len(t):
+            out += encode_table(self.tank_prefix[t.tank], t.ts_ns, TANK_FIELDS,
+                                [getattr(t, s.column) for s in TANK_FIELDS])
+        r = batch.rooms
+        if len(r):
+            out += encode_table(self.room_prefix[r.room], r.ts_ns, ROOM_FIELDS,
+                                [getattr(r, s.column) for s in ROOM_FIELDS])
+        p = batch.pumps
+        if len(p):
+            out += encode_table(self._pump_prefixes(p.room, p.pump_id), p.ts_ns, PUMP_FIELDS,
+                                [getattr(p, s.column) for s in PUMP_FIELDS])
+        out += [line for e in batch.events if (line := self.event_line(e))]
+        return out
+
+    def encode(self, batch: Batch) -> bytes:
+        return "".join(self.lines(batch)).encode()
+
+    @staticmethod
+    def event_line(e: DeviceEvent) -> str | None:
+        """A device event: fields from its payload (nested objects flattened with `_`), plus `device`."""
+        prefix = series_prefix(DEVICE_EVENT, {"device_id": e.device_id, "type": e.type, "district": e.district})
+        # `device` (meter | pumproom) is always there, so an event that carried nothing else is still stored.
+        parts = [f"device={quote_string(e.device)}"]
+        for k, v in sorted(_flatten(e.fields)):
+            if k == "device":
+                continue
+            text = _field_value(v)
+            if text is not None:
+                parts.append(f"{escape_tag(k)}={text}")
+        return f"{prefix} {','.join(parts)} {int(e.ts_ns)}\n"
+
+    @staticmethod
+    def alert_lines(events: Sequence[AlertEvent]) -> list[str]:
+        out = []
+        taken: set[tuple[str, int]] = set()
+        for a in events:
+            prefix = series_prefix(ALERT, {"kind": a.kind, "severity": a.severity, "event": a.event,
+                                           "district": a.district})
+            # Several incidents of one kind can be raised by the same clock tick; same series and timestamp
+            # would overwrite each other, so later ones move by a nanosecond. The order of events is
+            # deterministic, so a re-write of the same events lands on the same points.
+            ts = int(a.detected_at_ns)
+            while (prefix, ts) in taken:
+                ts += 1
+            taken.add((prefix, ts))
+            fields = (f"alert_id={quote_string(a.alert_id)},subject_id={quote_string(a.subject_id)},"
+                      f"subject_type={quote_string(a.subject_type)},summary={quote_string(a.summary)}")
+            out.append(f"{prefix} {fields} {ts}\n")
+        return out
+
+    def encode_alerts(self, events: Sequence[AlertEvent]) -> bytes:
+        return "".join(self.alert_lines(events)).encode()
+
+
+def encode_alerts(events: Sequence[AlertEvent]) -> bytes:
+    """Alert events as points of the `alert` measurement (no registry needed)."""
+    return "".join(LineEncoder.alert_lines(events)).encode()
