@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Channel(str, Enum):
+class Channel(StrEnum):
     METER_READING = "meter/reading"
     METER_EVENT = "meter/event"
     PUMPROOM_TELEMETRY = "pumproom/telemetry"

@@ -84,7 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(registry, layout, source, state_dir=s.state_dir, writer=writer,
                         detectors=make_detectors(registry, s), outputs=make_outputs(s), live=True,
                         batch_max_messages=s.batch_max_messages, batch_max_wait_s=s.batch_max_wait_s,
-                        health_interval_s=s.health_interval_s, tick_interval_s=s.tick_interval_s)
+                        health_interval_s=s.health_interval_s, tick_interval_s=s.tick_interval_s,
+                        spool_max_bytes=s.spool_max_bytes)
 
     def _stop(signum, frame):
         log.info("received %s: finishing the current batch, then exiting", signal.Signals(signum).name)

@@ -51,6 +51,7 @@ class Settings(BaseModel):
     batch_max_wait_s: float = Field(0.25, gt=0, le=60, description="longest a message waits for its batch")
     health_interval_s: float = Field(30.0, gt=0, description="seconds between health lines in the log")
     tick_interval_s: float = Field(5.0, gt=0, description="wall-clock seconds between detector clock ticks (live)")
+    spool_max_bytes: int = Field(1 << 30, ge=0, description="disk spool for writes while InfluxDB is down (0: off)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
     @field_validator("mqtt_url")

@@ -62,6 +62,7 @@ class Stats:
     dead_lettered: int = 0
     alerts: int = 0
     write_retries: int = 0
+    spooled: int = 0  # batches that went to the disk spool
     batches: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -84,7 +85,8 @@ class Pipeline:
                  live: bool = True, batch_max_messages: int = 5000, batch_max_wait_s: float = 0.25,
                  health_interval_s: float = 30.0, tick_interval_s: float = 5.0,
                  checkpoint_interval_s: float = 60.0, until_ns: int | None = None,
-                 on_batch: Callable[[Batch], None] | None = None, restore: bool = True):
+                 on_batch: Callable[[Batch], None] | None = None, restore: bool = True,
+                 spool_max_bytes: int = 0, spool_retry_s: float = 5.0):
         self.registry = registry
         self.decoder = Decoder(registry, layout)
         self.source = source
@@ -109,6 +111,13 @@ class Pipeline:
             from ingest.lineproto import LineEncoder
 
             self._encoder = LineEncoder(registry)
+        self.spool = None
+        if spool_max_bytes > 0 and writer is not None:
+            from ingest.spool import Spool
+
+            self.spool = Spool(state_dir / "spool", spool_max_bytes)
+        self.spool_retry_s = spool_retry_s
+        self._retry_at = 0.0
         self._last_health = time.monotonic()
         self._last_tick = time.monotonic()
         self._last_checkpoint = time.monotonic()
@@ -156,32 +165,79 @@ class Pipeline:
 
     # ---- one step ----------------------------------------------------------------------------------------------
     def _write_durably(self, batch: Batch) -> bool:
-        """Write until durable. Returns False if asked to stop while the database was unreachable."""
+        """Store the batch in the database, or in the spool while the database is unreachable.
+
+        Returns False only when asked to stop while neither was possible: the messages then stay unacked and the
+        broker delivers them again after the restart.
+        """
         if self.writer is None or self._encoder is None:
             return True
         body = self._encoder.encode(batch)
+        self.drain_spool()
         if not body:
             return True
+        if self.spool is not None and len(self.spool):
+            return self._spool_or_wait(body)  # keep the database's view in arrival order
         from ingest.influx import WriteUnavailable
 
         delays = backoff_delays()
         while True:
             try:
-                refused = self.writer.write(body)
-                break
+                self._account(self.writer.write(body), body)
+                return True
             except WriteUnavailable as e:
+                self.stats.write_retries += 1
+                if self.spool is not None:
+                    log.warning("database unavailable (%s); spooling to disk", e)
+                    self._retry_at = time.monotonic() + self.spool_retry_s
+                    return self._spool_or_wait(body)
                 if self.stop_event.is_set() and self.live:
                     return False
-                self.stats.write_retries += 1
                 wait = max(getattr(e, "retry_after_s", 0) or 0, next(delays))
                 log.warning("database unavailable (%s); retrying in %.1f s, messages stay unacked", e, wait)
                 if self.stop_event.wait(wait) and self.live:
                     return False
+
+    def _account(self, refused: list[tuple[bytes, str]], body: bytes) -> None:
         if refused:
             self.dead.write_lines(refused)
             self.stats.dead_lettered += len(refused)
-        self.stats.written += batch.readings - len(refused)
-        return True
+        self.stats.written += body.count(b"\n") + (not body.endswith(b"\n")) - len(refused)
+
+    def _spool_or_wait(self, body: bytes) -> bool:
+        from ingest.spool import SpoolFull
+
+        assert self.spool is not None
+        delays = backoff_delays()
+        while True:
+            try:
+                self.spool.append(body)
+                self.stats.spooled += 1
+                return True
+            except SpoolFull as e:
+                # Back-pressure: the messages stay unacked in the broker until the spool drains.
+                wait = next(delays)
+                log.warning("%s; holding messages unacked, retrying in %.1f s", e, wait)
+                if self.stop_event.wait(wait) and self.live:
+                    return False
+                self._retry_at = 0.0
+                self.drain_spool()
+
+    def drain_spool(self) -> None:
+        """Write spooled batches oldest first while the database answers."""
+        if self.spool is None or not len(self.spool) or time.monotonic() < self._retry_at:
+            return
+        from ingest.influx import WriteUnavailable
+
+        while len(self.spool):
+            body = self.spool.oldest()
+            assert body is not None
+            try:
+                self._account(self.writer.write(body), body)  # type: ignore[union-attr]
+            except WriteUnavailable:
+                self._retry_at = time.monotonic() + self.spool_retry_s
+                return
+            self.spool.pop_oldest()
 
     def _emit(self, events: list[AlertEvent]) -> None:
         if not events:
@@ -246,9 +302,10 @@ class Pipeline:
         if self.watermark_ns is not None and self.live:
             lag = f"{max(0.0, (time.time_ns() - self.watermark_ns) / NS):.0f}s"
         backlog = getattr(self.source, "backlog", 0)
+        spool = f"{len(self.spool)} batches/{self.spool.bytes / 1e6:.1f}MB" if self.spool is not None else "off"
         log.info("health: received=%d readings=%d written=%d dead_lettered=%d alerts=%d lag=%s backlog=%d "
-                 "write_retries=%d", s.received, s.readings, s.written, s.dead_lettered, s.alerts, lag, backlog,
-                 s.write_retries)
+                 "write_retries=%d spool=%s", s.received, s.readings, s.written, s.dead_lettered, s.alerts, lag,
+                 backlog, s.write_retries, spool)
 
     def run(self) -> None:
         """Until the source is exhausted (replay) or stop() is called (live)."""
@@ -259,6 +316,8 @@ class Pipeline:
                     if not self.process(messages):
                         break
                 if self.live:
+                    if not messages:
+                        self.drain_spool()
                     self._live_tick(caught_up=len(messages) < self.batch_max_messages)
                 if time.monotonic() - self._last_checkpoint > self.checkpoint_interval_s:
                     self.checkpoint()
