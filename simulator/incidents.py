@@ -134,7 +134,10 @@ def plan_incidents(city: City, cfg: SimConfig) -> Plan:
         """A random time on a day in [lo, hi) between local hours h_lo and h_hi (working hours for crews)."""
         day = int(rng.integers(int(lo_days), max(int(lo_days) + 1, int(hi_days))))
         local_s = int(rng.integers(h_lo * HOUR_S, h_hi * HOUR_S))
-        return t0 + (day * DAY_S + local_s - LOCAL_OFFSET_S) * NS
+        # Days count from the local midnight on or before the start.
+        base = t0 - ((t0 // NS + LOCAL_OFFSET_S) % DAY_S) * NS
+        t = base + (day * DAY_S + local_s) * NS
+        return min(max(t, t0 + HOUR_S * NS), t1 - HOUR_S * NS)
 
     # Network outages first: their cells' meters stay clear of the other silence kinds.
     n_cells = len(city.cell_ids)

@@ -224,7 +224,7 @@ def write_capture(path: Path, city: City, cfg: SimConfig, meas: Measurements, tr
     hts = hour_ts(cfg, H, HOUR_S)
     qts = hour_ts(cfg, Q, QUARTER_S)
     mids = city.meter_ids
-    m_topic = [f"{prefix}/{city.districts[d]}/meter/{mid}/reading" for mid, d in zip(mids, city.meter_district.tolist())]
+    m_topic = [f"{prefix}/{city.districts[d]}/meter/{mid}/reading" for mid, d in zip(mids, city.meter_district.tolist(), strict=True)]
     r_topic = [f"{prefix}/{city.districts[city.building_district[b]]}/pumproom/{rid}/telemetry"
                for b, rid in enumerate(city.room_ids)]
     master_of = city.building_master.tolist()
@@ -276,7 +276,7 @@ def write_capture(path: Path, city: City, cfg: SimConfig, meas: Measurements, tr
             pcur = meas.pump_current[:, qa:qb].tolist()
             lines = []
             iu = 0
-            for c, d, a in zip(cls.tolist(), dev.tolist(), aux.tolist()):
+            for c, d, a in zip(cls.tolist(), dev.tolist(), aux.tolist(), strict=True):
                 if c == UPLOAD:
                     mm = umeter[iu]
                     o = off[iu]
