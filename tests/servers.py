@@ -550,13 +550,31 @@ class InfluxV2Server:
 
 
 def start_influx_v2(use_docker: bool | None = None) -> InfluxV2Server:
+    """The server named by CISTERN_TEST_INFLUX_V2_URL (+ _TOKEN, _ORG, _BUCKET), else VictoriaMetrics."""
     url = os.environ.get("CISTERN_TEST_INFLUX_V2_URL")
     if url:
         return InfluxV2Server(url=url.rstrip("/"), token=os.environ.get("CISTERN_TEST_INFLUX_V2_TOKEN", ""),
                               org=os.environ.get("CISTERN_TEST_INFLUX_V2_ORG", ""),
                               bucket=os.environ.get("CISTERN_TEST_INFLUX_V2_BUCKET", "water"),
                               kind=os.environ.get("CISTERN_TEST_INFLUX_V2_KIND", "influxdb"))
-    args = ["-retentionPeriod=100y", "-loggerLevel=ERROR", "-search.latencyOffset=0s"]
+    return start_victoria(use_docker=use_docker)
+
+
+def _http_answers(url: str) -> bool:
+    """Any HTTP answer below 500 (a server behind basic auth answers /health with 401)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status < 500
+    except urllib.error.HTTPError as e:
+        return e.code < 500
+    except OSError:
+        return False
+
+
+def start_victoria(extra_args: tuple[str, ...] = (), use_docker: bool | None = None) -> InfluxV2Server:
+    """VictoriaMetrics on a free port with a temporary data folder (or in a container when Docker answers)."""
+    # VictoriaMetrics silently drops points older than its retention (default one month): keep everything.
+    args = ["-retentionPeriod=100y", "-loggerLevel=ERROR", "-search.latencyOffset=0s", *extra_args]
     use_docker = docker_available() if use_docker is None else use_docker
     if use_docker:
         from testcontainers.core.container import DockerContainer  # type: ignore[import-untyped]
@@ -564,18 +582,17 @@ def start_influx_v2(use_docker: bool | None = None) -> InfluxV2Server:
         c = DockerContainer(IMAGES["victoria"]).with_command(" ".join(args)).with_exposed_ports(8428)
         c.start()
         server = InfluxV2Server(url=f"http://{c.get_container_host_ip()}:{c.get_exposed_port(8428)}", _container=c)
-        _wait(lambda: _http_ok(f"{server.url}/health"), "victoria-metrics container", None, None)
+        _wait(lambda: _http_answers(f"{server.url}/health"), "victoria-metrics container", None, None)
         return server
     binary = _need_binary("victoria-metrics")
     folder = Path(tempfile.mkdtemp(prefix="cistern-victoria-"))
     port = free_port()
     log = folder / "victoria.log"
-    # VictoriaMetrics silently drops points older than its retention (default one month): keep everything.
     proc = _spawn([binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={folder / 'data'}", *args],
                   log, cwd=folder)
     server = InfluxV2Server(url=f"http://127.0.0.1:{port}", folder=folder, _proc=proc)
     try:
-        _wait(lambda: _http_ok(f"{server.url}/health"), "victoria-metrics", proc, log)
+        _wait(lambda: _http_answers(f"{server.url}/health"), "victoria-metrics", proc, log)
     except RuntimeError:
         server.stop()
         raise
@@ -590,4 +607,5 @@ def remove_folder(folder: Path | None) -> None:
 __all__ = [
     "DEVICE_USERS", "DISPATCH_USER", "INGEST_USER", "InfluxV1Server", "InfluxV2Server", "MosquittoServer",
     "ServerUnavailable", "docker_available", "free_port", "start_influx_v1", "start_influx_v2", "start_mosquitto",
+    "start_victoria",
 ]
