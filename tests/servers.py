@@ -512,7 +512,8 @@ class InfluxV2Server:
             raise NotImplementedError("export is VictoriaMetrics only; use points()")
         self.flush()
         labels = ",".join([f'__name__="{measurement}_{field}"'] + [f'{k}="{v}"' for k, v in tags.items()])
-        q = urllib.parse.urlencode({"match[]": "{" + labels + "}", "start": "0"})
+        # An explicit end: without one, export stops short of recent points.
+        q = urllib.parse.urlencode({"match[]": "{" + labels + "}", "start": "0", "end": "4102444800"})
         with urllib.request.urlopen(f"{self.url}/api/v1/export?{q}", timeout=10) as r:
             return [json.loads(line) for line in r.read().splitlines() if line.strip()]
 
