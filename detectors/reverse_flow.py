@@ -1,0 +1,219 @@
+"""Reverse flow: a forward register that falls (installed backwards, wound back) or a reverse register that
+rises beyond pressure-transient noise — but not a wrap at register_max_m3 nor an announced replacement."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from devices.alerts import AlertEvent, iso_utc
+from devices.batch import NS, Batch
+from devices.registry import Registry
+
+from .base import Detector, LocalCalendar, MeterView, Params, alert_id, group_index, round_or_none
+
+OK, PENDING, OPEN = 0, 1, 2
+
+
+class ReverseFlowParams(Params):
+    step_noise_m3: float = Field(0.01, ge=0, description="a single backward step this small is a pressure transient")
+    min_reversed_m3: float = Field(0.05, gt=0, description="reversed volume that raises an incident …")
+    window_s: int = Field(86400, gt=0, description="… when accumulated with no pause longer than this")
+    clear_after_s: int = Field(3 * 86400, gt=0, description="clear when no reversal for this long")
+    meter_unit: str = Field("{district} water company district unit", description="route for meter incidents")
+
+
+class ReverseFlowDetector(Detector):
+    name = "reverse_flow"
+    kinds = ("reverse_flow",)
+    Params: ClassVar[type[Params]] = ReverseFlowParams
+    params: ReverseFlowParams
+    state_axes: ClassVar[dict[str, str]] = {
+        "last_ts": "meter", "last_total": "meter", "last_rev": "meter", "acc": "meter",
+        "first_ts": "meter", "first_total": "meter", "rev_ts": "meter", "status": "meter", "now": "scalar",
+    }
+
+    def __init__(self, registry: Registry, params: Params | dict | None, calendar: LocalCalendar):
+        super().__init__(registry, params, calendar)
+        self.half_max = 0.5 * registry.meters.register_max_m3
+        self.reg_max = registry.meters.register_max_m3
+
+    def _init_state(self) -> None:
+        n = len(self.registry.meters)
+        self.last_ts = np.zeros(n, dtype=np.int64)
+        self.last_total = np.full(n, np.nan)
+        self.last_rev = np.full(n, np.nan)
+        self.acc = np.zeros(n, dtype=np.float32)  # reversed volume of the current run (m3)
+        self.first_ts = np.zeros(n, dtype=np.int64)  # first reversal of the run
+        self.first_total = np.full(n, np.nan)  # forward register just before the run
+        self.rev_ts = np.zeros(n, dtype=np.int64)  # latest reversal
+        self.status = np.zeros(n, dtype=np.int8)
+        self.now = np.zeros(1, dtype=np.int64)
+
+    def update(self, batch: Batch, view: MeterView) -> list[AlertEvent]:
+        replacements = [e for e in batch.events if e.device == "meter" and e.type == "replacement"]
+        if view.n == 0:
+            self._late_replacements(replacements)
+            return []
+        meter, ts = view.meter, view.ts
+        fresh = ts > self.last_ts[meter]
+        rows = np.flatnonzero(fresh)
+        if rows.size == 0:
+            self._late_replacements(replacements)
+            return []
+        self.now[0] = max(int(self.now[0]), int(ts.max()))
+        gm, gts = meter[rows], ts[rows]
+        total = view.col("total_m3")[rows]
+        rev = view.col("reverse_m3")[rows]
+        first = np.empty(rows.size, dtype=bool)
+        first[0] = True
+        np.not_equal(gm[1:], gm[:-1], out=first[1:])
+        prev_total = np.empty_like(total)
+        prev_total[1:] = total[:-1]
+        prev_total[first] = self.last_total[gm[first]]
+        prev_rev = np.empty_like(rev)
+        prev_rev[1:] = rev[:-1]
+        prev_rev[first] = self.last_rev[gm[first]]
+        if replacements:
+            self._replacements_in_batch(replacements, gm, gts, prev_total, prev_rev)
+
+        d = total - prev_total
+        wrap = d < -self.half_max[gm]  # across register_max the true delta is (max - prev) + current
+        d = np.where(wrap, d + self.reg_max[gm], d)
+        noise = self.params.step_noise_m3
+        fall = np.where(d < -noise, -d, 0.0)
+        dr = rev - prev_rev
+        rise = np.where(dr > noise, dr, 0.0)  # NaN compares False: meters without a reverse register
+        v = fall + rise
+
+        # state of each meter after the batch: its latest reading
+        last = np.empty(rows.size, dtype=bool)
+        last[-1] = True
+        last[:-1] = first[1:]
+        um = gm[first]
+        self.last_ts[um] = gts[last]
+        self.last_total[um] = total[last]
+        lr = rev[last]
+        # keep the last known reverse register when the newest reading lacks one
+        self.last_rev[um] = np.where(np.isnan(lr), self.last_rev[um], lr)
+
+        self._track_runs(gm, gts, v, prev_total, first)
+        self._late_replacements(replacements)
+        return []
+
+    def _track_runs(self, gm, gts, v, prev_total, first) -> None:
+        rr = np.flatnonzero(v > 0)
+        if rr.size == 0:
+            return
+        # runs of reversals: a pause longer than the window starts a new run (an open incident keeps its run)
+        m_r, t_r, v_r = gm[rr], gts[rr], v[rr]
+        f_r = np.empty(rr.size, dtype=bool)
+        f_r[0] = True
+        np.not_equal(m_r[1:], m_r[:-1], out=f_r[1:])
+        prev_t = np.empty_like(t_r)
+        prev_t[1:] = t_r[:-1]
+        prev_t[f_r] = self.rev_ts[m_r[f_r]]
+        st = self.status[m_r]
+        win = np.where(st == OK, self.params.window_s, self.params.clear_after_s) * NS
+        carry_in = f_r & (self.acc[m_r] > 0) & (t_r - prev_t <= win)
+        new_run = (f_r & ~carry_in) | (~f_r & (t_r - prev_t > win) & (st == OK))
+        run_start = f_r | new_run  # runs never cross meters
+        seg = group_index(run_start)
+        starts = np.flatnonzero(run_start)
+        init = np.where(carry_in[starts], self.acc[m_r[starts]], 0.0)
+        run_first_ts = np.where(carry_in[starts], self.first_ts[m_r[starts]], t_r[starts])
+        run_first_total = np.where(carry_in[starts], self.first_total[m_r[starts]], prev_total[rr[starts]])
+        cum = np.cumsum(v_r)
+        acc = cum - (cum[starts] - v_r[starts])[seg] + init[seg]
+
+        # meters crossing the threshold for the first time: the first crossing run is the incident
+        cross = (acc >= self.params.min_reversed_m3) & (st == OK)
+        ends = np.flatnonzero(np.append(f_r[1:], True))
+        g = group_index(f_r)
+        raise_run = np.full(ends.size, -1)
+        if cross.any():
+            ci = np.flatnonzero(cross)
+            gi = g[ci]
+            firsts = np.unique(gi, return_index=True)
+            raise_run[firsts[0]] = seg[ci[firsts[1]]]
+        m_u = m_r[ends]
+        end_seg = seg[ends]
+        raised = raise_run >= 0
+        # an incident's run spans the rest of the batch: its volume is everything from the run's start
+        run_of = np.where(raised, raise_run, end_seg)
+        acc_end = np.where(raised, cum[ends] - (cum[starts[np.maximum(raise_run, 0)]] - v_r[starts[np.maximum(raise_run, 0)]])
+                           + init[np.maximum(raise_run, 0)], acc[ends])
+        self.acc[m_u] = acc_end
+        self.first_ts[m_u] = run_first_ts[run_of]
+        self.first_total[m_u] = run_first_total[run_of]
+        self.rev_ts[m_u] = t_r[ends]
+        self.status[m_u[raised]] = PENDING
+
+    def _replacements_in_batch(self, events, gm, gts, prev_total, prev_rev) -> None:
+        """A replacement between two readings: the reading after it follows the new register, not the old."""
+        for e in events:
+            lo, hi = np.searchsorted(gm, e.index, "left"), np.searchsorted(gm, e.index, "right")
+            if lo == hi:
+                continue
+            j = lo + np.searchsorted(gts[lo:hi], e.ts_ns, "left")
+            if j < hi:
+                prev_total[j] = float(e.fields.get("register_m3", np.nan))
+                prev_rev[j] = np.nan
+
+    def _late_replacements(self, events) -> None:
+        for e in events:
+            i = e.index
+            if e.ts_ns >= self.last_ts[i]:
+                # announced before the new meter's readings: they continue from the new register
+                self.last_ts[i] = e.ts_ns
+                self.last_total[i] = float(e.fields.get("register_m3", np.nan))
+                self.last_rev[i] = np.nan
+            if self.status[i] == PENDING and self.first_ts[i] >= e.ts_ns - 3600 * NS:
+                # the record came after the readings it explains: not a reversal after all
+                self.status[i] = OK
+                self.acc[i] = 0.0
+            if self.status[i] == OK and self.first_ts[i] >= e.ts_ns - 3600 * NS:
+                self.acc[i] = 0.0
+
+    def tick(self, now_ns: int) -> list[AlertEvent]:
+        now = max(int(now_ns), int(self.now[0]))
+        self.now[0] = now
+        out = []
+        for i in np.flatnonzero(self.status == PENDING).tolist():
+            self.status[i] = OPEN
+            out.append(self._event("raised", i, now))
+        stale = (self.status == OPEN) & (now - self.rev_ts > self.params.clear_after_s * NS)
+        for i in np.flatnonzero(stale).tolist():
+            out.append(self._event("cleared", i, now))
+            self.status[i] = OK
+            self.acc[i] = 0.0
+        return out
+
+    def _event(self, event: str, i: int, now: int) -> AlertEvent:
+        m = self.registry.meters
+        meter_id, district = str(m.ids[i]), str(m.district[i])
+        start = int(self.first_ts[i])
+        vol = float(self.acc[i])
+        ev = {
+            "volume_reversed_m3": round_or_none(vol),
+            "first_reading": {"ts": iso_utc(start), "total_m3_before": round_or_none(self.first_total[i])},
+            "last_reading": {"ts": iso_utc(int(self.last_ts[i])), "total_m3": round_or_none(self.last_total[i])},
+            "last_reversal": iso_utc(int(self.rev_ts[i])),
+            "register_max_m3": float(m.register_max_m3[i]),
+        }
+        b = int(m.building[i])
+        where = meter_id + (f" ({m.building_id[i]}, {self.registry.buildings.address[b]})" if b >= 0 else "")
+        since = self.calendar.local_text(start)
+        if event == "raised":
+            summary = (f"Meter {where}: {vol:.3f} m3 ran backwards since {since}: check for a meter installed "
+                       f"backwards or wound back")
+        else:
+            summary = f"Meter {where}: no reverse flow since {self.calendar.local_text(int(self.rev_ts[i]))}"
+        severity = "critical" if vol >= 1.0 else "warning"
+        return AlertEvent(
+            alert_id=alert_id("reverse_flow", meter_id, start), event=event, kind="reverse_flow",
+            severity=severity, subject_type="meter", subject_id=meter_id, district=district, start_ns=start,
+            detected_at_ns=now, summary=summary, route={"unit": self.params.meter_unit.format(district=district)},
+            evidence=ev)

@@ -1,0 +1,354 @@
+"""Silent meters: signal blocking (one meter silent while its cell reports), network outage (a cell silent),
+and a dead battery (voltage sank before the silence) — told apart so only the first goes out as theft."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from devices.alerts import AlertEvent, iso_utc
+from devices.batch import NS, Batch
+from devices.registry import Registry
+
+from .base import Detector, LocalCalendar, MeterView, Params, alert_id, group_index, round_or_none
+
+# per-meter status codes
+OK, BLOCKING, BATTERY, SILENCED = 0, 1, 2, 3  # SILENCED: went quiet inside a network outage of its cell
+CLEAR_PENDING = 10  # added to BLOCKING/BATTERY when the meter reported again; emitted at the next tick
+# per-cell status codes
+# an outage seen as the whole cell falling quiet clears on any member's message; one seen as many members
+# overdue (part of the cell still up) clears when one of the silenced members is heard again
+CELL_OK, CELL_OUTAGE, CELL_CLEAR_PENDING, CELL_OUTAGE_QUIET = 0, 1, 2, 3
+
+
+class SignalParams(Params):
+    missed_reports: float = Field(3.0, gt=0, description="silent for this many report intervals …")
+    min_silence_s: int = Field(12 * 3600, ge=0, description="… and at least this long (one lost message is not theft)")
+    grace_fraction: float = Field(0.25, ge=0, description="jitter allowed on a schedule, as a fraction of the interval")
+    grace_min_s: int = Field(1800, ge=0, description="jitter allowed on any schedule")
+    rsrp_tau_s: int = Field(14 * 86400, gt=0, description="memory of the RSRP baseline")
+    rsrp_drop_db: float = Field(10.0, gt=0, description="RSRP this far below baseline before the silence raises severity")
+    balance_empty_cny: float = Field(0.0, description="a prepaid balance at or below this had run out")
+    battery_low_v: float = Field(3.3, gt=0, description="a battery this low before the silence: depleted, not theft")
+    battery_drop_v: float = Field(0.25, gt=0, description="or this far below its own best voltage")
+    outage_min_meters: int = Field(3, ge=2, description="a cell outage silences at least this many meters")
+    outage_fraction: float = Field(0.5, gt=0, le=1, description="… or this share of the cell's meters at once")
+    cell_gap_factor: float = Field(10.0, gt=0, description="a cell quiet this many mean message gaps is out")
+    min_cell_silence_s: int = Field(2 * 3600, ge=0, description="… and at least this long")
+    blocking_max_overdue_fraction: float = Field(
+        0.34, ge=0, le=1, description="blocking only while at most this share of the other meters are overdue")
+    lone_meter_is_blocking: bool = Field(True, description="a silent meter with no cell neighbours counts as blocking")
+    meter_unit: str = Field("{district} water company district unit", description="route for meter incidents")
+    network_unit: str = Field("{district} water company district unit", description="route for cell outages")
+
+
+class SignalDetector(Detector):
+    name = "signal"
+    kinds = ("signal_blocking", "network_outage", "battery_depleted")
+    Params: ClassVar[type[Params]] = SignalParams
+    params: SignalParams
+    state_axes: ClassVar[dict[str, str]] = {
+        "last_ts": "meter", "last_total": "meter", "rsrp_ref": "meter", "rsrp_last": "meter",
+        "bat_max": "meter", "bat_last": "meter", "balance": "meter", "status": "meter",
+        "open_start": "meter", "open_total": "meter",
+        "cell_status": "cell", "cell_start": "cell", "cell_end": "cell", "cell_silenced": "cell",
+        "now": "scalar",
+    }
+
+    def __init__(self, registry: Registry, params: Params | dict | None, calendar: LocalCalendar):
+        super().__init__(registry, params, calendar)
+        p, m = self.params, registry.meters
+        interval = m.report_interval_s.astype(np.float64)
+        self.interval_ns = (interval * NS).astype(np.int64)
+        grace = np.maximum(p.grace_fraction * interval, p.grace_min_s)
+        self.overdue_ns = ((interval + grace) * NS).astype(np.int64)
+        self.silent_ns = ((np.maximum(p.missed_reports * interval, p.min_silence_s) + grace) * NS).astype(np.int64)
+        self.alpha = (1.0 - np.exp(-interval / p.rsrp_tau_s)).astype(np.float64)
+        self.cell = m.cell.astype(np.int64)
+        self.n_cells = len(registry.cell_ids)
+        # a cell's district: that of its first meter (cells rarely straddle districts)
+        self.cell_district = np.array([""] * self.n_cells, dtype=object)
+        has = self.cell >= 0
+        cells, first = np.unique(self.cell[has], return_index=True)
+        self.cell_district[cells] = m.district[np.flatnonzero(has)[first]]
+
+    def _init_state(self) -> None:
+        n, c = len(self.registry.meters), len(self.registry.cell_ids)
+        self.last_ts = np.zeros(n, dtype=np.int64)
+        self.last_total = np.full(n, np.nan)
+        self.rsrp_ref = np.full(n, np.nan, dtype=np.float32)
+        self.rsrp_last = np.full(n, np.nan, dtype=np.float32)
+        self.bat_max = np.full(n, np.nan, dtype=np.float32)
+        self.bat_last = np.full(n, np.nan, dtype=np.float32)
+        self.balance = np.full(n, np.nan, dtype=np.float32)
+        self.status = np.zeros(n, dtype=np.int8)
+        self.open_start = np.zeros(n, dtype=np.int64)
+        self.open_total = np.full(n, np.nan)
+        self.cell_status = np.zeros(c, dtype=np.int8)
+        self.cell_start = np.zeros(c, dtype=np.int64)
+        self.cell_end = np.zeros(c, dtype=np.int64)  # when the cell's last outage ended (0: never)
+        self.cell_silenced = np.zeros(c, dtype=np.int32)  # meters silenced by the open outage (evidence)
+        self.now = np.zeros(1, dtype=np.int64)
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: Batch, view: MeterView) -> list[AlertEvent]:
+        self._apply_events(batch)
+        if view.n == 0:
+            return []
+        meter, ts = view.meter, view.ts
+        fresh = ts > self.last_ts[meter]  # older rows are late copies of what this meter already told us
+        if not fresh.any():
+            return []
+        self.now[0] = max(int(self.now[0]), int(ts.max()))
+        rows = np.flatnonzero(fresh)
+        gm = meter[rows]
+        first = np.empty(rows.size, dtype=bool)
+        first[0] = True
+        np.not_equal(gm[1:], gm[:-1], out=first[1:])
+        last = np.empty(rows.size, dtype=bool)
+        last[-1] = True
+        last[:-1] = first[1:]
+        um = gm[first]
+        lrow = rows[last]
+
+        # a meter with an open incident that speaks again: its incident clears at the next tick
+        st = self.status[um]
+        back = (st == BLOCKING) | (st == BATTERY)
+        self.status[um[back]] = st[back] + CLEAR_PENDING
+        self.status[um[st == SILENCED]] = OK
+        c_um = self.cell[um]
+        cs = np.where(c_um >= 0, self.cell_status[np.maximum(c_um, 0)], CELL_OK)
+        resumed = (cs == CELL_OUTAGE_QUIET) | ((cs == CELL_OUTAGE) & (st == SILENCED))
+        if resumed.any():
+            c, t = c_um[resumed], ts[lrow][resumed]
+            self.cell_status[c] = CELL_CLEAR_PENDING
+            # several members back in one batch: the outage ended with the first of them
+            end = np.full(self.n_cells, np.iinfo(np.int64).max)
+            np.minimum.at(end, c, t)
+            self.cell_end[c] = end[c]
+
+        self.last_ts[um] = ts[lrow]
+        self.last_total[um] = view.col("total_m3")[lrow]
+
+        # status fields ride on a message's latest reading; each is folded in time order
+        for col in ("rsrp_dbm", "battery_v", "balance_cny"):
+            vals = view.col(col)[rows]
+            ok = np.isfinite(vals)
+            if not ok.any():
+                continue
+            r_m, r_v = gm[ok], vals[ok]
+            f = np.empty(r_m.size, dtype=bool)
+            f[0] = True
+            np.not_equal(r_m[1:], r_m[:-1], out=f[1:])
+            lastv = np.empty(r_m.size, dtype=bool)
+            lastv[-1] = True
+            lastv[:-1] = f[1:]
+            gmu = r_m[f]
+            if col == "rsrp_dbm":
+                self.rsrp_last[gmu] = r_v[lastv]
+                g = group_index(f)
+                ends = np.flatnonzero(lastv)
+                k = ends[g] - np.arange(r_m.size)  # readings after this one in its group
+                a = self.alpha[r_m]
+                w = a * (1.0 - a) ** k
+                ref0 = self.rsrp_ref[gmu].astype(np.float64)
+                ref0 = np.where(np.isnan(ref0), r_v[f], ref0)
+                n_g = np.diff(np.append(np.flatnonzero(f), r_m.size))
+                self.rsrp_ref[gmu] = (1.0 - self.alpha[gmu]) ** n_g * ref0 + np.bincount(g, w * r_v)
+            elif col == "battery_v":
+                self.bat_last[gmu] = r_v[lastv]
+                best = np.maximum.reduceat(r_v, np.flatnonzero(f))
+                self.bat_max[gmu] = np.fmax(self.bat_max[gmu], best)
+            else:
+                self.balance[gmu] = r_v[lastv]
+        return []
+
+    def _apply_events(self, batch: Batch) -> None:
+        for e in batch.events:
+            if e.device == "meter" and e.type == "replacement":
+                # a new meter: its battery and radio baselines start over; the register restarts
+                i = e.index
+                self.bat_max[i] = np.nan
+                self.rsrp_ref[i] = np.nan
+                self.open_total[i] = np.nan
+                if e.ts_ns >= self.last_ts[i] and "register_m3" in e.fields:
+                    self.last_total[i] = float(e.fields["register_m3"])
+
+    # ------------------------------------------------------------------ tick
+    def tick(self, now_ns: int) -> list[AlertEvent]:
+        now = max(int(now_ns), int(self.now[0]))
+        self.now[0] = now
+        out: list[AlertEvent] = []
+        out += self._emit_clears(now)
+
+        seen = self.last_ts > 0
+        if not seen.any():
+            return out
+        cell = self.cell
+        in_cell = cell >= 0
+        cell_end = np.where(in_cell, self.cell_end[np.maximum(cell, 0)], 0)
+        eff = np.maximum(self.last_ts, cell_end)
+        silence = now - eff
+        st = self.status
+        active = seen & ((st == OK) | (st == SILENCED))
+        overdue = active & (silence > self.overdue_ns)
+        silent = active & (silence > self.silent_ns)
+        if not overdue.any():
+            return out
+
+        nc = self.n_cells
+        ac = active & in_cell
+        n_active = np.bincount(cell[ac], minlength=nc)
+        n_overdue = np.bincount(cell[ac & overdue], minlength=nc)
+        rate = np.bincount(cell[ac], weights=NS / self.interval_ns[ac].astype(np.float64), minlength=nc)
+        cell_last = np.zeros(nc, dtype=np.int64)
+        np.maximum.at(cell_last, cell[seen & in_cell], self.last_ts[seen & in_cell])
+        cell_last = np.maximum(cell_last, self.cell_end)
+        with np.errstate(divide="ignore"):
+            quiet_ns = np.maximum(self.params.cell_gap_factor / rate * NS, self.params.min_cell_silence_s * NS)
+        quiet = (n_active > 0) & (now - cell_last > quiet_ns)
+        p = self.params
+        outage = (n_active >= p.outage_min_meters) & (
+            quiet | (n_overdue >= np.maximum(p.outage_min_meters, p.outage_fraction * n_active)))
+
+        # new outages: one incident per cell; its overdue members are silenced, not suspected
+        new_cells = np.flatnonzero(outage & (self.cell_status == CELL_OK))
+        if new_cells.size:
+            start = np.zeros(nc, dtype=np.int64)
+            od = overdue & in_cell
+            np.maximum.at(start, cell[od], self.last_ts[od])
+            for c in new_cells.tolist():
+                self.cell_status[c] = CELL_OUTAGE_QUIET if quiet[c] else CELL_OUTAGE
+                self.cell_start[c] = start[c] if start[c] > 0 else cell_last[c]
+                self.cell_silenced[c] = n_overdue[c]
+                out.append(self._outage_event("raised", c, now, int(n_active[c]), int(n_overdue[c])))
+        in_outage = np.zeros(nc, dtype=bool)
+        in_outage[:] = (self.cell_status == CELL_OUTAGE) | (self.cell_status == CELL_OUTAGE_QUIET) | outage
+        join = overdue & in_cell & in_outage[np.maximum(cell, 0)] & (st == OK)
+        self.status[join] = SILENCED
+        self.cell_silenced[:] = np.where(in_outage, np.maximum(self.cell_silenced, n_overdue), self.cell_silenced)
+
+        # individual silences where the cell is up
+        cand = silent & ~(in_cell & in_outage[np.maximum(cell, 0)]) & (self.status != SILENCED)
+        idx = np.flatnonzero(cand)
+        if idx.size:
+            c = cell[idx]
+            has_cell = c >= 0
+            cc = np.maximum(c, 0)
+            others = n_active[cc] - 1
+            others_overdue = n_overdue[cc] - 1
+            heard_after = cell_last[cc] > eff[idx] + self.interval_ns[idx]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                frac = np.where(others > 0, others_overdue / np.maximum(others, 1), 0.0)
+            neighbours_ok = (others > 0) & heard_after & (frac <= p.blocking_max_overdue_fraction)
+            lone = ~has_cell | (others <= 0)
+            take = np.where(has_cell, neighbours_ok | (lone & p.lone_meter_is_blocking), p.lone_meter_is_blocking)
+            for i in idx[take].tolist():
+                out.append(self._raise_meter(i, now, int(n_active[cell[i]] - n_overdue[cell[i]]) if cell[i] >= 0 else 0))
+        return out
+
+    def _emit_clears(self, now: int) -> list[AlertEvent]:
+        out = []
+        for i in np.flatnonzero(self.status >= CLEAR_PENDING).tolist():
+            kind = "signal_blocking" if self.status[i] - CLEAR_PENDING == BLOCKING else "battery_depleted"
+            self.status[i] = OK
+            out.append(self._meter_event("cleared", kind, i, now))
+        for c in np.flatnonzero(self.cell_status == CELL_CLEAR_PENDING).tolist():
+            self.cell_status[c] = CELL_OK
+            out.append(self._outage_event("cleared", c, now, 0, int(self.cell_silenced[c])))
+            self.cell_silenced[c] = 0
+        return out
+
+    # ------------------------------------------------------------------ events
+    def _battery_sank(self, i: int) -> bool:
+        p = self.params
+        last, best = float(self.bat_last[i]), float(self.bat_max[i])
+        if not np.isfinite(last):
+            return False
+        return last < p.battery_low_v or (np.isfinite(best) and best - last >= p.battery_drop_v)
+
+    def _raise_meter(self, i: int, now: int, reporting: int) -> AlertEvent:
+        kind = "battery_depleted" if self._battery_sank(i) else "signal_blocking"
+        self.status[i] = BATTERY if kind == "battery_depleted" else BLOCKING
+        self.open_start[i] = self.last_ts[i]
+        self.open_total[i] = self.last_total[i]
+        return self._meter_event("raised", kind, i, now, reporting)
+
+    def _meter_event(self, event: str, kind: str, i: int, now: int, reporting: int | None = None) -> AlertEvent:
+        m, p, cal = self.registry.meters, self.params, self.calendar
+        meter_id, district = str(m.ids[i]), str(m.district[i])
+        start = int(self.open_start[i])
+        rsrp_last, rsrp_ref = float(self.rsrp_last[i]), float(self.rsrp_ref[i])
+        sank = np.isfinite(rsrp_last) and np.isfinite(rsrp_ref) and rsrp_ref - rsrp_last >= p.rsrp_drop_db
+        balance = float(self.balance[i])
+        empty = bool(m.prepaid[i]) and np.isfinite(balance) and balance <= p.balance_empty_cny
+        ev: dict = {
+            "last_seen": iso_utc(start),
+            "register_at_last_seen_m3": round_or_none(self.open_total[i]),
+            "rsrp_dbm_last": round_or_none(rsrp_last, 1),
+            "rsrp_dbm_baseline": round_or_none(rsrp_ref, 1),
+            "rsrp_sank": bool(sank),
+            "battery_v_last": round_or_none(self.bat_last[i], 2),
+            "battery_v_best": round_or_none(self.bat_max[i], 2),
+            "prepaid": bool(m.prepaid[i]),
+            "balance_cny": round_or_none(balance, 2),
+            "cell_id": str(m.cell_id[i]),
+            "report_interval_s": int(m.report_interval_s[i]),
+        }
+        if reporting is not None:
+            ev["cell_meters_reporting"] = reporting
+        b = int(m.building[i])
+        where = f"{meter_id}"
+        if b >= 0:
+            addr = str(self.registry.buildings.address[b])
+            where += f" ({m.building_id[i]}{', ' + addr if addr else ''})"
+        since = cal.local_text(start)
+        if kind == "signal_blocking":
+            severity = "critical" if (sank or empty) else "warning"
+            why = []
+            if sank:
+                why.append(f"RSRP fell from {rsrp_ref:.0f} to {rsrp_last:.0f} dBm first")
+            if empty:
+                why.append(f"prepaid balance was {balance:.2f} CNY")
+            summary = (f"Meter {where} silent since {since} while its cell {m.cell_id[i]} keeps reporting"
+                       f"{'; ' + ', '.join(why) if why else ''}: inspect for signal shielding")
+        else:
+            severity = "info"
+            summary = (f"Meter {where} silent since {since} after its battery sank to "
+                       f"{float(self.bat_last[i]):.2f} V: replace the battery")
+        if event == "cleared":
+            advance = float(self.last_total[i]) - float(self.open_total[i])
+            if np.isfinite(advance) and advance < -0.5 * float(m.register_max_m3[i]):
+                advance += float(m.register_max_m3[i])
+            ev["resumed_at"] = iso_utc(int(self.last_ts[i]))
+            ev["register_advance_m3"] = round_or_none(advance)
+            ev["silent_h"] = round((int(self.last_ts[i]) - start) / NS / 3600, 1)
+            summary = f"Meter {where} reporting again (silent since {since})"
+            if np.isfinite(advance):
+                summary += f"; register advanced {advance:.3f} m3 over the gap"
+        else:
+            ev["silent_h"] = round((now - start) / NS / 3600, 1)
+        return AlertEvent(
+            alert_id=alert_id(kind, meter_id, start), event=event, kind=kind, severity=severity,
+            subject_type="meter", subject_id=meter_id, district=district, start_ns=start, detected_at_ns=now,
+            summary=summary, route={"unit": p.meter_unit.format(district=district)}, evidence=ev)
+
+    def _outage_event(self, event: str, c: int, now: int, members: int, silent: int) -> AlertEvent:
+        cell_id = str(self.registry.cell_ids[c])
+        district = str(self.cell_district[c])
+        start = int(self.cell_start[c])
+        since = self.calendar.local_text(start)
+        ev: dict = {"last_heard": iso_utc(start), "meters_silent": silent}
+        if event == "raised":
+            ev["meters_in_cell"] = members
+            summary = f"Cell {cell_id}: {silent} of {members} meters silent since {since}: check the NB-IoT cell/gateway"
+        else:
+            ev["reporting_again_at"] = iso_utc(int(self.cell_end[c]))
+            summary = f"Cell {cell_id} reporting again (outage since {since})"
+        return AlertEvent(
+            alert_id=alert_id("network_outage", cell_id, start), event=event, kind="network_outage",
+            severity="warning", subject_type="cell", subject_id=cell_id, district=district, start_ns=start,
+            detected_at_ns=now, summary=summary, route={"unit": self.params.network_unit.format(district=district)},
+            evidence=ev)
