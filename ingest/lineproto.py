@@ -249,7 +249,7 @@ class LineEncoder:
 
     def __init__(self, registry: Registry):
         self.registry = registry
-        m, b, r, t = registry.meters, registry.buildings, registry.rooms, registry.tanks
+        m, r, t = registry.meters, registry.rooms, registry.tanks
         self.meter_prefix = np.array([
             series_prefix(METER_READING, {"meter_id": mid, "district": d, "building_id": bid, "role": role})
             for mid, d, bid, role in zip(m.ids.tolist(), m.district.tolist(), m.building_id.tolist(),
@@ -261,7 +261,6 @@ class LineEncoder:
             series_prefix(TANK, {"tank_id": tid, "room_id": r.ids[ri], "district": room_district[ri]})
             for tid, ri in zip(t.ids.tolist(), t.room.tolist(), strict=True)], dtype=object)
         self._pump_prefix: dict[tuple[int, str], str] = {}
-        del b  # buildings only lend their id, already on each meter
 
     def _pump_prefixes(self, rooms: np.ndarray, pump_ids: np.ndarray) -> np.ndarray:
         cache = self._pump_prefix

@@ -490,7 +490,8 @@ def start_influx_v1(use_docker: bool | None = None) -> InfluxV1Server:
 
 @dataclass
 class InfluxV2Server:
-    """A server taking /api/v2/write. VictoriaMetrics names series `<measurement>_<field>` and keeps no strings."""
+    """A server taking /api/v2/write. VictoriaMetrics names series `<measurement>_<field>`, keeps no string
+    fields, and silently drops points more than 2 days ahead of its clock (and older than its retention)."""
 
     url: str
     token: str = "cistern-test-token"

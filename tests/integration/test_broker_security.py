@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import ssl
+import subprocess
 import threading
 
 import paho.mqtt.client as mqtt
@@ -170,9 +172,6 @@ def test_queued_readings_survive_a_broker_restart(mosquitto_private):
 
 
 def test_the_deploy_script_adds_a_device_account(broker):
-    import os
-    import subprocess
-
     assert broker.folder is not None
     script = servers.ROOT / "deploy" / "add-device-account"
     env = {**os.environ, "CISTERN_DEVICE_PASSWORD": "fresh-pw-1"}

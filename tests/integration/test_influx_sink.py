@@ -18,10 +18,10 @@ T0 = 1_795_334_400_000_000_000  # 2026-11-22T00:00:00Z
 HOUR = 3_600 * 10**9
 
 
-def make_registry(district: str = "d01") -> Registry:
+def make_registry(district: str = "d01", id_prefix: str = "") -> Registry:
     n = 4
     m = {
-        "meter_id": ["M000001", "M000002", "M 0003,=x", "M000004"],
+        "meter_id": [id_prefix + i for i in ("M000001", "M000002", "M 0003,=x", "M000004")],
         "district": [district] * n,
         "building_id": ["B001", "B001", "楼 7, 东", ""], "role": ["household", "household", "household", "master"],
         "customer_class": ["residential"] * 3 + [""], "pipe_dn_mm": [15, 15, 15, 50], "prepaid": [False, True, False, False],
@@ -29,7 +29,7 @@ def make_registry(district: str = "d01") -> Registry:
         "business_hours_per_day": [NAN] * n,
     }
     b = {"building_id": ["B001", "楼 7, 东"], "district": [district] * 2, "address": ["", ""],
-         "pump_room_id": ["P0001", ""], "master_meter_id": ["M000004", ""]}
+         "pump_room_id": ["P0001", ""], "master_meter_id": [id_prefix + "M000004", ""]}
     r = {"room_id": ["P0001"], "district": [district], "address": [""], "maintenance_unit": ["Unit 3"],
          "supervisor_unit": [""]}
     t = {"tank_id": ["P0001-T1"], "room_id": ["P0001"], "capacity_m3": [50.0],
@@ -110,8 +110,9 @@ def test_v1_creates_a_missing_database_and_honours_db_slash_rp(influx_v1):
 
 
 def test_a_batch_written_over_v2_lands_in_victoriametrics(victoria):
-    district = f"d{servers.free_port()}"  # one server for the session: keep this test's series apart
-    reg, batch = make_registry(district), make_batch()
+    # One server for the whole session: this test's series get a district and ids no other test uses.
+    district = f"d{servers.free_port()}"
+    reg, batch = make_registry(district, id_prefix=f"{district}-"), make_batch()
     writer = open_writer(victoria.url, api="v2", bucket=victoria.bucket, org=victoria.org, token=victoria.token)
     assert writer.write(LineEncoder(reg).encode(batch)) == []
     writer.close()
