@@ -174,6 +174,7 @@ class MqttSource:
             self.fatal_error = f"subscription refused: {', '.join(bad)} (check the broker ACL)"
             log.error("MQTT %s", self.fatal_error)
             return
+        log.info("MQTT subscribed: %s (QoS 1)", ", ".join(self.topics))
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

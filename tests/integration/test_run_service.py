@@ -31,7 +31,7 @@ class Service:
         self.log: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.wait_for("MQTT connected", 20)
+        self.wait_for("MQTT subscribed", 20)
 
     def _read(self) -> None:
         for line in self.proc.stdout:  # type: ignore[union-attr]
@@ -56,11 +56,11 @@ class Service:
 
 def publish(broker, device: str, district: str, payloads: list[bytes | str]) -> None:
     """Publish as the device's own account with mosquitto_pub, QoS 1, one message a line."""
-    lines = "\n".join(p.decode() if isinstance(p, bytes) else p for p in payloads) + "\n"
+    lines = b"\n".join(p if isinstance(p, bytes) else p.encode() for p in payloads) + b"\n"
     topic = f"water/{district}/meter/{device}/reading"
     r = subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-u", device,
                         "-P", broker.passwords[device], "-q", "1", "-t", topic, "-l"],
-                       input=lines, capture_output=True, text=True, timeout=60)
+                       input=lines, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
 
 
@@ -148,7 +148,7 @@ def test_every_published_reading_lands_in_victoriametrics_over_v2(mosquitto_serv
         "CISTERN_REGISTRY": str(write_registry(tmp_path / "registry")),
         "CISTERN_STATE_DIR": str(tmp_path / "state"),
     })
-    start = T0 + 86400 * 3  # a day no other test writes
+    start = T0 - 86400 * 3  # a day no other test writes (VictoriaMetrics refuses future samples)
     publish(mosquitto_server, "M000002", "d01", readings("M000002", start, 250))
     assert wait_until(lambda: victoria.count("meter_reading", "total_m3", meter_id="M000002"), 250) == 250
     pts = victoria.points("meter_reading", "total_m3", meter_id="M000002")

@@ -1,0 +1,130 @@
+"""The pipeline acks a message only once its readings are durable: in the database, or in the disk spool."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from devices.registry import Registry
+from devices.topics import TopicLayout
+from ingest.decode import RawMessage
+from ingest.influx import WriteUnavailable
+from ingest.pipeline import Pipeline
+from tests.helpers import write_registry
+
+T0 = 1_795_334_400
+
+
+class ListSource:
+    """A source over a fixed list of messages, recording what was acked."""
+
+    def __init__(self, messages, chunk=10):
+        self.messages = list(messages)
+        self.chunk = chunk
+        self.acked: list[RawMessage] = []
+        self.pos = 0
+
+    def poll(self, max_messages, timeout_s=0.0):
+        n = min(max_messages, self.chunk)
+        out = self.messages[self.pos:self.pos + n]
+        self.pos += len(out)
+        return out
+
+    def ack(self, messages):
+        self.acked += messages
+
+    def take_rejects(self):
+        return []
+
+    @property
+    def exhausted(self):
+        return self.pos >= len(self.messages)
+
+    def close(self):
+        pass
+
+
+class FlakyWriter:
+    """Refuses the first `down` writes as unavailable, then stores lines in order."""
+
+    def __init__(self, down=0):
+        self.down = down
+        self.lines: list[bytes] = []
+        self.calls = 0
+
+    def write(self, body):
+        self.calls += 1
+        if self.calls <= self.down:
+            raise WriteUnavailable("connection refused")
+        self.lines += [x for x in body.split(b"\n") if x]
+        return []
+
+    def close(self):
+        pass
+
+
+def messages(n):
+    return [RawMessage("water/d01/meter/M000001/reading",
+                       orjson.dumps({"meter_id": "M000001", "ts": T0 + 60 * i, "total_m3": 1 + i / 100}),
+                       token=i) for i in range(n)]
+
+
+@pytest.fixture
+def registry(tmp_path):
+    return Registry.load(write_registry(tmp_path / "registry"))
+
+
+def make(registry, tmp_path, source, writer, **kw):
+    return Pipeline(registry, TopicLayout("water"), source, state_dir=tmp_path / "state", writer=writer,
+                    live=True, batch_max_messages=10, batch_max_wait_s=0.01, **kw)
+
+
+def test_acks_follow_writes(registry, tmp_path):
+    src, w = ListSource(messages(30)), FlakyWriter()
+    p = make(registry, tmp_path, src, w)
+    for _ in range(3):
+        p.process(src.poll(10))
+    assert [m.token for m in src.acked] == list(range(30))
+    assert len(w.lines) == 30 and p.stats.written == 30
+
+
+def test_database_down_without_spool_leaves_messages_unacked_when_stopping(registry, tmp_path):
+    src, w = ListSource(messages(10)), FlakyWriter(down=10**6)
+    p = make(registry, tmp_path, src, w)
+    p.stop()
+    assert p.process(src.poll(10)) is False
+    assert src.acked == [] and w.lines == []
+
+
+def test_database_down_spools_then_drains_in_order_without_loss(registry, tmp_path):
+    src, w = ListSource(messages(50)), FlakyWriter(down=3)
+    p = make(registry, tmp_path, src, w, spool_max_bytes=10_000_000, spool_retry_s=0.0)
+    for _ in range(3):  # database down: each batch goes to the spool, and is acked
+        assert p.process(src.poll(10))
+    assert len(src.acked) == 30 and w.lines == [] and len(p.spool) == 3
+    for _ in range(2):  # database back: the spool drains first, then new batches follow in order
+        assert p.process(src.poll(10))
+    assert len(p.spool) == 0 and len(src.acked) == 50
+    stamps = [int(line.rsplit(b" ", 1)[1]) for line in w.lines]
+    assert stamps == [(T0 + 60 * i) * 10**9 for i in range(50)]
+
+
+def test_spool_survives_a_restart(registry, tmp_path):
+    src, w = ListSource(messages(20)), FlakyWriter(down=10**6)
+    p = make(registry, tmp_path, src, w, spool_max_bytes=10_000_000, spool_retry_s=3600)
+    p.process(src.poll(10))
+    p.process(src.poll(10))
+    assert len(src.acked) == 20 and len(p.spool) == 2
+    w2 = FlakyWriter()
+    p2 = make(registry, tmp_path, ListSource([]), w2, spool_max_bytes=10_000_000)
+    p2.drain_spool()
+    assert len(w2.lines) == 20 and len(p2.spool) == 0
+
+
+def test_full_spool_holds_messages_unacked(registry, tmp_path):
+    src, w = ListSource(messages(20)), FlakyWriter(down=10**6)
+    p = make(registry, tmp_path, src, w, spool_max_bytes=1200, spool_retry_s=3600)
+    assert p.process(src.poll(10))  # fits
+    p.stop()
+    assert p.process(src.poll(10)) is False  # does not fit: not acked
+    assert len(src.acked) == 10
