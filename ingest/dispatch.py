@@ -53,6 +53,11 @@ class DispatchSettings(BaseModel):
                                                                "to the supervising unit")
     remind_kinds: list[str] = Field(["disinfection_overdue"], description="kinds that get reminders and escalation "
                                                                          "(comma list)")
+    supervisor_kinds: list[str] = Field(["disinfection_unverified"],
+                                        description="kinds sent to the supervising unit from the start (comma list)")
+    growth_kinds: list[str] = Field(["signal_blocking", "bypass"],
+                                    description="kinds whose open incidents get an update as time grows their loss "
+                                                "estimate (comma list)")
     update_min_change: float = Field(0.5, ge=0, description="relative change of a number in the evidence that makes "
                                                             "an update worth sending")
     update_min_interval_h: float = Field(6.0, ge=0, description="least hours between two updates of one incident "
@@ -79,7 +84,7 @@ class DispatchSettings(BaseModel):
     evidence_max_items: int = Field(48, ge=1, description="longest list kept in an alert's evidence (newest kept)")
     outbox_keep_days: float = Field(30.0, ge=0, description="days a delivered outbox row is kept")
 
-    @field_validator("due_soon_lead_days", "remind_kinds", mode="before")
+    @field_validator("due_soon_lead_days", "remind_kinds", "supervisor_kinds", "growth_kinds", mode="before")
     @classmethod
     def _comma_list(cls, v: Any) -> Any:
         if isinstance(v, str):
@@ -324,7 +329,7 @@ class Dispatcher:
         inc = Incident(alert_id=alert_id, kind=ev.kind, subject_type=ev.subject_type, subject_id=ev.subject_id,
                        district=ev.district, open=True, seq=0, severity=ev.severity, start_ns=ev.start_ns,
                        raised_ns=ev.detected_at_ns, sent_ns=ev.detected_at_ns, closed_ns=None, due_ns=None,
-                       leads_done=[], reminders=0, next_ns=None, escalated=False, ack_by=None, ack_ns=None,
+                       leads_done=[], reminders=0, next_ns=None, grow_ns=None, escalated=False, ack_by=None, ack_ns=None,
                        ack_note=None, summary=ev.summary, evidence=dict(ev.evidence), route=dict(ev.route),
                        cap_ref=None)
         t = ev.detected_at_ns
@@ -342,6 +347,7 @@ class Dispatcher:
                 inc.next_ns = self._next_lead(inc)
         if ev.kind in s.remind_kinds and ev.kind != "disinfection_due_soon":
             inc.next_ns = t + int(s.reminder_interval_days * DAY_NS)
+        self._schedule_growth(inc, t)
         self._publish(db, inc, "raised", t, out)
 
     def _absorb(self, inc: Incident, ev: AlertEvent) -> None:
@@ -361,6 +367,7 @@ class Dispatcher:
                    for k, v in after.items())
         spaced = ev.detected_at_ns - inc.sent_ns >= s.update_min_interval_h * 3600 * NS
         if severity_changed or (grew and spaced):
+            self._schedule_growth(inc, ev.detected_at_ns)
             self._publish(db, inc, "updated", ev.detected_at_ns, out)
         else:
             self.store.save(db, inc)  # keep the newest evidence for the next event that goes out
@@ -372,7 +379,7 @@ class Dispatcher:
     def _finish(self, db, inc: Incident, t: int, severity: str, out: list[dict[str, Any]]) -> None:
         inc.open = False
         inc.closed_ns = t
-        inc.next_ns = None
+        inc.next_ns = inc.grow_ns = None
         inc.severity = severity
         self._publish(db, inc, "cleared", t, out)
 
@@ -386,6 +393,9 @@ class Dispatcher:
         """Reminders and escalation due by now; each goes out stamped with the time it was due (event time)."""
         s = self.settings
         step = int(s.reminder_interval_days * DAY_NS)
+        if inc.grow_ns is not None and inc.grow_ns <= now_ns:
+            self._publish(db, inc, "updated", now_ns, out, extra={"update_reason": "the loss grows with time"})
+            self._schedule_growth(inc, now_ns)
         while inc.open and not inc.acknowledged and inc.next_ns is not None and inc.next_ns <= now_ns:
             t = inc.next_ns
             if inc.kind == "disinfection_due_soon":
@@ -407,6 +417,16 @@ class Dispatcher:
             else:
                 inc.next_ns = None
         self.store.save(db, inc)
+
+    def _schedule_growth(self, inc: Incident, t: int) -> None:
+        """Next time an open incident's evidence (days, loss estimate) will have grown materially."""
+        if inc.kind not in self.settings.growth_kinds or inc.start_ns <= 0:
+            inc.grow_ns = None
+            return
+        age = max(t - inc.start_ns, 0)
+        step = max(int(age * self.settings.update_min_change), int(self.settings.update_min_interval_h * 3600 * NS),
+                   3600 * NS)
+        inc.grow_ns = t + step
 
     def _next_lead(self, inc: Incident) -> int | None:
         left = [d for d in self.settings.due_soon_lead_days if d not in inc.leads_done]
@@ -446,7 +466,7 @@ class Dispatcher:
 
     def event_dict(self, inc: Incident, event: str, t: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         en = self.enricher
-        route = en.route(inc.subject_type, inc.subject_id, inc.district)
+        route = en.route(inc.kind, inc.subject_type, inc.subject_id, inc.district, str(inc.route.get("unit", "")))
         detector_route = {k: v for k, v in inc.route.items() if k not in ("unit",)}
         route = {**detector_route, **route}
         if inc.escalated:

@@ -15,9 +15,10 @@ DAY_NS = 86400 * NS
 THEFT_KINDS = ("signal_blocking", "reverse_flow", "bypass")
 
 # Evidence keys the detectors may use for a measured loss (first found wins); documented in the report.
-REVERSED_KEYS = ("reversed_m3", "reverse_m3", "reverse_volume_m3", "reversed_volume_m3", "loss_m3")
-UNMETERED_RATE_KEYS = ("unmetered_m3_per_day", "unmetered_m3_day", "gap_m3_per_day", "missing_m3_per_day",
-                       "baseline_m3_per_day", "usual_m3_per_day")
+REVERSED_KEYS = ("volume_reversed_m3", "reversed_m3", "reverse_m3", "reverse_volume_m3", "reversed_volume_m3",
+                 "loss_m3")
+UNMETERED_RATE_KEYS = ("estimated_unmetered_m3_per_day", "unmetered_m3_per_day", "unmetered_m3_day", "gap_m3_per_day",
+                       "missing_m3_per_day", "baseline_m3_per_day", "usual_m3_per_day")
 UNMETERED_TOTAL_KEYS = ("unmetered_m3", "gap_m3", "missing_m3", "loss_m3")
 
 
@@ -113,17 +114,23 @@ class Enricher:
             out["registry"] = f"unknown {subject_type}"
         return out
 
-    def route(self, subject_type: str, subject_id: str, district: str) -> dict[str, Any]:
+    def route(self, kind: str, subject_type: str, subject_id: str, district: str,
+              detector_unit: str = "") -> dict[str, Any]:
         """Art. 14: the pump room's maintenance unit for tanks and pump rooms (and buildings with a pump room),
-        the utility's district unit for meters and cells; escalation goes to the supervising unit."""
+        the utility's district unit for meters; a cell goes where its detector sends it (the network unit).
+        Kinds that ask an inspector to check the maintenance unit's own work go to the supervising unit."""
         room = self._room_of(subject_type, subject_id)
         unit = supervisor = ""
         if room >= 0:
             unit = _text(self.reg.rooms.maintenance_unit[room])
             supervisor = _text(self.reg.rooms.supervisor_unit[room])
+        elif subject_type == "cell":
+            unit = detector_unit
         # A pump room with no unit on record still needs someone to act: fall back to the district's units.
         unit = unit or self.s.district_unit_template.format(district=district)
         supervisor = supervisor or self.s.district_supervisor_template.format(district=district)
+        if kind in self.s.supervisor_kinds:
+            unit = supervisor
         return {"unit": unit, "escalation_unit": supervisor}
 
     # ---- Art. 43 -------------------------------------------------------------------------------------------------

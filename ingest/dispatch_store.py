@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     leads_done TEXT NOT NULL DEFAULT '[]',
     reminders INTEGER NOT NULL DEFAULT 0,
     next_ns INTEGER,                -- event time of the next reminder or escalation; NULL: none scheduled
+    grow_ns INTEGER,                -- event time of the next 'evidence has grown' update; NULL: none
     escalated INTEGER NOT NULL DEFAULT 0,
     ack_by TEXT,
     ack_ns INTEGER,
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS incidents (
 );
 CREATE INDEX IF NOT EXISTS incidents_subject ON incidents(kind, subject_type, subject_id, open);
 CREATE INDEX IF NOT EXISTS incidents_next ON incidents(open, next_ns);
+CREATE INDEX IF NOT EXISTS incidents_grow ON incidents(open, grow_ns);
 CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, alert_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS acks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -95,6 +97,7 @@ class Incident:
     leads_done: list[int]
     reminders: int
     next_ns: int | None
+    grow_ns: int | None
     escalated: bool
     ack_by: str | None
     ack_ns: int | None
@@ -195,8 +198,8 @@ class Store:
             db.execute("INSERT OR REPLACE INTO aliases (alias, alert_id) VALUES (?, ?)", (alias, alert_id))
 
     def due(self, db: sqlite3.Connection, now_ns: int) -> list[Incident]:
-        rows = db.execute("SELECT * FROM incidents WHERE open = 1 AND next_ns IS NOT NULL AND next_ns <= ? "
-                          "ORDER BY next_ns", (now_ns,)).fetchall()
+        rows = db.execute("SELECT * FROM incidents WHERE open = 1 AND (next_ns <= ? OR grow_ns <= ?) "
+                          "ORDER BY raised_ns", (now_ns, now_ns)).fetchall()
         return [Incident.from_row(r) for r in rows]
 
     def forget_incidents(self) -> None:
