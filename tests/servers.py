@@ -6,6 +6,7 @@ Each `start_*` function returns a small handle; the pytest fixtures in tests/con
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import re
@@ -122,6 +123,7 @@ def _stop_leftovers() -> None:
         _terminate(proc, 5.0)
 
 
+@functools.cache
 def docker_available() -> bool:
     """True when a Docker engine answers quickly; a missing client library or socket is simply 'no'."""
     if os.environ.get("CISTERN_TEST_NO_DOCKER"):
