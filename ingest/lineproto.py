@@ -68,10 +68,6 @@ def series_prefix(measurement: str, tags: dict[str, Any]) -> str:
     return ",".join(parts)
 
 
-def format_float(x: float) -> str:
-    return repr(float(x))
-
-
 # --- the compiled row formatters -------------------------------------------------------------------------
 
 FLOAT, INT, BOOL, STR = "float", "int", "bool", "str"
@@ -267,6 +263,8 @@ class LineEncoder:
 
     def _pump_prefixes(self, rooms: np.ndarray, pump_ids: np.ndarray) -> np.ndarray:
         cache = self._pump_prefix
+        if len(cache) > 100_000:  # pump ids come from devices; a misbehaving one must not grow this forever
+            cache.clear()
         r = self.registry.rooms
         out = []
         for room, pid in zip(rooms.tolist(), pump_ids.tolist(), strict=True):
