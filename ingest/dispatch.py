@@ -182,6 +182,7 @@ class Dispatcher:
         self.failed_attempts = 0
         self.events_out = 0
         self._draining = False
+        self._pending_at_close: int | None = None
         self._pause_until: dict[str, float] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -202,8 +203,8 @@ class Dispatcher:
     # ---- public interface --------------------------------------------------------------------------------------
     @property
     def counts(self) -> dict[str, int]:
-        return {"delivered": self.delivered, "pending": sum(self.store.pending(self.sinks).values()),
-                "failed_attempts": self.failed_attempts}
+        pending = self._pending_at_close if self._pending_at_close is not None else self._left()
+        return {"delivered": self.delivered, "pending": pending, "failed_attempts": self.failed_attempts}
 
     def emit(self, events: list[AlertEvent]) -> list[dict[str, Any]]:
         """Detector events in; returns the dispatch events that went out (enriched; possibly fewer or more)."""
@@ -288,7 +289,9 @@ class Dispatcher:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        self.store.close()
+        if self._pending_at_close is None:
+            self._pending_at_close = self._left()
+            self.store.close()
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
     def _lifecycle(self, db, ev: AlertEvent, out: list[dict[str, Any]]) -> None:
