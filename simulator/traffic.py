@@ -8,6 +8,8 @@ chunks so only the readings of one chunk are ever turned into Python objects.
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing as mp
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,107 +219,147 @@ def build_traffic(city: City, cfg: SimConfig, plan: Plan, meas: Measurements) ->
                    events=events, cleaned_at_ns=cleaned)
 
 
-def write_capture(path: Path, city: City, cfg: SimConfig, meas: Measurements, tr: Traffic,
-                  prefix: str = "water", chunk: int = 200_000) -> int:
-    """Serialize every message in publish order, one JSON line each; returns the number of lines."""
-    H, Q = cfg.days * 24, cfg.days * 96
-    hts = hour_ts(cfg, H, HOUR_S)
-    qts = hour_ts(cfg, Q, QUARTER_S)
-    mids = city.meter_ids
-    m_topic = [f"{prefix}/{city.districts[d]}/meter/{mid}/reading" for mid, d in zip(mids, city.meter_district.tolist(), strict=True)]
-    r_topic = [f"{prefix}/{city.districts[city.building_district[b]]}/pumproom/{rid}/telemetry"
-               for b, rid in enumerate(city.room_ids)]
-    master_of = city.building_master.tolist()
-    prepaid = city.prepaid.tolist()
-    room_tanks = [city.room_tanks(r).tolist() for r in range(len(city.room_ids))]
-    tank_ids = city.tank_ids
-    up = tr.uploads
-    events = [(t if prefix == "water" else prefix + t[len("water"):], pl) for t, pl in tr.events]
-    dumps = orjson.dumps
-    written = 0
-    with path.open("wb") as f:
-        for c0 in range(0, len(tr), chunk):
-            sl = slice(c0, c0 + chunk)
-            cls = tr.cls[sl]
-            dev = tr.dev[sl]
-            aux = tr.aux[sl]
-            # Uploads in this chunk: gather their readings and status in one go.
-            urows = aux[cls == UPLOAD]
-            um = up.meter[urows]
-            ulo, uhl = up.lo[urows], up.hl[urows]
-            lens = uhl - ulo + 1
-            flat_m = np.repeat(um, lens)
-            starts = np.repeat(np.cumsum(lens) - lens, lens)
-            flat_h = np.repeat(ulo, lens) + (np.arange(lens.sum()) - starts)
-            ftot = meas.total[flat_m, flat_h].tolist()
-            frev = meas.reverse[flat_m, flat_h].tolist()
-            fflow = meas.flow[um, uhl].tolist()
-            fh = flat_h.tolist()
-            off = (np.cumsum(lens) - lens).tolist()
-            ulen = lens.tolist()
-            usingle = up.single[urows].tolist()
-            umeter = um.tolist()
-            urs, usn, uec = up.rsrp[urows].tolist(), up.snr[urows].tolist(), up.ecl[urows].tolist()
-            ubat = up.battery[urows].tolist()
-            ubal = up.balance[urows].tolist()
-            # Quarter-hour devices: the chunk's quarter range for every building and tank.
-            qsel = aux[(cls == MASTER) | (cls == ROOM)]
-            qa = int(qsel.min()) if qsel.size else 0
-            qb = int(qsel.max()) + 1 if qsel.size else 0
-            mt = meas.master_total[:, qa:qb].tolist()
-            mf = meas.master_flow[:, qa:qb].tolist()
-            lv = meas.tank_level[:, qa:qb].tolist()
-            cl = meas.tank_chlorine[:, qa:qb].tolist()
-            tu = meas.tank_turbidity[:, qa:qb].tolist()
-            ph = meas.tank_ph[:, qa:qb].tolist()
-            pr = meas.room_pressure[:, qa:qb].tolist()
-            door = meas.room_door[:, qa:qb].tolist()
-            prun = meas.pump_running[:, qa:qb].tolist()
-            pcur = meas.pump_current[:, qa:qb].tolist()
-            lines = []
-            iu = 0
-            for c, d, a in zip(cls.tolist(), dev.tolist(), aux.tolist(), strict=True):
-                if c == UPLOAD:
-                    mm = umeter[iu]
-                    o = off[iu]
-                    if prepaid[mm]:
-                        tail = {"valve": "open", "balance_cny": ubal[iu]}
-                    else:
-                        tail = None
-                    sig = {"rsrp_dbm": urs[iu], "snr_db": usn[iu], "ecl": uec[iu]}
-                    if usingle[iu]:
-                        pl = {"meter_id": mids[mm], "ts": hts[fh[o]], "total_m3": ftot[o], "reverse_m3": frev[o],
-                              "flow_m3h": fflow[iu], "signal": sig, "battery_v": ubat[iu]}
-                    else:
-                        pl = {"meter_id": mids[mm],
-                              "readings": [{"ts": hts[fh[j]], "total_m3": ftot[j], "reverse_m3": frev[j]}
-                                           for j in range(o, o + ulen[iu])],
-                              "signal": sig, "battery_v": ubat[iu]}
-                    if tail is not None:
-                        pl.update(tail)
-                    if ubat[iu] < 3.3:
-                        pl["status"] = ["low_battery"]
-                    lines.append(dumps({"topic": m_topic[mm], "payload": pl}))
-                    iu += 1
-                elif c == MASTER:
-                    k = a - qa
-                    mm = master_of[d]
-                    lines.append(dumps({"topic": m_topic[mm], "payload": {
-                        "meter_id": mids[mm], "ts": qts[a], "total_m3": mt[d][k], "reverse_m3": 0.0,
-                        "flow_m3h": mf[d][k]}}))
-                elif c == ROOM:
-                    k = a - qa
-                    lines.append(dumps({"topic": r_topic[d], "payload": {
-                        "room_id": city.room_ids[d], "ts": qts[a], "outlet_pressure_mpa": pr[d][k],
-                        "door_open": door[d][k],
-                        "tanks": [{"tank_id": tank_ids[t], "level_m": lv[t][k], "free_chlorine_mg_l": cl[t][k],
-                                   "turbidity_ntu": tu[t][k], "ph": ph[t][k]} for t in room_tanks[d]],
-                        "pumps": [{"pump_id": "1", "running": prun[d][k][0], "current_a": pcur[d][k][0]},
-                                  {"pump_id": "2", "running": prun[d][k][1], "current_a": pcur[d][k][1]}]}}))
+class _Serializer:
+    """Turns a slice of the sorted message table into capture lines (bytes, newline-terminated)."""
+
+    def __init__(self, city: City, cfg: SimConfig, meas: Measurements, tr: Traffic, prefix: str):
+        H, Q = cfg.days * 24, cfg.days * 96
+        self.hts = hour_ts(cfg, H, HOUR_S)
+        self.qts = hour_ts(cfg, Q, QUARTER_S)
+        self.mids = city.meter_ids
+        self.m_topic = [f"{prefix}/{city.districts[d]}/meter/{mid}/reading"
+                        for mid, d in zip(self.mids, city.meter_district.tolist(), strict=True)]
+        self.r_topic = [f"{prefix}/{city.districts[city.building_district[b]]}/pumproom/{rid}/telemetry"
+                        for b, rid in enumerate(city.room_ids)]
+        self.master_of = city.building_master.tolist()
+        self.prepaid = city.prepaid.tolist()
+        self.room_ids = city.room_ids
+        self.room_tanks = [city.room_tanks(r).tolist() for r in range(len(city.room_ids))]
+        self.tank_ids = city.tank_ids
+        self.events = [(t if prefix == "water" else prefix + t[len("water"):], pl) for t, pl in tr.events]
+        self.meas = meas
+        self.tr = tr
+
+    def lines(self, c0: int, c1: int) -> bytes:
+        hts, qts, mids, m_topic, r_topic = self.hts, self.qts, self.mids, self.m_topic, self.r_topic
+        master_of, prepaid, room_tanks, tank_ids, events = (self.master_of, self.prepaid, self.room_tanks,
+                                                            self.tank_ids, self.events)
+        meas, tr = self.meas, self.tr
+        up = tr.uploads
+        dumps = orjson.dumps
+        sl = slice(c0, c1)
+        cls = tr.cls[sl]
+        dev = tr.dev[sl]
+        aux = tr.aux[sl]
+        # Uploads in this chunk: gather their readings and status in one go.
+        urows = aux[cls == UPLOAD]
+        um = up.meter[urows]
+        ulo, uhl = up.lo[urows], up.hl[urows]
+        lens = uhl - ulo + 1
+        flat_m = np.repeat(um, lens)
+        starts = np.repeat(np.cumsum(lens) - lens, lens)
+        flat_h = np.repeat(ulo, lens) + (np.arange(lens.sum()) - starts)
+        ftot = meas.total[flat_m, flat_h].tolist()
+        frev = meas.reverse[flat_m, flat_h].tolist()
+        fflow = meas.flow[um, uhl].tolist()
+        fh = flat_h.tolist()
+        off = (np.cumsum(lens) - lens).tolist()
+        ulen = lens.tolist()
+        usingle = up.single[urows].tolist()
+        umeter = um.tolist()
+        urs, usn, uec = up.rsrp[urows].tolist(), up.snr[urows].tolist(), up.ecl[urows].tolist()
+        ubat = up.battery[urows].tolist()
+        ubal = up.balance[urows].tolist()
+        # Quarter-hour devices: the chunk's quarter range for every building and tank.
+        qsel = aux[(cls == MASTER) | (cls == ROOM)]
+        qa = int(qsel.min()) if qsel.size else 0
+        qb = int(qsel.max()) + 1 if qsel.size else 0
+        mt = meas.master_total[:, qa:qb].tolist()
+        mf = meas.master_flow[:, qa:qb].tolist()
+        lv = meas.tank_level[:, qa:qb].tolist()
+        cl = meas.tank_chlorine[:, qa:qb].tolist()
+        tu = meas.tank_turbidity[:, qa:qb].tolist()
+        ph = meas.tank_ph[:, qa:qb].tolist()
+        pr = meas.room_pressure[:, qa:qb].tolist()
+        door = meas.room_door[:, qa:qb].tolist()
+        prun = meas.pump_running[:, qa:qb].tolist()
+        pcur = meas.pump_current[:, qa:qb].tolist()
+        lines = []
+        iu = 0
+        for c, d, a in zip(cls.tolist(), dev.tolist(), aux.tolist(), strict=True):
+            if c == UPLOAD:
+                mm = umeter[iu]
+                o = off[iu]
+                if prepaid[mm]:
+                    tail = {"valve": "open", "balance_cny": ubal[iu]}
                 else:
-                    topic, pl = events[a]
-                    lines.append(dumps({"topic": topic, "payload": pl}))
-            f.write(b"\n".join(lines))
-            f.write(b"\n")
-            written += len(lines)
-    return written
+                    tail = None
+                sig = {"rsrp_dbm": urs[iu], "snr_db": usn[iu], "ecl": uec[iu]}
+                if usingle[iu]:
+                    pl = {"meter_id": mids[mm], "ts": hts[fh[o]], "total_m3": ftot[o], "reverse_m3": frev[o],
+                          "flow_m3h": fflow[iu], "signal": sig, "battery_v": ubat[iu]}
+                else:
+                    pl = {"meter_id": mids[mm],
+                          "readings": [{"ts": hts[fh[j]], "total_m3": ftot[j], "reverse_m3": frev[j]}
+                                       for j in range(o, o + ulen[iu])],
+                          "signal": sig, "battery_v": ubat[iu]}
+                if tail is not None:
+                    pl.update(tail)
+                if ubat[iu] < 3.3:
+                    pl["status"] = ["low_battery"]
+                lines.append(dumps({"topic": m_topic[mm], "payload": pl}))
+                iu += 1
+            elif c == MASTER:
+                k = a - qa
+                mm = master_of[d]
+                lines.append(dumps({"topic": m_topic[mm], "payload": {
+                    "meter_id": mids[mm], "ts": qts[a], "total_m3": mt[d][k], "reverse_m3": 0.0,
+                    "flow_m3h": mf[d][k]}}))
+            elif c == ROOM:
+                k = a - qa
+                lines.append(dumps({"topic": r_topic[d], "payload": {
+                    "room_id": self.room_ids[d], "ts": qts[a], "outlet_pressure_mpa": pr[d][k],
+                    "door_open": door[d][k],
+                    "tanks": [{"tank_id": tank_ids[t], "level_m": lv[t][k], "free_chlorine_mg_l": cl[t][k],
+                               "turbidity_ntu": tu[t][k], "ph": ph[t][k]} for t in room_tanks[d]],
+                    "pumps": [{"pump_id": "1", "running": prun[d][k][0], "current_a": pcur[d][k][0]},
+                              {"pump_id": "2", "running": prun[d][k][1], "current_a": pcur[d][k][1]}]}}))
+            else:
+                topic, pl = events[a]
+                lines.append(dumps({"topic": topic, "payload": pl}))
+        return b"\n".join(lines) + b"\n"
+
+
+_ACTIVE: _Serializer | None = None  # the forked workers' copy of the serializer
+
+
+def _chunk(bounds: tuple[int, int]) -> bytes:
+    assert _ACTIVE is not None
+    return _ACTIVE.lines(*bounds)
+
+
+def write_capture(path: Path, city: City, cfg: SimConfig, meas: Measurements, tr: Traffic,
+                  prefix: str = "water", chunk: int = 20_000, workers: int | None = None) -> int:
+    """Serialize every message in publish order, one JSON line each; returns the number of lines.
+
+    Serialization is the bottleneck, so big captures are cut into chunks serialized by forked workers
+    (the arrays are shared copy-on-write); chunks are written in order, so the file is the same either way.
+    """
+    global _ACTIVE
+    ser = _Serializer(city, cfg, meas, tr, prefix)
+    bounds = [(c0, min(len(tr), c0 + chunk)) for c0 in range(0, len(tr), chunk)]
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4) if len(tr) > 20 * chunk else 1
+    with path.open("wb") as f:
+        if workers > 1 and "fork" in mp.get_all_start_methods():
+            _ACTIVE = ser
+            try:
+                with mp.get_context("fork").Pool(workers) as pool:
+                    for data in pool.imap(_chunk, bounds):
+                        f.write(data)
+            finally:
+                _ACTIVE = None
+        else:
+            for b in bounds:
+                f.write(ser.lines(*b))
+    return len(tr)
