@@ -83,6 +83,11 @@ class LocalCalendar:
         return EPOCH_DATE + dt.timedelta(days=int(day))
 
     @staticmethod
+    def weekday(day: int) -> int:
+        """Monday 0 … Sunday 6 (1970-01-01 was a Thursday)."""
+        return (int(day) + 3) % 7
+
+    @staticmethod
     def day_of_date(d: dt.date) -> int:
         return (d - EPOCH_DATE).days
 

@@ -25,12 +25,23 @@ class BypassParams(Params):
     min_reported_fraction: float = Field(0.8, gt=0, le=1, description="share of households that must have reported")
     min_baseline_days: int = Field(3, ge=1, description="days of building history before judging")
     baseline_alpha: float = Field(0.2, gt=0, le=1, description="weight of a new day in the baselines")
-    min_growth_m3: float = Field(0.1, gt=0, description="a gap growth below this (m3/day) is noise")
-    growth_mad_k: float = Field(3.0, ge=0, description="… and it must exceed this many typical daily deviations")
-    min_drop_m3: float = Field(0.05, gt=0, description="a household's drop below this (m3/day) is noise")
+    household_alpha: float = Field(0.1, gt=0, le=1, description="weight of a new day in a household's baseline")
+    min_growth_m3: float = Field(0.05, gt=0, description="a gap growth below this (m3/day) is noise")
+    growth_mad_k: float = Field(3.0, ge=0, description="… and it must exceed this many typical daily deviations "
+                                                       "(divided by the square root of the days averaged)")
+    min_drop_m3: float = Field(0.03, gt=0, description="a household's mean drop below this (m3/day) is noise")
+    min_drop_fraction: float = Field(0.4, gt=0, le=1, description="… and at least this share of its usual use "
+                                                                   "(a bypass diverts most of the flow; smaller dips "
+                                                                   "are a household's normal variation)")
+    missing_weight: float = Field(0.5, ge=0, description="uncertainty added per m3 of usual use of households "
+                                                         "that did not report that day")
+    rest_days: tuple[int, ...] = Field((5, 6), description="days of the week (Monday 0) with their own household "
+                                                            "baseline: rest days")
     match_tolerance: float = Field(0.35, gt=0, lt=1, description="household drop within this share of the growth")
-    persist_days: int = Field(2, ge=1, description="consecutive matching days before raising")
-    clear_days: int = Field(2, ge=1, description="consecutive days with the gap back before clearing")
+    persist_days: int = Field(3, ge=1, description="days of grown gap averaged before naming a household")
+    max_episode_days: int = Field(10, ge=1, description="no household explains the growth after this many days: "
+                                                        "the building's baseline adopts it (a leak)")
+    clear_days: int = Field(7, ge=1, description="consecutive days with the gap back before clearing")
     meter_unit: str = Field("{district} water company district unit", description="route for meter incidents")
 
 
@@ -41,8 +52,9 @@ class BypassDetector(Detector):
     params: BypassParams
     state_axes: ClassVar[dict[str, str]] = {
         "snap_s": "meter", "snap_v": "meter", "use_ref": "meter",
-        "gap_ref": "building", "gap_dev": "building", "base_days": "building", "cand": "building",
-        "streak": "building", "cand_day": "building", "gap_sum": "building", "use_sum": "building",
+        "ep_drop": "meter", "ep_ref": "meter", "repl_day": "meter", "cls_days": "building", "ratio_ref": "building", "ratio_dev": "building",
+        "ep_raw": "building", "gap_ref": "building", "gap_dev": "building", "base_days": "building",
+        "cand": "building", "ep_len": "building", "ep_day": "building", "ep_gap": "building",
         "status": "building", "open_day": "building", "est": "building", "gap_before": "building",
         "use_before": "building", "gap_last": "building", "use_last": "building", "calm": "building",
         "next_day": "scalar", "now": "scalar",
@@ -69,15 +81,22 @@ class BypassDetector(Detector):
         n, nb, K = len(self.registry.meters), len(self.registry.buildings), self.K
         self.snap_s = np.zeros((n, K), dtype=np.int32)  # ts of the latest reading of a day (0: none)
         self.snap_v = np.full((n, K), np.nan)  # its register
-        self.use_ref = np.full(n, np.nan, dtype=np.float32)  # a household's usual daily use
+        # a household's usual daily use on working days [:, 0] and on rest days [:, 1] (shops close at weekends)
+        self.use_ref = np.full((n, 2), np.nan, dtype=np.float32)
+        self.ep_ref = np.zeros(n, dtype=np.float32)  # its usual use summed over the episode's days
+        self.cls_days = np.zeros((nb, 2), dtype=np.int16)  # days learned per kind of day
         self.gap_ref = np.full(nb, np.nan, dtype=np.float32)
         self.gap_dev = np.zeros(nb, dtype=np.float32)
+        self.ratio_ref = np.full(nb, np.nan)
+        self.ratio_dev = np.zeros(nb)
+        self.ep_raw = np.zeros(nb, dtype=np.float32)
+        self.repl_day = np.full(n, -1, dtype=np.int32)  # local day of the meter's latest replacement
         self.base_days = np.zeros(nb, dtype=np.int16)
         self.cand = np.full(nb, -1, dtype=np.int32)
-        self.streak = np.zeros(nb, dtype=np.int16)
-        self.cand_day = np.zeros(nb, dtype=np.int32)
-        self.gap_sum = np.zeros(nb, dtype=np.float32)
-        self.use_sum = np.zeros(nb, dtype=np.float32)
+        self.ep_drop = np.zeros(n, dtype=np.float32)  # a household's summed drop over its building's episode
+        self.ep_len = np.zeros(nb, dtype=np.int16)  # days in the building's current episode (0: none)
+        self.ep_day = np.zeros(nb, dtype=np.int32)
+        self.ep_gap = np.zeros(nb, dtype=np.float32)  # summed growth of the gap over the episode
         self.status = np.zeros(nb, dtype=np.int8)
         self.open_day = np.zeros(nb, dtype=np.int32)
         self.est = np.zeros(nb, dtype=np.float32)
@@ -94,6 +113,7 @@ class BypassDetector(Detector):
         for e in batch.events:
             if e.device == "meter" and e.type == "replacement" and self.in_balance[e.index]:
                 self._forget_before(e.index, e.ts_ns)
+                self.repl_day[e.index] = self.calendar.day_of_one(e.ts_ns)
         if view.n == 0:
             return []
         keep = self.in_balance[view.meter]
@@ -172,6 +192,7 @@ class BypassDetector(Detector):
         reg = self.registry
         prev, cur = self._snapshot(day - 1), self._snapshot(day)
         use = cur - prev
+        use[self.repl_day == day] = np.nan  # the register restarted that day
         half = 0.5 * reg.meters.register_max_m3
         use = np.where(use < -half, use + reg.meters.register_max_m3, use)
         use[use < -p.min_drop_m3] = np.nan  # a register that ran backwards is another detector's case
@@ -183,63 +204,96 @@ class BypassDetector(Detector):
         n_valid = np.bincount(bld[valid], minlength=nb)
         sum_valid = np.bincount(bld[valid], weights=use[valid], minlength=nb)
         # a household that did not report counts with its usual use, so its silence does not open a gap
-        missing = hh & ~np.isfinite(use) & np.isfinite(self.use_ref)
-        sum_missing = np.bincount(bld[missing], weights=self.use_ref[missing].astype(np.float64), minlength=nb)
+        rest = int(self.calendar.weekday(day) in self.params.rest_days)
+        ref_today = self.use_ref[:, rest].astype(np.float64)
+        # a household that did not report is stood in for by its usual use (the other kind of day's, if young)
+        stand_in = np.where(np.isfinite(ref_today), ref_today, self.use_ref[:, 1 - rest])
+        missing = hh & ~np.isfinite(use)
+        known_missing = missing & np.isfinite(stand_in)
+        sum_missing = np.bincount(bld[known_missing], weights=stand_in[known_missing], minlength=nb)
+        unknown = np.bincount(bld[missing & ~known_missing], minlength=nb) > 0
         master = np.full(nb, np.nan)
         has_master = reg.buildings.master_meter >= 0
         master[has_master] = use[reg.buildings.master_meter[has_master]]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            day_ok = (np.isfinite(master) & (self.n_households > 0)
-                      & (n_valid >= p.min_reported_fraction * self.n_households))
+        day_ok = (np.isfinite(master) & (self.n_households > 0) & (n_valid >= p.min_reported_fraction * self.n_households)
+                  & (~unknown | (self.base_days == 0)))
         gap = master - sum_valid - sum_missing
         ready = day_ok & (self.base_days >= p.min_baseline_days)
-        growth = gap - self.gap_ref
-        thr = np.maximum(p.min_growth_m3, p.growth_mad_k * self.gap_dev)
-        grown = ready & (growth >= thr)
+        # two views of the building's usual gap: a fixed leak (m3/day) or a share of what the master measured
+        # (under-registration); whichever has fitted this building better sets today's expectation
+        dev_c = self.gap_dev.astype(np.float64)
+        dev_r = self.ratio_dev * master
+        by_ratio = np.isfinite(self.ratio_ref) & (dev_r < dev_c)
+        expected = np.where(by_ratio, self.ratio_ref * master, self.gap_ref)
+        # a stand-in is itself uncertain
+        dev = np.where(by_ratio, dev_r, dev_c) + p.missing_weight * sum_missing
+        growth = gap - expected
 
-        # the household whose drop matches the growth
-        drop = self.use_ref - use
-        g_h = growth[bld]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            err = np.abs(drop - g_h) / g_h
-        elig = valid & grown[bld] & (drop >= p.min_drop_m3) & (err <= p.match_tolerance)
-        best = np.full(nb, -1, dtype=np.int64)
-        ei = np.flatnonzero(elig)
-        if ei.size:
-            order = ei[np.lexsort((err[ei], bld[ei]))]
-            b_o = bld[order]
-            firsts = np.ones(order.size, dtype=bool)
-            firsts[1:] = b_o[1:] != b_o[:-1]
-            best[b_o[firsts]] = order[firsts]
-
+        # an episode: days on which the gap stays above the building's baseline; each household's drop against
+        # its own baseline is summed over the same days, so noise averages out before anyone is named
         st = self.status
-        idle = st == OK
-        # the candidate streak: the same household matching on consecutive days
-        same = idle & (best >= 0) & (best == self.cand)
-        fresh = idle & (best >= 0) & ~same
-        self.streak[same] += 1
-        self.streak[fresh] = 1
-        self.cand[fresh] = best[fresh]
-        self.cand_day[fresh] = day
-        self.gap_sum[fresh] = 0
-        self.use_sum[fresh] = 0
-        on = same | fresh
-        cand = np.maximum(self.cand, 0)
-        self.gap_sum[on] += growth[on]
-        self.use_sum[on] += np.nan_to_num(use[cand[on]])
-        none = idle & (best < 0) & day_ok
-        self.streak[none] = 0
-        self.cand[none] = -1
-        rise = on & (self.streak >= p.persist_days)
+        in_ep = self.ep_len > 0
+        begin = ready & ~in_ep & (st == OK) & (growth >= np.maximum(p.min_growth_m3, p.growth_mad_k * dev))
+        go_on = ready & in_ep
+        step = begin | go_on
+        # a household without a baseline for this kind of day yet adds nothing to either sum
+        known = valid & np.isfinite(ref_today)
+        drop = np.where(known, ref_today - use, 0.0)
+        ref_sum = np.where(known, ref_today, 0.0)
+        h_begin = hh & begin[bld]
+        h_on = hh & go_on[bld]
+        self.ep_drop[h_begin] = drop[h_begin]
+        self.ep_drop[h_on] += drop[h_on]
+        self.ep_ref[h_begin] = ref_sum[h_begin]
+        self.ep_ref[h_on] += ref_sum[h_on]
+        self.ep_len[begin] = 1
+        self.ep_day[begin] = day
+        self.ep_gap[begin] = growth[begin]
+        self.ep_raw[begin] = gap[begin]
+        self.ep_len[go_on] += 1
+        self.ep_gap[go_on] += growth[go_on]
+        self.ep_raw[go_on] += gap[go_on]
+        n = np.maximum(self.ep_len, 1).astype(np.float64)
+        mean_g = self.ep_gap / n
+        thr_mean = np.maximum(p.min_growth_m3, p.growth_mad_k * dev / np.sqrt(n))
+        idle = step & (st == OK)
+        faded = idle & (mean_g < thr_mean)
+        self.ep_len[faded] = 0
+
+        test = idle & ~faded & (self.ep_len >= p.persist_days)
+        best = np.full(nb, -1, dtype=np.int64)
+        if test.any():
+            d_mean = self.ep_drop / n[bld]
+            g_h = mean_g[bld]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                err = np.abs(d_mean - g_h) / g_h
+            elig = (hh & test[bld] & (d_mean >= p.min_drop_m3) & (err <= p.match_tolerance)
+                    & (self.ep_drop >= p.min_drop_fraction * self.ep_ref))
+            ei = np.flatnonzero(elig)
+            if ei.size:
+                order = ei[np.lexsort((err[ei], bld[ei]))]
+                b_o = bld[order]
+                firsts = np.ones(order.size, dtype=bool)
+                firsts[1:] = b_o[1:] != b_o[:-1]
+                best[b_o[firsts]] = order[firsts]
+        rise = best >= 0
         if rise.any():
-            n = self.streak[rise].astype(np.float32)
+            h = best[rise]
             self.status[rise] = PENDING
-            self.open_day[rise] = self.cand_day[rise]
-            self.est[rise] = self.gap_sum[rise] / n
-            self.gap_before[rise] = self.gap_ref[rise]
-            self.use_before[rise] = self.use_ref[cand[rise]]
-            self.gap_last[rise] = self.gap_ref[rise] + self.gap_sum[rise] / n
-            self.use_last[rise] = self.use_sum[rise] / n
+            self.cand[rise] = h
+            self.open_day[rise] = self.ep_day[rise]
+            self.est[rise] = mean_g[rise]
+            self.gap_last[rise] = self.ep_raw[rise] / n[rise]
+            self.gap_before[rise] = self.gap_last[rise] - mean_g[rise]
+            self.use_before[rise] = self.ep_ref[h] / n[rise]
+            self.use_last[rise] = (self.ep_ref[h] - self.ep_drop[h]) / n[rise]
+        # no household explains it within the window: a leak or a new normal, which the baseline adopts
+        give_up = test & ~rise & (self.ep_len >= p.max_episode_days)
+        self.ep_len[give_up] = 0
+        self.base_days[give_up] = 0
+        self.gap_ref[give_up] = np.nan
+        self.ratio_ref[give_up] = np.nan
+
         # an open incident clears once the gap is back for a few days
         is_open = (st == OPEN) & day_ok
         back = is_open & (growth < 0.5 * self.est)
@@ -249,22 +303,27 @@ class BypassDetector(Detector):
         self.status[done] = CLEAR_PENDING
         self.gap_last[done] = gap[done]
 
-        # baselines learn from quiet days only: a suspect household and its building stay frozen
-        learn = day_ok & (self.status == OK) & (self.streak == 0)
-        a = p.baseline_alpha
+        # baselines learn from quiet days only: nothing learns while its building is under suspicion
+        learn = day_ok & (self.status == OK) & (self.ep_len == 0) & ~give_up & ~faded
+        # young baselines are plain means of the days so far, then exponentially weighted
+        a = np.maximum(p.baseline_alpha, 1.0 / (self.base_days.astype(np.float64) + 1))
         first = learn & ~np.isfinite(self.gap_ref)
-        dev = np.abs(gap - self.gap_ref)
         upd = learn & ~first
-        self.gap_dev[upd] = np.where(self.base_days[upd] <= 1, dev[upd], (1 - a) * self.gap_dev[upd] + a * dev[upd])
-        self.gap_ref[upd] = (1 - a) * self.gap_ref[upd] + a * gap[upd]
-        self.gap_ref[first] = gap[first]
+        a_dev = np.maximum(p.baseline_alpha, 1.0 / np.maximum(self.base_days.astype(np.float64), 1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(master > 0, gap / master, np.nan)
+        for ref, dv, x in ((self.gap_ref, self.gap_dev, gap), (self.ratio_ref, self.ratio_dev, ratio)):
+            ok = upd & np.isfinite(x) & np.isfinite(ref)
+            d_now = np.abs(x - ref)
+            dv[ok] = (1 - a_dev[ok]) * dv[ok] + a_dev[ok] * d_now[ok]
+            ref[ok] = (1 - a[ok]) * ref[ok] + a[ok] * x[ok]
+            ref[first] = x[first]
         self.base_days[learn] = np.minimum(self.base_days[learn] + 1, 10000)
-        frozen = np.zeros(len(use), dtype=bool)
-        suspects = self.cand[(self.cand >= 0) & ((self.streak > 0) | (self.status != OK))]
-        frozen[suspects] = True
-        h_learn = valid & day_ok[bld] & ~frozen
-        ref = self.use_ref[h_learn]
-        self.use_ref[h_learn] = np.where(np.isfinite(ref), (1 - a) * ref + a * use[h_learn], use[h_learn])
+        self.cls_days[learn, rest] = np.minimum(self.cls_days[learn, rest] + 1, 10000)
+        h_learn = valid & learn[bld]
+        ref = self.use_ref[h_learn, rest]
+        ah = np.maximum(p.household_alpha, 1.0 / (self.cls_days[bld[h_learn], rest].astype(np.float64)))
+        self.use_ref[h_learn, rest] = np.where(np.isfinite(ref), (1 - ah) * ref + ah * use[h_learn], use[h_learn])
 
     def _emit(self, now: int) -> list[AlertEvent]:
         out = []
@@ -275,7 +334,7 @@ class BypassDetector(Detector):
         for b in np.flatnonzero(self.status == CLEAR_PENDING).tolist():
             out.append(self._event("cleared", b, now))
             self.status[b] = OK
-            self.streak[b] = 0
+            self.ep_len[b] = 0
             self.cand[b] = -1
         return out
 

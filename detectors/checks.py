@@ -242,7 +242,7 @@ class Town:
         for i in range(n):
             if interval[i] == 900:
                 ts = self.start + np.arange(self.days * 96, dtype=np.int64) * 900 * NS
-                for k, tq in enumerate(ts.tolist()):
+                for tq in ts.tolist():
                     msgs.append((tq + 5 * NS, i, np.array([tq])))
             elif interval[i] == 3600:
                 for k in range(hours):
