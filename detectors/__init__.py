@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+from pydantic import ValidationError
 
 from devices.alerts import AlertEvent
 from devices.batch import Batch
@@ -53,8 +54,14 @@ class DetectorSet:
             raise ValueError(f"unknown detector {unknown[0]!r}; known: {', '.join(DETECTORS)}")
         self.registry = registry
         self.calendar = LocalCalendar(timezone)
-        self.detectors: dict[str, Detector] = {
-            n: DETECTORS[n](registry, params.get(n), self.calendar) for n in names}
+        self.detectors: dict[str, Detector] = {}
+        for n in names:
+            try:
+                self.detectors[n] = DETECTORS[n](registry, params.get(n), self.calendar)
+            except ValidationError as e:
+                err = e.errors(include_url=False)[0]
+                where = ".".join(str(x) for x in err["loc"])
+                raise ValueError(f"detector {n!r}: setting {where!r}: {err['msg']}") from None
         self.watermark = 0
 
     def update(self, batch: Batch) -> list[AlertEvent]:

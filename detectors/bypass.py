@@ -33,7 +33,7 @@ class BypassParams(Params):
     min_drop_fraction: float = Field(0.4, gt=0, le=1, description="… and at least this share of its usual use "
                                                                    "(a bypass diverts most of the flow; smaller dips "
                                                                    "are a household's normal variation)")
-    missing_weight: float = Field(0.5, ge=0, description="uncertainty added per m3 of usual use of households "
+    missing_weight: float = Field(0.3, ge=0, description="uncertainty added per m3 of usual use of households "
                                                          "that did not report that day")
     rest_days: tuple[int, ...] = Field((5, 6), description="days of the week (Monday 0) with their own household "
                                                             "baseline: rest days")
@@ -226,14 +226,16 @@ class BypassDetector(Detector):
         by_ratio = np.isfinite(self.ratio_ref) & (dev_r < dev_c)
         expected = np.where(by_ratio, self.ratio_ref * master, self.gap_ref)
         # a stand-in is itself uncertain
-        dev = np.where(by_ratio, dev_r, dev_c) + p.missing_weight * sum_missing
+        dev = np.hypot(np.where(by_ratio, dev_r, dev_c), p.missing_weight * sum_missing)
         growth = gap - expected
+        self._diag = {"gap": gap, "expected": expected, "dev": dev, "growth": growth, "use": use, "ref": ref_today}
 
         # an episode: days on which the gap stays above the building's baseline; each household's drop against
         # its own baseline is summed over the same days, so noise averages out before anyone is named
         st = self.status
         in_ep = self.ep_len > 0
-        begin = ready & ~in_ep & (st == OK) & (growth >= np.maximum(p.min_growth_m3, p.growth_mad_k * dev))
+        thr_day = np.maximum(p.min_growth_m3, p.growth_mad_k * dev)
+        begin = ready & ~in_ep & (st == OK) & (growth >= thr_day)
         go_on = ready & in_ep
         step = begin | go_on
         # a household without a baseline for this kind of day yet adds nothing to either sum
@@ -304,7 +306,9 @@ class BypassDetector(Detector):
         self.gap_last[done] = gap[done]
 
         # baselines learn from quiet days only: nothing learns while its building is under suspicion
-        learn = day_ok & (self.status == OK) & (self.ep_len == 0) & ~give_up & ~faded
+        # … and from ordinary days only: a day far off the baseline (a smaller bypass, a bad reading) is not learned
+        usual = ~ready | (np.abs(growth) < thr_day)
+        learn = day_ok & (self.status == OK) & (self.ep_len == 0) & ~give_up & ~faded & usual
         # young baselines are plain means of the days so far, then exponentially weighted
         a = np.maximum(p.baseline_alpha, 1.0 / (self.base_days.astype(np.float64) + 1))
         first = learn & ~np.isfinite(self.gap_ref)
