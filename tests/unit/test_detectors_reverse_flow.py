@@ -1,0 +1,43 @@
+"""Reverse flow: backwards installation, a wound-back register and a rising reverse register are raised;
+a register wrap, an announced replacement and pressure transients of a few litres are not."""
+
+from __future__ import annotations
+
+from detectors import DetectorSet
+from detectors.checks import Town, run
+
+
+def _raised(t: Town) -> list:
+    ev = run(DetectorSet(t.registry, only=["reverse_flow"]), t.build())
+    return [e for e in ev if e.event == "raised"]
+
+
+def test_backwards_wound_back_and_reverse_register_are_raised():
+    t = Town(seed=1, days=14)
+    hh = [int(h) for h in t.households]
+    t.backwards(hh[1], t.t(4))
+    t.wind_back(hh[9], t.t(6), 25.0)
+    t.reverse_register(hh[20], t.t(8), 0.02)
+    raised = {e.subject_id: e for e in _raised(t)}
+    assert set(raised) == {t.mid(hh[1]), t.mid(hh[9]), t.mid(hh[20])}
+    wb = raised[t.mid(hh[9])]
+    assert abs(wb.evidence["volume_reversed_m3"] - 25.0) < 1.0
+    assert t.t(6) - 2 * 3600 * 10**9 <= wb.start_ns <= t.t(6) + 3600 * 10**9
+    assert wb.evidence["first_reading"]["total_m3_before"] is not None
+
+
+def test_wrap_replacement_and_transients_stay_quiet():
+    t = Town(seed=2, days=14)  # the town always has one meter that wraps at register_max_m3
+    hh = [int(h) for h in t.households]
+    t.replace(hh[4], t.t(5), 0.0)
+    t.replace(hh[11], t.t(7), 3.5)
+    t.transients(hh[15])
+    assert _raised(t) == []
+
+
+def test_reverse_flow_clears_once_the_register_runs_forward_again():
+    t = Town(seed=3, days=14)
+    i = int(t.households[6])
+    t.wind_back(i, t.t(3), 10.0)
+    ev = run(DetectorSet(t.registry, only=["reverse_flow"]), t.build())
+    assert [e.event for e in ev] == ["raised", "cleared"]
