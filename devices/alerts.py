@@ -19,6 +19,13 @@ def iso_utc(ts_ns: int) -> str:
     return t + "Z"
 
 
+def parse_iso_ns(text: str) -> int:
+    t = dt.datetime.fromisoformat(text)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000
+
+
 @dataclass
 class AlertEvent:
     alert_id: str
@@ -33,6 +40,14 @@ class AlertEvent:
     summary: str
     route: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlertEvent:
+        """Back from the wire shape (CONTRACT §8), e.g. an enriched dispatch event."""
+        return cls(alert_id=d["alert_id"], event=d["event"], kind=d["kind"], severity=d["severity"],
+                   subject_type=d["subject"]["type"], subject_id=d["subject"]["id"], district=d.get("district", ""),
+                   start_ns=parse_iso_ns(d["start"]), detected_at_ns=parse_iso_ns(d["detected_at"]),
+                   summary=d.get("summary", ""), route=d.get("route", {}), evidence=d.get("evidence", {}))
 
     def to_dict(self) -> dict[str, Any]:
         return {

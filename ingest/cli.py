@@ -44,13 +44,14 @@ def make_writer(settings: Settings):
                        password=settings.influx_password, timeout_s=settings.influx_timeout_s)
 
 
-def make_outputs(settings: Settings) -> list:
-    from ingest.pipeline import AlertsFile
+def make_dispatcher(registry: Registry, settings: Settings, state_dir: Path, *, resume: bool = True,
+                    mqtt_publish=None):
+    from ingest.dispatch import Dispatcher
 
-    outputs: list = []
-    if settings.alerts_file is not None:
-        outputs.append(AlertsFile(settings.alerts_file))
-    return outputs
+    return Dispatcher(registry, state_dir, settings.dispatch, alerts_file=settings.alerts_file,
+                      webhook_url=settings.alert_webhook_url, webhook_secret=settings.alert_webhook_secret,
+                      mqtt_publish=mqtt_publish, topic_prefix=settings.mqtt_topic_prefix,
+                      timezone=settings.timezone, resume=resume)
 
 
 def parse_time(text: str) -> int:
@@ -81,8 +82,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     source = MqttSource(s.mqtt, s.mqtt_client_id, layout.subscriptions(), shared_group=s.mqtt_shared_group,
                         ca_file=s.mqtt_ca_file, keepalive_s=s.mqtt_keepalive_s,
                         max_buffered=max(4 * s.batch_max_messages, 20_000))
+    alerts_mqtt = None
+    if s.alert_mqtt_publish:
+        from ingest.dispatch_mqtt import DispatchMqtt
+
+        alerts_mqtt = DispatchMqtt(s.mqtt, s.mqtt_client_id, s.mqtt_topic_prefix, ca_file=s.mqtt_ca_file,
+                                   keepalive_s=s.mqtt_keepalive_s)
+    dispatcher = make_dispatcher(registry, s, s.state_dir,
+                                 mqtt_publish=alerts_mqtt.publish if alerts_mqtt is not None else None)
+    if alerts_mqtt is not None:
+        alerts_mqtt.on_ack = dispatcher.handle_ack_message
     pipeline = Pipeline(registry, layout, source, state_dir=s.state_dir, writer=writer,
-                        detectors=make_detectors(registry, s), outputs=make_outputs(s), live=True,
+                        detectors=make_detectors(registry, s), dispatcher=dispatcher, live=True,
                         batch_max_messages=s.batch_max_messages, batch_max_wait_s=s.batch_max_wait_s,
                         health_interval_s=s.health_interval_s, tick_interval_s=s.tick_interval_s,
                         spool_max_bytes=s.spool_max_bytes)
@@ -94,14 +105,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     source.start()
+    if alerts_mqtt is not None:
+        alerts_mqtt.start(wait_s=5)
     log.info("cistern run: %s → %s (%s)", s.redacted()["mqtt_url"], s.influx_url, getattr(writer, "api", s.influx_api))
     try:
         pipeline.run()
     finally:
         source.close()
+        # Alerts not delivered in a short while stay in the outbox and go out on the next start.
+        dispatcher.drain(timeout_s=min(5.0, s.dispatch.drain_timeout_s))
+        dispatcher.close()
+        if alerts_mqtt is not None:
+            alerts_mqtt.close()
         writer.close()
-        for out in pipeline.outputs:
-            out.close()
     log.info("stopped cleanly")
     return EXIT_OK
 
@@ -122,21 +138,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
     writer = make_writer(s) if "influx_url" in s.model_fields_set else None
     source = CaptureSource(capture)
     state_dir = s.state_dir
+    # A replay is a fresh pass over history: its incidents live apart from the service's, under replay/.
+    dispatcher = make_dispatcher(registry, s, state_dir / "replay", resume=False)
     pipeline = Pipeline(registry, layout, source, state_dir=state_dir, writer=writer,
-                        detectors=make_detectors(registry, s), outputs=make_outputs(s), live=False,
+                        detectors=make_detectors(registry, s), dispatcher=dispatcher, live=False,
                         batch_max_messages=s.batch_max_messages, health_interval_s=s.health_interval_s,
                         until_ns=until, checkpoint_interval_s=float("inf"), restore=False)
+    left = 0
     try:
         pipeline.run()
+        left = dispatcher.drain()
     finally:
         source.close()
+        dispatcher.close()
         if writer is not None:
             writer.close()
-        for out in pipeline.outputs:
-            out.close()
     st = pipeline.stats
     print(f"replayed {st.received} messages: {st.readings} readings, {st.written} written, "
-          f"{st.dead_lettered} dead-lettered, {st.alerts} alert events", file=sys.stderr)
+          f"{st.dead_lettered} dead-lettered, {st.alerts} alert events"
+          + (f", {left} alert deliveries left undelivered (kept in the outbox)" if left else ""), file=sys.stderr)
     return EXIT_OK
 
 
@@ -163,7 +183,9 @@ def cmd_settings(args: argparse.Namespace) -> int:
         print(orjson.dumps(load_settings(args).redacted(), option=orjson.OPT_INDENT_2).decode())
         return EXIT_OK
     print("| environment variable | flag | default | meaning |\n|---|---|---|---|")
-    for name, f in Settings.model_fields.items():
+    from ingest.config import all_settings
+
+    for name, f in all_settings().items():
         default = "" if f.default is None else f.default
         print(f"| `{env_name(name)}` | `{flag_name(name)}` | `{default}` | {f.description} |")
     return EXIT_OK
@@ -210,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         ev.set_defaults(func=evaluate.main)
     except ImportError:
         pass
+
+    from ingest import ack_cli
+
+    ak = sub.add_parser("ack", help="record dispatch's acknowledgement of an alert (stops reminders)")
+    ack_cli.add_arguments(ak)
+    ak.set_defaults(func=ack_cli.main)
 
     dm = sub.add_parser("demo", help="one command: broker, database, simulator, service, alerts, report")
     dm.set_defaults(func=cmd_demo)

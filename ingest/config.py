@@ -13,6 +13,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ingest.dispatch import DispatchSettings
+
+# Dispatch settings are their own model; each is also a setting named alert_<name> (CISTERN_ALERT_<NAME>).
+DISPATCH_PREFIX = "alert_"
+
 ENV_PREFIX = "CISTERN_"
 SECRET_FIELDS = {"influx_token", "influx_password", "alert_webhook_secret"}
 
@@ -52,7 +57,11 @@ class Settings(BaseModel):
     health_interval_s: float = Field(30.0, gt=0, description="seconds between health lines in the log")
     tick_interval_s: float = Field(5.0, gt=0, description="wall-clock seconds between detector clock ticks (live)")
     spool_max_bytes: int = Field(1 << 30, ge=0, description="disk spool for writes while InfluxDB is down (0: off)")
+    alert_mqtt_publish: bool = Field(True, description="publish alert events on {prefix}/alerts/{kind} (QoS 1) "
+                                                       "and take acknowledgements on {prefix}/alerts/ack")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings, exclude=True,
+                                       description="the CISTERN_ALERT_* dispatch settings")
 
     @field_validator("mqtt_url")
     @classmethod
@@ -141,10 +150,17 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def all_settings() -> dict[str, Any]:
+    """Every setting name → its pydantic field, the dispatch ones under their alert_ names."""
+    out: dict[str, Any] = {n: f for n, f in Settings.model_fields.items() if n != "dispatch"}
+    out.update({DISPATCH_PREFIX + n: f for n, f in DispatchSettings.model_fields.items()})
+    return out
+
+
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per setting; defaults are left to the model so that 'given explicitly' can be told apart."""
     group = parser.add_argument_group("settings (each also from the environment variable shown)")
-    for name, f in Settings.model_fields.items():
+    for name, f in all_settings().items():
         group.add_argument(flag_name(name), dest=f"setting_{name}", default=None, metavar="VALUE",
                            help=f"{f.description} [{env_name(name)}]")
     parser.add_argument("--config", default=None, metavar="FILE",
@@ -169,19 +185,30 @@ def load_settings(args: argparse.Namespace | None = None, environ: dict[str, str
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"CISTERN_CONFIG (--config): {config_file} is not valid TOML: {e}") from None
         data = data.get("cistern", data)
+        names = all_settings()
         for k, v in data.items():
-            if k not in Settings.model_fields:
+            if k not in names:
                 raise ConfigError(f"CISTERN_CONFIG (--config): unknown setting {k!r} in {config_file}")
             values[k] = v
-    for name in Settings.model_fields:
+    for name in all_settings():
         v = environ.get(env_name(name))
         if v is not None and v != "":
             values[name] = v
     if args is not None:
-        for name in Settings.model_fields:
+        for name in all_settings():
             v = getattr(args, f"setting_{name}", None)
             if v is not None:
                 values[name] = v
+    dispatch_values = {k.removeprefix(DISPATCH_PREFIX): values.pop(k) for k in list(values)
+                       if k.startswith(DISPATCH_PREFIX) and k.removeprefix(DISPATCH_PREFIX) in
+                       DispatchSettings.model_fields}
+    try:
+        values["dispatch"] = DispatchSettings(**dispatch_values)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        field = DISPATCH_PREFIX + str(err["loc"][0])
+        raise ConfigError(f"{_setting_label(field)}: {err['msg'].removeprefix('Value error, ')} "
+                          f"(got {dispatch_values.get(field.removeprefix(DISPATCH_PREFIX))!r})") from None
     try:
         return Settings(**values)
     except ValidationError as e:

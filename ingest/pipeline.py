@@ -30,28 +30,11 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
-class AlertOutput(Protocol):
-    def emit(self, events: list[AlertEvent]) -> None: ...
-    def close(self) -> None: ...
+class Dispatch(Protocol):
+    """What the pipeline needs of ingest.dispatch.Dispatcher: incidents in, dispatch events (dicts) out."""
 
-
-class AlertsFile:
-    """Appends alert events as JSON lines (CONTRACT §8), flushed to disk before the pipeline moves on."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._fh = path.open("ab")
-
-    def emit(self, events: list[AlertEvent]) -> None:
-        if not events:
-            return
-        self._fh.write(b"".join(orjson.dumps(e.to_dict()) + b"\n" for e in events))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-
-    def close(self) -> None:
-        self._fh.close()
+    def emit(self, events: list[AlertEvent]) -> list[dict[str, Any]]: ...
+    def tick(self, now_ns: int) -> list[dict[str, Any]]: ...
 
 
 @dataclass
@@ -81,7 +64,7 @@ class Pipeline:
     """Drives one source to completion (replay) or until stopped (live)."""
 
     def __init__(self, registry: Registry, layout: TopicLayout, source: Source, *, state_dir: Path,
-                 writer: Writer | None = None, detectors: Any = None, outputs: list[AlertOutput] | None = None,
+                 writer: Writer | None = None, detectors: Any = None, dispatcher: Dispatch | None = None,
                  live: bool = True, batch_max_messages: int = 5000, batch_max_wait_s: float = 0.25,
                  health_interval_s: float = 30.0, tick_interval_s: float = 5.0,
                  checkpoint_interval_s: float = 60.0, until_ns: int | None = None,
@@ -92,7 +75,7 @@ class Pipeline:
         self.source = source
         self.writer = writer
         self.detectors = detectors
-        self.outputs = outputs or []
+        self.dispatcher = dispatcher
         self.live = live
         self.state_dir = state_dir
         self.dead = DeadLetters(state_dir)
@@ -240,17 +223,28 @@ class Pipeline:
             self.spool.pop_oldest()
 
     def _emit(self, events: list[AlertEvent]) -> None:
+        """Detector events through dispatch (lifecycle, evidence, outbox) and into the database's alert record."""
+        if not events:
+            return
+        if self.dispatcher is not None:
+            events = [AlertEvent.from_dict(d) for d in self.dispatcher.emit(events)]
+        self._record(events)
+
+    def _tick(self, now_ns: int) -> None:
+        self._emit(self.detectors.tick(now_ns))
+        if self.dispatcher is not None:
+            self._record([AlertEvent.from_dict(d) for d in self.dispatcher.tick(now_ns)])
+
+    def _record(self, events: list[AlertEvent]) -> None:
         if not events:
             return
         self.stats.alerts += len(events)
-        for out in self.outputs:
-            out.emit(events)
         if self.writer is not None and self._encoder is not None:
             from ingest.influx import WriteUnavailable
 
             try:
                 self.writer.write(self._encoder.encode_alerts(events))
-            except WriteUnavailable as e:  # alerts also go to their own outputs; the database copy is a record
+            except WriteUnavailable as e:  # the dispatch outbox has them; the database copy is a record
                 log.warning("could not record %d alert events in the database: %s", len(events), e)
         for e in events:
             log.info("ALERT %s %s %s %s: %s", e.event, e.kind, e.subject_type, e.subject_id, e.summary)
@@ -278,7 +272,7 @@ class Pipeline:
         if self.detectors is not None and len(batch):
             self._emit(self.detectors.update(batch))
             if not self.live and self.watermark_ns is not None:
-                self._emit(self.detectors.tick(self.watermark_ns))
+                self._tick(self.watermark_ns)
         return True
 
     def _live_tick(self, caught_up: bool) -> None:
@@ -291,7 +285,7 @@ class Pipeline:
         if now is not None:
             if self.watermark_ns is not None:
                 now = max(now, self.watermark_ns)
-            self._emit(self.detectors.tick(now))
+            self._tick(now)
 
     def _health(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._last_health < self.health_interval_s:
@@ -302,10 +296,14 @@ class Pipeline:
         if self.watermark_ns is not None and self.live:
             lag = f"{max(0.0, (time.time_ns() - self.watermark_ns) / NS):.0f}s"
         backlog = getattr(self.source, "backlog", 0)
+        dispatch = ""
+        if self.dispatcher is not None and hasattr(self.dispatcher, "counts"):
+            c = self.dispatcher.counts
+            dispatch = f" dispatch_delivered={c['delivered']} dispatch_pending={c['pending']}"
         spool = f"{len(self.spool)} batches/{self.spool.bytes / 1e6:.1f}MB" if self.spool is not None else "off"
         log.info("health: received=%d readings=%d written=%d dead_lettered=%d alerts=%d lag=%s backlog=%d "
-                 "write_retries=%d spool=%s", s.received, s.readings, s.written, s.dead_lettered, s.alerts, lag,
-                 backlog, s.write_retries, spool)
+                 "write_retries=%d spool=%s%s", s.received, s.readings, s.written, s.dead_lettered, s.alerts, lag,
+                 backlog, s.write_retries, spool, dispatch)
 
     def run(self) -> None:
         """Until the source is exhausted (replay) or stop() is called (live)."""
@@ -327,7 +325,7 @@ class Pipeline:
             if not self.live and self.detectors is not None:
                 end = self.until_ns if self.until_ns is not None else self.watermark_ns
                 if end is not None:
-                    self._emit(self.detectors.tick(end))
+                    self._tick(end)
         finally:
             self.checkpoint()
             self._health(force=True)
