@@ -216,22 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_flags(ri)
     ri.set_defaults(func=cmd_reingest)
 
-    try:
-        from simulator import cli as sim_cli
+    from ingest import evaluate
+    from simulator import cli as sim_cli
 
-        sp = sub.add_parser("simulate", help="generate a city's traffic with labelled incidents and decoys")
-        sim_cli.add_arguments(sp)
-        sp.set_defaults(func=sim_cli.main)
-    except ImportError:
-        pass
-    try:
-        from ingest import evaluate
+    sp = sub.add_parser("simulate", help="generate a city's traffic with labelled incidents and decoys")
+    sim_cli.add_arguments(sp)
+    sp.set_defaults(func=sim_cli.main)
 
-        ev = sub.add_parser("evaluate", help="precision, recall, F1 and delay of alerts against labels")
-        evaluate.add_arguments(ev)
-        ev.set_defaults(func=evaluate.main)
-    except ImportError:
-        pass
+    ev = sub.add_parser("evaluate", help="precision, recall, F1 and delay of alerts against labels")
+    evaluate.add_arguments(ev)
+    ev.set_defaults(func=evaluate.main)
 
     from ingest import ack_cli
 
@@ -240,7 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
     ak.set_defaults(func=ack_cli.main)
 
     dm = sub.add_parser("demo", help="one command: broker, database, simulator, service, alerts, report")
-    dm.set_defaults(func=cmd_demo)
+    try:
+        from ingest import demo
+
+        demo.add_arguments(dm)
+        dm.set_defaults(func=demo.main)
+    except ImportError:
+        dm.set_defaults(func=cmd_demo)
+    try:
+        from ingest import report
+
+        rp2 = sub.add_parser("report", help="static HTML report with pictures from alerts (and capture, labels)")
+        report.add_arguments(rp2)
+        rp2.set_defaults(func=report.main)
+    except ImportError:
+        pass
 
     st = sub.add_parser("settings", help="print the settings reference (or --effective values)")
     st.add_argument("--effective", action="store_true", help="print the effective settings, secrets masked")
