@@ -37,7 +37,9 @@ class BypassParams(Params):
                                                          "that did not report that day")
     rest_days: tuple[int, ...] = Field((5, 6), description="days of the week (Monday 0) with their own household "
                                                             "baseline: rest days")
-    match_tolerance: float = Field(0.35, gt=0, lt=1, description="household drop within this share of the growth")
+    match_z: float = Field(3.0, ge=0, description="the household's mean drop must stand this many of its own daily "
+                                                   "deviations (over the square root of the days) out of its noise")
+    match_tolerance: float = Field(0.5, gt=0, lt=1, description="household drop within this share of the growth")
     persist_days: int = Field(3, ge=1, description="days of grown gap averaged before naming a household")
     max_episode_days: int = Field(10, ge=1, description="no household explains the growth after this many days: "
                                                         "the building's baseline adopts it (a leak)")
@@ -52,7 +54,7 @@ class BypassDetector(Detector):
     params: BypassParams
     state_axes: ClassVar[dict[str, str]] = {
         "snap_s": "meter", "snap_v": "meter", "use_ref": "meter",
-        "ep_drop": "meter", "ep_ref": "meter", "repl_day": "meter", "cls_days": "building", "ratio_ref": "building", "ratio_dev": "building",
+        "ep_drop": "meter", "ep_ref": "meter", "use_dev": "meter", "repl_day": "meter", "cls_days": "building", "ratio_ref": "building", "ratio_dev": "building",
         "ep_raw": "building", "gap_ref": "building", "gap_dev": "building", "base_days": "building",
         "cand": "building", "ep_len": "building", "ep_day": "building", "ep_gap": "building",
         "status": "building", "open_day": "building", "est": "building", "gap_before": "building",
@@ -83,12 +85,15 @@ class BypassDetector(Detector):
         self.snap_v = np.full((n, K), np.nan)  # its register
         # a household's usual daily use on working days [:, 0] and on rest days [:, 1] (shops close at weekends)
         self.use_ref = np.full((n, 2), np.nan, dtype=np.float32)
+        self.use_dev = np.zeros(n, dtype=np.float32)  # its typical daily deviation from that
         self.ep_ref = np.zeros(n, dtype=np.float32)  # its usual use summed over the episode's days
         self.cls_days = np.zeros((nb, 2), dtype=np.int16)  # days learned per kind of day
-        self.gap_ref = np.full(nb, np.nan, dtype=np.float32)
-        self.gap_dev = np.zeros(nb, dtype=np.float32)
-        self.ratio_ref = np.full(nb, np.nan)
-        self.ratio_dev = np.zeros(nb)
+        # the building's usual gap, on working days [:, 0] and rest days [:, 1]: a fixed volume, or a share
+        # of the master's volume, each with its typical deviation
+        self.gap_ref = np.full((nb, 2), np.nan, dtype=np.float32)
+        self.gap_dev = np.zeros((nb, 2), dtype=np.float32)
+        self.ratio_ref = np.full((nb, 2), np.nan)
+        self.ratio_dev = np.zeros((nb, 2))
         self.ep_raw = np.zeros(nb, dtype=np.float32)
         self.repl_day = np.full(n, -1, dtype=np.int32)  # local day of the meter's latest replacement
         self.base_days = np.zeros(nb, dtype=np.int16)
@@ -217,14 +222,17 @@ class BypassDetector(Detector):
         master[has_master] = use[reg.buildings.master_meter[has_master]]
         day_ok = (np.isfinite(master) & (self.n_households > 0) & (n_valid >= p.min_reported_fraction * self.n_households)
                   & (~unknown | (self.base_days == 0)))
+        gap_ref, gap_dev = self.gap_ref[:, rest], self.gap_dev[:, rest]  # views: updated in place below
+        ratio_ref, ratio_dev = self.ratio_ref[:, rest], self.ratio_dev[:, rest]
+        cls_days = self.cls_days[:, rest]
         gap = master - sum_valid - sum_missing
-        ready = day_ok & (self.base_days >= p.min_baseline_days)
+        ready = day_ok & (cls_days >= p.min_baseline_days)
         # two views of the building's usual gap: a fixed leak (m3/day) or a share of what the master measured
         # (under-registration); whichever has fitted this building better sets today's expectation
-        dev_c = self.gap_dev.astype(np.float64)
-        dev_r = self.ratio_dev * master
-        by_ratio = np.isfinite(self.ratio_ref) & (dev_r < dev_c)
-        expected = np.where(by_ratio, self.ratio_ref * master, self.gap_ref)
+        dev_c = gap_dev.astype(np.float64)
+        dev_r = ratio_dev * master
+        by_ratio = np.isfinite(ratio_ref) & (dev_r < dev_c)
+        expected = np.where(by_ratio, ratio_ref * master, gap_ref)
         # a stand-in is itself uncertain
         dev = np.hypot(np.where(by_ratio, dev_r, dev_c), p.missing_weight * sum_missing)
         growth = gap - expected
@@ -269,11 +277,13 @@ class BypassDetector(Detector):
             g_h = mean_g[bld]
             with np.errstate(invalid="ignore", divide="ignore"):
                 err = np.abs(d_mean - g_h) / g_h
+            # how far the drop stands out of the household's own day-to-day variation
+            z = d_mean / np.maximum(self.use_dev, 1e-3) * np.sqrt(n[bld])
             elig = (hh & test[bld] & (d_mean >= p.min_drop_m3) & (err <= p.match_tolerance)
-                    & (self.ep_drop >= p.min_drop_fraction * self.ep_ref))
+                    & (self.ep_drop >= p.min_drop_fraction * self.ep_ref) & (z >= p.match_z))
             ei = np.flatnonzero(elig)
             if ei.size:
-                order = ei[np.lexsort((err[ei], bld[ei]))]
+                order = ei[np.lexsort((-z[ei], bld[ei]))]
                 b_o = bld[order]
                 firsts = np.ones(order.size, dtype=bool)
                 firsts[1:] = b_o[1:] != b_o[:-1]
@@ -293,6 +303,7 @@ class BypassDetector(Detector):
         give_up = test & ~rise & (self.ep_len >= p.max_episode_days)
         self.ep_len[give_up] = 0
         self.base_days[give_up] = 0
+        self.cls_days[give_up] = 0
         self.gap_ref[give_up] = np.nan
         self.ratio_ref[give_up] = np.nan
 
@@ -310,24 +321,29 @@ class BypassDetector(Detector):
         usual = ~ready | (np.abs(growth) < thr_day)
         learn = day_ok & (self.status == OK) & (self.ep_len == 0) & ~give_up & ~faded & usual
         # young baselines are plain means of the days so far, then exponentially weighted
-        a = np.maximum(p.baseline_alpha, 1.0 / (self.base_days.astype(np.float64) + 1))
-        first = learn & ~np.isfinite(self.gap_ref)
+        a = np.maximum(p.baseline_alpha, 1.0 / (cls_days.astype(np.float64) + 1))
+        first = learn & ~np.isfinite(gap_ref)
         upd = learn & ~first
-        a_dev = np.maximum(p.baseline_alpha, 1.0 / np.maximum(self.base_days.astype(np.float64), 1))
+        a_dev = np.maximum(p.baseline_alpha, 1.0 / np.maximum(cls_days.astype(np.float64), 1))
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(master > 0, gap / master, np.nan)
-        for ref, dv, x in ((self.gap_ref, self.gap_dev, gap), (self.ratio_ref, self.ratio_dev, ratio)):
+        for ref, dv, x in ((gap_ref, gap_dev, gap), (ratio_ref, ratio_dev, ratio)):
             ok = upd & np.isfinite(x) & np.isfinite(ref)
             d_now = np.abs(x - ref)
             dv[ok] = (1 - a_dev[ok]) * dv[ok] + a_dev[ok] * d_now[ok]
             ref[ok] = (1 - a[ok]) * ref[ok] + a[ok] * x[ok]
             ref[first] = x[first]
         self.base_days[learn] = np.minimum(self.base_days[learn] + 1, 10000)
-        self.cls_days[learn, rest] = np.minimum(self.cls_days[learn, rest] + 1, 10000)
+        cls_days[learn] = np.minimum(cls_days[learn] + 1, 10000)
         h_learn = valid & learn[bld]
         ref = self.use_ref[h_learn, rest]
-        ah = np.maximum(p.household_alpha, 1.0 / (self.cls_days[bld[h_learn], rest].astype(np.float64)))
-        self.use_ref[h_learn, rest] = np.where(np.isfinite(ref), (1 - ah) * ref + ah * use[h_learn], use[h_learn])
+        n_cls = self.cls_days[bld[h_learn], rest].astype(np.float64)
+        ah = np.maximum(p.household_alpha, 1.0 / n_cls)
+        had = np.isfinite(ref)
+        dv = self.use_dev[h_learn]
+        a_dev = np.maximum(p.household_alpha, 1.0 / np.maximum(self.base_days[bld[h_learn]].astype(np.float64) - 1, 1))
+        self.use_dev[h_learn] = np.where(had, (1 - a_dev) * dv + a_dev * np.abs(use[h_learn] - ref), dv)
+        self.use_ref[h_learn, rest] = np.where(had, (1 - ah) * ref + ah * use[h_learn], use[h_learn])
 
     def _emit(self, now: int) -> list[AlertEvent]:
         out = []

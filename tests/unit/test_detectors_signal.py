@@ -74,3 +74,17 @@ def test_prepaid_meter_silent_with_empty_balance_is_critical():
     raised = _raised(events, "signal_blocking")
     assert len(raised) == 1 and raised[0].severity == "critical"
     assert raised[0].evidence["balance_cny"] == -3.0 and raised[0].evidence["prepaid"]
+
+
+def test_short_outage_inside_one_replay_chunk_is_still_seen():
+    t = Town(seed=9, days=10, cells=2)
+    t.cell_outage(1, t.t(5), t.t(5) + 4 * 3600 * 10**9)
+    t.build()
+    whole_chunk = 10**6  # the whole capture in one batch, as a replay of a quiet city might deliver it
+
+    def outages(ds):
+        return [e for e in run(ds, t, messages=whole_chunk) if e.kind == "network_outage" and e.event == "raised"]
+
+    assert [e.subject_id for e in outages(DetectorSet(t.registry, only=["signal"]))] == ["C1"]
+    # fed whole, with one tick at the end, the four hours of silence are never seen while they last
+    assert outages(DetectorSet(t.registry, only=["signal"], tick_every_s=0)) == []
