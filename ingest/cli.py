@@ -96,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         detectors=make_detectors(registry, s), dispatcher=dispatcher, live=True,
                         batch_max_messages=s.batch_max_messages, batch_max_wait_s=s.batch_max_wait_s,
                         health_interval_s=s.health_interval_s, tick_interval_s=s.tick_interval_s,
-                        spool_max_bytes=s.spool_max_bytes)
+                        spool_max_bytes=s.spool_max_bytes, flood_max_per_device=s.flood_max_per_device)
 
     def _stop(signum, frame):
         log.info("received %s: finishing the current batch, then exiting", signal.Signals(signum).name)

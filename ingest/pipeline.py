@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from devices.batch import NS, Batch
 from devices.registry import Registry
 from devices.topics import TopicLayout
 from ingest.deadletters import DeadLetters
-from ingest.decode import Decoder, RawMessage
+from ingest.decode import Decoder, RawMessage, Reject
 from ingest.sources import Source
 
 log = logging.getLogger("cistern.pipeline")
@@ -69,7 +70,7 @@ class Pipeline:
                  health_interval_s: float = 30.0, tick_interval_s: float = 5.0,
                  checkpoint_interval_s: float = 60.0, until_ns: int | None = None,
                  on_batch: Callable[[Batch], None] | None = None, restore: bool = True,
-                 spool_max_bytes: int = 0, spool_retry_s: float = 5.0):
+                 spool_max_bytes: int = 0, spool_retry_s: float = 5.0, flood_max_per_device: int = 0):
         self.registry = registry
         self.decoder = Decoder(registry, layout)
         self.source = source
@@ -100,6 +101,7 @@ class Pipeline:
 
             self.spool = Spool(state_dir / "spool", spool_max_bytes)
         self.spool_retry_s = spool_retry_s
+        self.flood_max_per_device = flood_max_per_device
         self._retry_at = 0.0
         self._last_health = time.monotonic()
         self._last_tick = time.monotonic()
@@ -252,7 +254,11 @@ class Pipeline:
     def process(self, messages: list[RawMessage]) -> bool:
         """Decode, store, ack, detect. Returns False when the batch could not be made durable (stopping)."""
         rejects = self.source.take_rejects()
-        batch, more = self.decoder.decode(messages)
+        to_decode = messages
+        if self.flood_max_per_device and len(messages) > self.flood_max_per_device:
+            to_decode, flood = _cap_per_topic(messages, self.flood_max_per_device)
+            rejects += flood
+        batch, more = self.decoder.decode(to_decode)
         rejects += more
         if self.until_ns is not None and len(batch):
             batch = _until(batch, self.until_ns)
@@ -332,6 +338,27 @@ class Pipeline:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+
+def _cap_per_topic(messages: list[RawMessage], cap: int) -> tuple[list[RawMessage], list[Reject]]:
+    """Keep at most `cap` messages of one topic in a batch; the rest are dead-lettered (kept, with the reason).
+
+    One flooding device must not starve the others: its excess costs almost nothing to set aside, so the ingester
+    keeps pace with the broker and every other device's messages still flow.
+    """
+    counts = Counter(m.topic for m in messages)
+    if max(counts.values()) <= cap:
+        return messages, []
+    seen: Counter[str] = Counter()
+    keep, flood = [], []
+    for m in messages:
+        seen[m.topic] += 1
+        if seen[m.topic] <= cap:
+            keep.append(m)
+        else:
+            flood.append(Reject(m.topic, m.payload, f"flood: more than {cap} messages from one topic in one batch "
+                                                    f"({counts[m.topic]} of {len(messages)})"))
+    return keep, flood
 
 
 def _until(batch: Batch, until_ns: int) -> Batch:

@@ -128,3 +128,22 @@ def test_full_spool_holds_messages_unacked(registry, tmp_path):
     p.stop()
     assert p.process(src.poll(10)) is False  # does not fit: not acked
     assert len(src.acked) == 10
+
+
+def test_a_flooding_device_cannot_starve_the_others(registry, tmp_path):
+    flood = [RawMessage("water/d01/meter/M000001/reading",
+                        orjson.dumps({"meter_id": "M000001", "ts": T0 + i, "total_m3": 1.0}), token=("f", i))
+             for i in range(3000)]
+    quiet = [RawMessage("water/d01/meter/M000003/reading",
+                        orjson.dumps({"meter_id": "M000003", "ts": T0 + 3600 * i, "total_m3": 2.0 + i}),
+                        token=("q", i)) for i in range(5)]
+    mixed = flood[:1500] + quiet + flood[1500:]
+    src, w = ListSource(mixed, chunk=len(mixed)), FlakyWriter()
+    p = Pipeline(registry, TopicLayout("water"), src, state_dir=tmp_path / "state", writer=w, live=True,
+                 batch_max_messages=len(mixed), flood_max_per_device=500)
+    assert p.process(src.poll(len(mixed)))
+    assert sum(b"meter_id=M000003" in line for line in w.lines) == 5
+    assert sum(b"meter_id=M000001" in line for line in w.lines) == 500
+    dead = (tmp_path / "state" / "deadletters.jsonl").read_bytes().splitlines()
+    assert len(dead) == 2500 and b"flood" in dead[0]
+    assert len(src.acked) == len(mixed)  # set aside durably, so acked: nothing is redelivered in a loop
