@@ -66,3 +66,19 @@ def test_every_published_reading_lands_in_victoriametrics_over_v2(mosquitto_serv
     assert [p[0] for p in pts] == [(start + i * 60) * 1000 for i in range(250)]
     assert pts[0][2]["district"] == "d01" and pts[0][2]["role"] == "household"
     assert svc.stop() == 0
+
+
+def test_secrets_never_appear_in_the_log(mosquitto_server, influx_v1, tmp_path):
+    db = influx_v1.new_database("secrets")
+    env = v1_env(mosquitto_server, influx_v1, db, tmp_path, "cistern-it-secrets")
+    env.update({"CISTERN_LOG_LEVEL": "DEBUG", "CISTERN_INFLUX_PASSWORD": "influx-pw-Zq81",
+                "CISTERN_INFLUX_TOKEN": "token-Xy77", "CISTERN_ALERT_WEBHOOK_SECRET": "hook-secret-Pp42",
+                "CISTERN_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook"})
+    svc = Service(env)
+    publish(mosquitto_server, "M000001", "d01", readings("M000001", T0 + 7 * 86400, 5))
+    wait_until(lambda: len(stored_v1(influx_v1, db, "M000001")), 5)
+    assert svc.stop() == 0
+    log = "".join(svc.log)
+    assert "MQTT subscribed" in log
+    for secret in (mosquitto_server.passwords["cistern-ingest"], "influx-pw-Zq81", "token-Xy77", "hook-secret-Pp42"):
+        assert secret not in log
