@@ -14,7 +14,7 @@ from devices.registry import Registry
 
 from .base import Detector, LocalCalendar, MeterView, Params, alert_id, round_or_none
 
-OK, PENDING, OPEN, CLEAR_PENDING = 0, 1, 2, 3
+OK, PENDING = 0, 1  # a building's status: PENDING holds a raise decided but not yet emitted
 EPOCH_S = 946684800  # 2000-01-01: day-end snapshots keep int32 seconds from here (good until 2068)
 
 
@@ -41,9 +41,10 @@ class BypassParams(Params):
                                                    "deviations (over the square root of the days) out of its noise")
     match_tolerance: float = Field(0.5, gt=0, lt=1, description="household drop within this share of the growth")
     persist_days: int = Field(3, ge=1, description="days of grown gap averaged before naming a household")
+    settle_days: int = Field(5, ge=0, description="after a raise the building's baseline moves to its new normal "
+                                                   "over this many days before new episodes are looked for")
     max_episode_days: int = Field(10, ge=1, description="no household explains the growth after this many days: "
                                                         "the building's baseline adopts it (a leak)")
-    clear_days: int = Field(7, ge=1, description="consecutive days with the gap back before clearing")
     meter_unit: str = Field("{district} water company district unit", description="route for meter incidents")
 
 
@@ -58,7 +59,7 @@ class BypassDetector(Detector):
         "ep_raw": "building", "gap_ref": "building", "gap_dev": "building", "base_days": "building",
         "cand": "building", "ep_len": "building", "ep_day": "building", "ep_gap": "building",
         "status": "building", "open_day": "building", "est": "building", "gap_before": "building",
-        "use_before": "building", "gap_last": "building", "use_last": "building", "calm": "building",
+        "use_before": "building", "gap_last": "building", "use_last": "building", "ep_master": "building", "h_open": "meter", "settle": "building",
         "next_day": "scalar", "now": "scalar",
     }
 
@@ -109,7 +110,9 @@ class BypassDetector(Detector):
         self.use_before = np.zeros(nb, dtype=np.float32)
         self.gap_last = np.zeros(nb, dtype=np.float32)
         self.use_last = np.zeros(nb, dtype=np.float32)
-        self.calm = np.zeros(nb, dtype=np.int16)
+        self.ep_master = np.zeros(nb, dtype=np.float32)  # the master's volume summed over the episode
+        self.h_open = np.zeros(n, dtype=np.int8)
+        self.settle = np.zeros(nb, dtype=np.int16)  # days left for the baseline to settle after a raise  # 1: a bypass incident was raised on this household
         self.next_day = np.full(1, -1, dtype=np.int64)  # next local day to judge (-1: no data yet)
         self.now = np.zeros(1, dtype=np.int64)
 
@@ -243,7 +246,8 @@ class BypassDetector(Detector):
         st = self.status
         in_ep = self.ep_len > 0
         thr_day = np.maximum(p.min_growth_m3, p.growth_mad_k * dev)
-        begin = ready & ~in_ep & (st == OK) & (growth >= thr_day)
+        settling = self.settle > 0
+        begin = ready & ~in_ep & (st == OK) & (growth >= thr_day) & ~settling
         go_on = ready & in_ep
         step = begin | go_on
         # a household without a baseline for this kind of day yet adds nothing to either sum
@@ -260,6 +264,8 @@ class BypassDetector(Detector):
         self.ep_day[begin] = day
         self.ep_gap[begin] = growth[begin]
         self.ep_raw[begin] = gap[begin]
+        self.ep_master[begin] = master[begin]
+        self.ep_master[go_on] += master[go_on]
         self.ep_len[go_on] += 1
         self.ep_gap[go_on] += growth[go_on]
         self.ep_raw[go_on] += gap[go_on]
@@ -280,7 +286,8 @@ class BypassDetector(Detector):
             # how far the drop stands out of the household's own day-to-day variation
             z = d_mean / np.maximum(self.use_dev, 1e-3) * np.sqrt(n[bld])
             elig = (hh & test[bld] & (d_mean >= p.min_drop_m3) & (err <= p.match_tolerance)
-                    & (self.ep_drop >= p.min_drop_fraction * self.ep_ref) & (z >= p.match_z))
+                    & (self.ep_drop >= p.min_drop_fraction * self.ep_ref) & (z >= p.match_z)
+                    & (self.h_open == 0))
             ei = np.flatnonzero(elig)
             if ei.size:
                 order = ei[np.lexsort((-z[ei], bld[ei]))]
@@ -299,6 +306,14 @@ class BypassDetector(Detector):
             self.gap_before[rise] = self.gap_last[rise] - mean_g[rise]
             self.use_before[rise] = self.ep_ref[h] / n[rise]
             self.use_last[rise] = (self.ep_ref[h] - self.ep_drop[h]) / n[rise]
+            self.h_open[h] = 1
+            # the building carries on from its new normal, so a second bypass in it is seen as well
+            self.gap_ref[rise] += mean_g[rise, None]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                shift = mean_g[rise] / (self.ep_master[rise] / n[rise])
+            self.ratio_ref[rise] += np.where(np.isfinite(shift), shift, 0.0)[:, None]
+            self.ep_len[rise] = 0
+            self.settle[rise] = p.settle_days
         # no household explains it within the window: a leak or a new normal, which the baseline adopts
         give_up = test & ~rise & (self.ep_len >= p.max_episode_days)
         self.ep_len[give_up] = 0
@@ -307,21 +322,15 @@ class BypassDetector(Detector):
         self.gap_ref[give_up] = np.nan
         self.ratio_ref[give_up] = np.nan
 
-        # an open incident clears once the gap is back for a few days
-        is_open = (st == OPEN) & day_ok
-        back = is_open & (growth < 0.5 * self.est)
-        self.calm[back] += 1
-        self.calm[is_open & ~back] = 0
-        done = back & (self.calm >= p.clear_days)
-        self.status[done] = CLEAR_PENDING
-        self.gap_last[done] = gap[done]
-
         # baselines learn from quiet days only: nothing learns while its building is under suspicion
         # … and from ordinary days only: a day far off the baseline (a smaller bypass, a bad reading) is not learned
-        usual = ~ready | (np.abs(growth) < thr_day)
-        learn = day_ok & (self.status == OK) & (self.ep_len == 0) & ~give_up & ~faded & usual
+        # … except while settling after a raise, when they move fast to the building's new normal
+        usual = ~ready | (np.abs(growth) < thr_day) | settling
+        learn = day_ok & (self.status == OK) & (self.ep_len == 0) & ~give_up & ~faded & usual & ~rise
+        self.settle[settling & day_ok] -= 1
         # young baselines are plain means of the days so far, then exponentially weighted
         a = np.maximum(p.baseline_alpha, 1.0 / (cls_days.astype(np.float64) + 1))
+        a = np.where(settling, np.maximum(a, 0.5), a)
         first = learn & ~np.isfinite(gap_ref)
         upd = learn & ~first
         a_dev = np.maximum(p.baseline_alpha, 1.0 / np.maximum(cls_days.astype(np.float64), 1))
@@ -347,15 +356,10 @@ class BypassDetector(Detector):
 
     def _emit(self, now: int) -> list[AlertEvent]:
         out = []
+        # a bypass stays open until the crew closes the case: the pipe does not go away by itself
         for b in np.flatnonzero(self.status == PENDING).tolist():
-            self.status[b] = OPEN
-            self.calm[b] = 0
-            out.append(self._event("raised", b, now))
-        for b in np.flatnonzero(self.status == CLEAR_PENDING).tolist():
-            out.append(self._event("cleared", b, now))
             self.status[b] = OK
-            self.ep_len[b] = 0
-            self.cand[b] = -1
+            out.append(self._event("raised", b, now))
         return out
 
     def _event(self, event: str, b: int, now: int) -> AlertEvent:

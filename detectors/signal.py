@@ -25,6 +25,8 @@ CELL_OK, CELL_OUTAGE, CELL_CLEAR_PENDING, CELL_OUTAGE_QUIET = 0, 1, 2, 3
 
 class SignalParams(Params):
     missed_reports: float = Field(3.0, gt=0, description="silent for this many report intervals …")
+    missed_reports_suspect: float = Field(2.0, gt=0, description="… or this many when RSRP sank or a prepaid balance "
+                                                                  "had run out first")
     min_silence_s: int = Field(12 * 3600, ge=0, description="… and at least this long (one lost message is not theft)")
     grace_fraction: float = Field(0.25, ge=0, description="jitter allowed on a schedule, as a fraction of the interval")
     grace_min_s: int = Field(1800, ge=0, description="jitter allowed on any schedule")
@@ -65,6 +67,8 @@ class SignalDetector(Detector):
         grace = np.maximum(p.grace_fraction * interval, p.grace_min_s)
         self.overdue_ns = ((interval + grace) * NS).astype(np.int64)
         self.silent_ns = ((np.maximum(p.missed_reports * interval, p.min_silence_s) + grace) * NS).astype(np.int64)
+        self.suspect_ns = ((np.maximum(p.missed_reports_suspect * interval, p.min_silence_s) + grace) * NS).astype(np.int64)
+        self.prepaid = m.prepaid.astype(bool)
         self.alpha = (1.0 - np.exp(-interval / p.rsrp_tau_s)).astype(np.float64)
         self.cell = m.cell.astype(np.int64)
         self.n_cells = len(registry.cell_ids)
@@ -194,7 +198,11 @@ class SignalDetector(Detector):
         st = self.status
         active = seen & ((st == OK) | (st == SILENCED))
         overdue = active & (silence > self.overdue_ns)
-        silent = active & (silence > self.silent_ns)
+        # a meter whose RSRP sank or whose prepaid balance ran out before it went quiet is suspected sooner
+        with np.errstate(invalid="ignore"):
+            suspect = ((self.rsrp_ref - self.rsrp_last >= self.params.rsrp_drop_db)
+                       | (self.prepaid & (self.balance <= self.params.balance_empty_cny)))
+        silent = active & (silence > np.where(suspect, self.suspect_ns, self.silent_ns))
         if not overdue.any():
             return out
 
