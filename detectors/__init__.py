@@ -46,7 +46,7 @@ class DetectorSet:
     """All registered detectors (or the named subset), fed together: one sorted view per batch."""
 
     def __init__(self, registry: Registry, params: dict[str, dict] | None = None, timezone: str = "Asia/Shanghai",
-                 only: Iterable[str] | None = None, tick_every_s: float = 1800):
+                 only: Iterable[str] | None = None, tick_every_s: float = 3600):
         """`tick_every_s`: a batch whose readings span more event time than this (a replay chunk) is fed in
         slices, in row order (= publish order), with a clock tick after each, so that a silence shorter than a
         chunk is still seen while it lasts. 0 feeds every batch whole."""
@@ -72,46 +72,33 @@ class DetectorSet:
 
     def update(self, batch: Batch) -> list[AlertEvent]:
         """Fold a batch in; returns the events of any clock ticks taken inside it (see tick_every_s)."""
-        m = batch.meters
-        if self.tick_every_ns and len(m) > 1:
-            run = np.maximum.accumulate(np.maximum(m.ts_ns, self.watermark))
-            step = run // self.tick_every_ns
-            cuts = np.flatnonzero(step[1:] != step[:-1]) + 1
-            # rows in publish order make the watermark climb steadily; rows shuffled by someone upstream make
-            # it jump to the top at once, and then slices would tick on times the batch has not covered yet
-            steady = run[len(run) // 2] - run[0] <= 0.9 * (run[-1] - run[0])
-            if cuts.size and steady:
-                return self._update_in_slices(batch, run, cuts)
-        return self._update(batch)
-
-    def _update_in_slices(self, batch: Batch, run: np.ndarray, cuts: np.ndarray) -> list[AlertEvent]:
-        bounds = np.concatenate(([0], cuts, [len(run)]))
-        ends = run[bounds[1:] - 1]  # the watermark reached by the end of each slice
-        ends[-1] = np.iinfo(np.int64).max  # whatever else the batch holds goes with the last slice
-        others = {}
-        for name in ("tanks", "rooms", "pumps"):
-            tbl = getattr(batch, name)
-            others[name] = (tbl, np.searchsorted(ends, tbl.ts_ns, "left"))
-        ev_slice = np.searchsorted(ends, np.array([e.ts_ns for e in batch.events], dtype=np.int64), "left")
-        out: list[AlertEvent] = []
-        for k in range(len(bounds) - 1):
-            piece = Batch(meters=batch.meters.take(np.arange(bounds[k], bounds[k + 1])),
-                          events=[e for e, s in zip(batch.events, ev_slice, strict=True) if s == k],
-                          **{n: tbl.take(where == k) for n, (tbl, where) in others.items()})
-            out += self._update(piece)
-            if k < len(bounds) - 2:
-                out += self.tick(int(run[bounds[k + 1] - 1]))
-        return out
-
-    def _update(self, batch: Batch) -> list[AlertEvent]:
         top = batch.max_ts_ns()
-        if top is not None:
-            self.watermark = max(self.watermark, top)
+        slices = self._slices(batch)
         view = MeterView(batch.meters)
         out: list[AlertEvent] = []
         for d in self.detectors.values():
-            out += d.update(batch, view)
+            if slices is None or not d.ticks_inside_batches:
+                out += d.update(batch, view)
+            else:
+                run, bounds = slices
+                out += d.update_sliced(batch, view, run[bounds[1:] - 1], bounds)  # type: ignore[attr-defined]
+        if top is not None:
+            self.watermark = max(self.watermark, top)
         return out
+
+    def _slices(self, batch: Batch) -> tuple[np.ndarray, np.ndarray] | None:
+        m = batch.meters
+        if not self.tick_every_ns or len(m) < 2:
+            return None
+        run = np.maximum.accumulate(np.maximum(m.ts_ns, self.watermark))
+        step = run // self.tick_every_ns
+        cuts = np.flatnonzero(step[1:] != step[:-1]) + 1
+        # rows in publish order make the watermark climb steadily; rows shuffled by someone upstream make it
+        # jump to the top at once, and then slices would tick on times the batch has not covered yet
+        steady = run[len(run) // 2] - run[0] <= 0.9 * (run[-1] - run[0])
+        if cuts.size == 0 or not steady:
+            return None
+        return run, np.concatenate(([0], cuts, [len(run)]))
 
     def tick(self, now_ns: int) -> list[AlertEvent]:
         now = max(int(now_ns), self.watermark)

@@ -191,6 +191,9 @@ class Detector(ABC):
     Params: ClassVar[type[Params]]
     # state array name -> axis its first dimension is indexed by (for restore by device id)
     state_axes: ClassVar[dict[str, str]]
+    # True when conditions are about time passing between readings (silence): a long batch is then fed in
+    # slices with a tick after each, so the detector sees the clock move as it did when the data was sent
+    ticks_inside_batches: ClassVar[bool] = False
 
     def __init__(self, registry: Registry, params: Params | dict | None, calendar: LocalCalendar):
         self.registry = registry

@@ -48,6 +48,7 @@ class SignalParams(Params):
 
 class SignalDetector(Detector):
     name = "signal"
+    ticks_inside_batches = True
     kinds = ("signal_blocking", "network_outage", "battery_depleted")
     Params: ClassVar[type[Params]] = SignalParams
     params: SignalParams
@@ -124,7 +125,8 @@ class SignalDetector(Detector):
         self.status[um[st == SILENCED]] = OK
         c_um = self.cell[um]
         cs = np.where(c_um >= 0, self.cell_status[np.maximum(c_um, 0)], CELL_OK)
-        resumed = (cs == CELL_OUTAGE_QUIET) | ((cs == CELL_OUTAGE) & (st == SILENCED))
+        after = ts[lrow] > self.cell_start[np.maximum(c_um, 0)]  # not a reading from before the outage began
+        resumed = ((cs == CELL_OUTAGE_QUIET) | ((cs == CELL_OUTAGE) & (st == SILENCED))) & after
         if resumed.any():
             c, t = c_um[resumed], ts[lrow][resumed]
             self.cell_status[c] = CELL_CLEAR_PENDING
@@ -169,6 +171,55 @@ class SignalDetector(Detector):
                 self.balance[gmu] = r_v[lastv]
         return []
 
+    def update_sliced(self, batch: Batch, view: MeterView, ends: np.ndarray, bounds: np.ndarray) -> list[AlertEvent]:
+        """A long batch in publish order: between its slices only the cheap check for a whole cell falling quiet
+        (and coming back) is run at each slice's watermark; the readings are then folded in at once."""
+        m = batch.meters
+        st = self.status
+        heard = self.last_ts > 0
+        heard[m.meter] = True  # a meter first heard in this batch counts from its start
+        in_cell = self.cell >= 0
+        ac = heard & in_cell & ((st == OK) | (st == SILENCED))
+        nc = self.n_cells
+        n_active = np.bincount(self.cell[ac], minlength=nc)
+        rate = np.bincount(self.cell[ac], weights=NS / self.interval_ns[ac].astype(np.float64), minlength=nc)
+        with np.errstate(divide="ignore"):
+            quiet_ns = np.maximum(self.params.cell_gap_factor / rate * NS, self.params.min_cell_silence_s * NS)
+        cell_last = self.cell_end.copy()
+        seen = (self.last_ts > 0) & in_cell
+        np.maximum.at(cell_last, self.cell[seen], self.last_ts[seen])
+        m = batch.meters
+        cells = self.cell[m.meter]
+        out: list[AlertEvent] = []
+        p = self.params
+        for k in range(len(bounds) - 1):
+            a, b = int(bounds[k]), int(bounds[k + 1])
+            c, t = cells[a:b], m.ts_ns[a:b]
+            ok = c >= 0
+            c, t = c[ok], t[ok]
+            back = (self.cell_status[c] == CELL_OUTAGE_QUIET) & (t > self.cell_start[c])
+            if back.any():
+                cb, tb = c[back], t[back]
+                # a stored reading can be old: the latest one of the slice tells when the cell was back
+                end = np.zeros(self.n_cells, dtype=np.int64)
+                np.maximum.at(end, cb, tb)
+                cb = np.unique(cb)
+                self.cell_status[cb] = CELL_CLEAR_PENDING
+                self.cell_end[cb] = end[cb]
+            np.maximum.at(cell_last, c, t)
+            if k == len(bounds) - 2:
+                break
+            now = max(int(ends[k]), int(self.now[0]))
+            self.now[0] = now
+            quiet = ((n_active >= p.outage_min_meters) & (cell_last > 0) & (now - cell_last > quiet_ns)
+                     & (self.cell_status == CELL_OK))
+            for cq in np.flatnonzero(quiet).tolist():
+                self.cell_status[cq] = CELL_OUTAGE_QUIET
+                self.cell_start[cq] = cell_last[cq]
+                self.cell_silenced[cq] = n_active[cq]
+                out.append(self._outage_event("raised", cq, now, int(n_active[cq]), int(n_active[cq])))
+        return out + self.update(batch, view)
+
     def _apply_events(self, batch: Batch) -> None:
         for e in batch.events:
             if e.device == "meter" and e.type == "replacement":
@@ -203,8 +254,6 @@ class SignalDetector(Detector):
             suspect = ((self.rsrp_ref - self.rsrp_last >= self.params.rsrp_drop_db)
                        | (self.prepaid & (self.balance <= self.params.balance_empty_cny)))
         silent = active & (silence > np.where(suspect, self.suspect_ns, self.silent_ns))
-        if not overdue.any():
-            return out
 
         nc = self.n_cells
         ac = active & in_cell
