@@ -135,16 +135,22 @@ class SignalDetector(Detector):
             np.minimum.at(end, c, t)
             self.cell_end[c] = end[c]
 
-        self.last_ts[um] = ts[lrow]
-        self.last_total[um] = view.col("total_m3")[lrow]
-
-        # status fields ride on a message's latest reading; each is folded in time order
+        # status fields ride on a message's latest reading (a few rows of the batch): they are picked from the
+        # unsorted columns and only those rows are put in (meter, time) order, each field folded in time order
+        r = batch.meters
+        before = self.last_ts
         for col in ("rsrp_dbm", "battery_v", "balance_cny"):
-            vals = view.col(col)[rows]
-            ok = np.isfinite(vals)
-            if not ok.any():
+            allv = getattr(r, col)
+            idx = np.flatnonzero(np.isfinite(allv))
+            if idx.size == 0:
                 continue
-            r_m, r_v = gm[ok], vals[ok]
+            im, it = r.meter[idx], r.ts_ns[idx]
+            keep = it > before[im]
+            idx, im, it = idx[keep], im[keep], it[keep]
+            if idx.size == 0:
+                continue
+            o = np.lexsort((it, im))
+            r_m, r_v = im[o], allv[idx[o]]
             f = np.empty(r_m.size, dtype=bool)
             f[0] = True
             np.not_equal(r_m[1:], r_m[:-1], out=f[1:])
@@ -169,6 +175,8 @@ class SignalDetector(Detector):
                 self.bat_max[gmu] = np.fmax(self.bat_max[gmu], best)
             else:
                 self.balance[gmu] = r_v[lastv]
+        self.last_ts[um] = ts[lrow]
+        self.last_total[um] = view.col("total_m3")[lrow]
         return []
 
     def update_sliced(self, batch: Batch, view: MeterView, ends: np.ndarray, bounds: np.ndarray) -> list[AlertEvent]:
