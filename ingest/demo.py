@@ -1,0 +1,357 @@
+"""`cistern demo`: broker, database (or embedded fallbacks), a simulated city published through the broker, the
+service's pipeline with live alerts, a summary with detection scores, and an HTML report with pictures."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import multiprocessing
+import shutil
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from devices.alerts import AlertEvent
+
+log = logging.getLogger("cistern.demo")
+
+# Enough for every incident kind, and for the bypass detector's building baselines to settle before the
+# bypasses start; about 200,000 messages, which this machine publishes through MQTT in a minute or two.
+DEFAULT_METERS = 400
+DEFAULT_DAYS = 45
+STALL_S = 30.0  # no message for this long after the publisher finished: stop waiting for the rest
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default ./demo-out)")
+    parser.add_argument("--meters", type=int, default=DEFAULT_METERS, help=f"meters in the city ({DEFAULT_METERS})")
+    parser.add_argument("--days", type=int, default=DEFAULT_DAYS, help=f"days of traffic ({DEFAULT_DAYS})")
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the city (1)")
+    parser.add_argument("--speed", type=float, default=0.0,
+                        help="simulated seconds per wall second while publishing (0 = as fast as the broker "
+                             "takes them, the default)")
+    parser.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto",
+                        help="auto: Mosquitto when installed, else the embedded Python broker")
+    parser.add_argument("--database", choices=("auto", "influxd", "file"), default="auto",
+                        help="auto: InfluxDB 1.x (influxd) when installed, else a line-protocol file")
+
+
+class _Console:
+    """Progress on one line (redrawn on a terminal, every few seconds otherwise) with alerts printed above it."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.lock = threading.Lock()
+        self._status = ""
+        self._last_plain = 0.0
+
+    def say(self, text: str = "") -> None:
+        with self.lock:
+            if self.tty and self._status:
+                self.stream.write("\r\x1b[2K")
+            self.stream.write(text + "\n")
+            if self.tty and self._status:
+                self.stream.write(self._status)
+            self.stream.flush()
+
+    def status(self, text: str, force: bool = False) -> None:
+        with self.lock:
+            if self.tty:
+                self._status = text
+                self.stream.write("\r\x1b[2K" + text)
+            elif force or time.monotonic() - self._last_plain > 10:
+                self._last_plain = time.monotonic()
+                self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def end_status(self) -> None:
+        with self.lock:
+            if self.tty and self._status:
+                self.stream.write("\n")
+            self._status = ""
+            self.stream.flush()
+
+
+class _LiveDispatch:
+    """The real Dispatcher, with each raised or escalated incident shown on the console as it goes out."""
+
+    def __init__(self, inner: Any, console: _Console):
+        self.inner, self.console = inner, console
+        self.raised: Counter[str] = Counter()
+
+    def _show(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for e in events:
+            if e["event"] not in ("raised", "escalated"):
+                continue
+            if e["event"] == "raised":
+                self.raised[e["kind"]] += 1
+            mark = "!" if e["event"] == "escalated" else "▲"
+            when = e["detected_at"][:16].replace("T", " ")
+            self.console.say(f"  [{when}] {mark} {e['kind']:<22} {e['summary']}")
+        return events
+
+    def emit(self, events: list[AlertEvent]) -> list[dict[str, Any]]:
+        return self._show(self.inner.emit(events))
+
+    def tick(self, now_ns: int) -> list[dict[str, Any]]:
+        return self._show(self.inner.tick(now_ns))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.inner.counts
+
+
+def _publish_worker(capture: str, pub_ns, device_class, url: str, speed: float) -> None:
+    """Runs in its own process, so publishing and ingesting use both cores instead of sharing one interpreter."""
+    from simulator.publish import PublishError, publish_capture
+
+    try:
+        publish_capture(Path(capture), pub_ns, device_class, url, speed, client_prefix="cistern-demo-sim",
+                        progress=False)
+    except PublishError as e:
+        print(f"cistern demo: publishing failed: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _start_broker(choice: str, console: _Console):
+    from ingest.demo_servers import INGEST_USER, SIM_USER, EmbeddedBroker, Mosquitto, ServerError
+
+    if choice in ("auto", "mosquitto"):
+        try:
+            return Mosquitto()
+        except ServerError as e:
+            if choice == "mosquitto":
+                raise
+            console.say(f"  ({e}; using the embedded broker)")
+    import secrets
+
+    return EmbeddedBroker({INGEST_USER: secrets.token_hex(8), SIM_USER: secrets.token_hex(8)})
+
+
+def _start_database(choice: str, out: Path, console: _Console):
+    """(server or None, writer, description)."""
+    from ingest.demo_servers import InfluxD, LineProtocolFile, ServerError
+    from ingest.influx import V1Writer
+
+    if choice in ("auto", "influxd"):
+        try:
+            server = InfluxD()
+            return server, V1Writer(server.url, "water"), server.describe() + ', database "water"'
+        except ServerError as e:
+            if choice == "influxd":
+                raise
+            console.say(f"  ({e}; storing line protocol in a file instead)")
+    sink = LineProtocolFile(out / "influx-lines.lp")
+    return None, sink, sink.describe()
+
+
+def _influx_counts(url: str) -> dict[str, int]:
+    """Points per measurement as InfluxDB itself counts them (one field that every point of it carries)."""
+    import urllib.parse
+    import urllib.request
+
+    import orjson
+
+    fields = {"meter_reading": "total_m3", "tank": "level_m", "pump_room": "outlet_pressure_mpa", "pump": "running",
+              "device_event": "work_order", "alert": "alert_id"}
+    q = "; ".join(f'SELECT count("{f}") FROM "{m}"' for m, f in fields.items())
+    with urllib.request.urlopen(f"{url}/query?{urllib.parse.urlencode({'db': 'water', 'q': q})}", timeout=30) as r:
+        doc = orjson.loads(r.read())
+    out: dict[str, int] = {}
+    for m, res in zip(fields, doc.get("results", []), strict=False):
+        for s in res.get("series", []):
+            out[m] = int(s["values"][0][1])
+    return out
+
+
+def _fmt_duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{int(s // 60)} min {s % 60:.0f} s"
+
+
+def _clean_out(out: Path) -> None:
+    """Remove what an earlier demo wrote into `out` (and only that)."""
+    for name in ("sim", "state", "charts"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("alerts.jsonl", "influx-lines.lp", "report.html", "summary.json", "cistern.log"):
+        (out / name).unlink(missing_ok=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    import numpy as np
+    import orjson
+
+    from detectors import DetectorSet
+    from devices.registry import Registry
+    from devices.topics import TopicLayout
+    from ingest.config import MqttEndpoint, Settings
+    from ingest.demo_servers import INGEST_USER, SIM_USER
+    from ingest.dispatch import Dispatcher
+    from ingest.evaluate import evaluate, format_table, read_jsonl
+    from ingest.pipeline import Pipeline
+    from ingest.report import write_report
+    from ingest.sources import MqttSource
+    from simulator.city import SimConfig
+    from simulator.cli import MIN_DAYS, MIN_METERS
+    from simulator.run import simulate
+
+    if args.meters < MIN_METERS or args.days < MIN_DAYS:
+        print(f"cistern demo: --meters at least {MIN_METERS} and --days at least {MIN_DAYS} (every incident kind "
+              f"needs them)", file=sys.stderr)
+        return 2
+    if args.speed < 0:
+        print("cistern demo: --speed must be 0 (as fast as possible) or positive", file=sys.stderr)
+        return 2
+    t_start = time.monotonic()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    _clean_out(out)
+    console = _Console()
+    # The service's own log (health lines, every alert) goes to a file; the console shows the story.
+    handler = logging.FileHandler(out / "cistern.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for noisy in ("influxdb_client", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    settings = Settings()
+    console.say(f"Cistern demo → {out.resolve()}")
+    with contextlib.ExitStack() as stack:
+        broker = _start_broker(args.broker, console)
+        stack.callback(broker.stop)
+        console.say(f"  broker:    {broker.describe()}")
+        db_server, writer, db_text = _start_database(args.database, out, console)
+        if db_server is not None:
+            stack.callback(db_server.stop)
+        console.say(f"  database:  {db_text}")
+
+        cfg = SimConfig(meters=args.meters, days=args.days, seed=args.seed)
+        t = time.monotonic()
+        sim = simulate(cfg, out / "sim", prefix=settings.mqtt_topic_prefix)
+        kinds = Counter(r["kind"] for r in sim.labels if r["kind"] != "none")
+        decoys = Counter(r["decoy"] for r in sim.labels if r["kind"] == "none")
+        console.say(f"  city:      {sim.city.n_meters} meters, {len(sim.city.building_ids)} buildings, "
+                    f"{len(sim.city.cell_ids)} cells, {len(sim.city.tank_ids)} tanks; {cfg.days} days from "
+                    f"{cfg.start:%Y-%m-%d} → {sim.messages:,} messages ({time.monotonic() - t:.1f} s)")
+        console.say("  injected:  " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+                    + "  (look-alikes that must stay quiet: "
+                    + ", ".join(f"{k} {n}" for k, n in sorted(decoys.items())) + ")")
+
+        registry = Registry.load(out / "sim" / "registry")
+        layout = TopicLayout(settings.mqtt_topic_prefix)
+        source = MqttSource(MqttEndpoint.parse(broker.url(INGEST_USER)), "cistern-demo-ingest",
+                            layout.subscriptions(), max_buffered=40_000)
+        state_dir = out / "state"
+        dispatcher = Dispatcher(registry, state_dir, settings.dispatch, alerts_file=out / "alerts.jsonl",
+                                webhook_url="", webhook_secret="", mqtt_publish=None,
+                                topic_prefix=settings.mqtt_topic_prefix, timezone=settings.timezone, resume=False)
+        live = _LiveDispatch(dispatcher, console)
+        # Event time, not wall time, is the clock here: the city's weeks go by in a minute, and the wall clock
+        # would make every meter look silent. live=False gives exactly that (a tick at each batch's newest reading).
+        pipeline = Pipeline(registry, layout, source, state_dir=state_dir, writer=writer,
+                            detectors=DetectorSet(registry, timezone=settings.timezone), dispatcher=live,
+                            live=False, batch_max_messages=5000, batch_max_wait_s=0.25, health_interval_s=10.0,
+                            checkpoint_interval_s=float("inf"), restore=False)
+        source.start()
+        failure: list[BaseException] = []
+
+        def run_pipeline() -> None:
+            try:
+                pipeline.run()
+            except BaseException as e:  # noqa: BLE001 - reported by the main thread
+                failure.append(e)
+
+        worker = threading.Thread(target=run_pipeline, name="cistern-pipeline", daemon=True)
+        worker.start()
+
+        # One connection for all devices: the broker then hands the messages over in the capture's order. With one
+        # client per device class, a class whose queue drains faster runs hours of city time ahead at these
+        # speeds, and the event-time clock (the newest reading) would make the others look silent.
+        device_class = np.zeros(sim.messages, dtype=np.int64)
+        pace = "as fast as the broker takes them" if args.speed == 0 else f"{args.speed:g}× real time"
+        console.say(f"Publishing the city's traffic through the broker ({pace}); the service stores and watches it. "
+                    "Alerts as they are raised:")
+        publisher = multiprocessing.get_context("spawn").Process(
+            target=_publish_worker, name="cistern-demo-publisher",
+            args=(str(out / "sim" / "capture.jsonl"), sim.traffic.pub_ns, device_class, broker.url(SIM_USER), args.speed))
+        t_pub = time.monotonic()
+        publisher.start()
+        stack.callback(lambda: publisher.is_alive() and publisher.terminate())
+        total = sim.messages
+        last_seen, last_change = -1, time.monotonic()
+        try:
+            while True:
+                st = pipeline.stats
+                if st.received != last_seen:
+                    last_seen, last_change = st.received, time.monotonic()
+                clock = (time.strftime("%Y-%m-%d %H:%M", time.gmtime(pipeline.watermark_ns / 1e9))
+                         if pipeline.watermark_ns else "-")
+                console.status(f"  received {st.received:,}/{total:,} ({100 * st.received / max(total, 1):.0f} %) · "
+                               f"city clock {clock} · stored {st.written:,} readings · "
+                               f"{sum(live.raised.values())} incidents · {time.monotonic() - t_pub:.0f} s")
+                if failure or st.received >= total:
+                    break
+                if not publisher.is_alive() and (publisher.exitcode != 0
+                                                 or time.monotonic() - last_change > STALL_S):
+                    break
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            console.end_status()
+            console.say("interrupted: stopping")
+            pipeline.stop()
+            worker.join(30)
+            return 1
+        pipeline.stop()
+        worker.join()
+        publisher.join(10)
+        st = pipeline.stats
+        console.status(f"  received {st.received:,}/{total:,} · stored {st.written:,} readings · "
+                       f"{sum(live.raised.values())} incidents · {time.monotonic() - t_pub:.0f} s", force=True)
+        console.end_status()
+        source.close()
+        dispatcher.drain(timeout_s=5)
+        dispatcher.close()
+        writer.close()
+        if failure:
+            raise failure[0]
+        if publisher.exitcode not in (0, None):
+            console.say(f"the publisher failed (exit {publisher.exitcode}); the summary covers what arrived")
+        stored = _influx_counts(db_server.url) if db_server is not None else dict(writer.counts)
+
+    # ---- summary ------------------------------------------------------------------------------------------------
+    alerts = read_jsonl(out / "alerts.jsonl") if (out / "alerts.jsonl").exists() else []
+    labels = read_jsonl(out / "sim" / "labels.jsonl")
+    scores = evaluate(alerts, labels)
+    raised = Counter(a["kind"] for a in alerts if a.get("event") == "raised")
+    elapsed = time.monotonic() - t_start
+    console.say()
+    console.say(f"Summary (done in {_fmt_duration(elapsed)})")
+    where = "in InfluxDB (counted by query)" if db_server is not None else "in the line-protocol file"
+    console.say(f"  messages:  {st.received:,} of {total:,} received, {st.dead_lettered} dead-lettered")
+    console.say(f"  stored {where}: " + ", ".join(f"{m} {n:,}" for m, n in stored.items()))
+    console.say("  incidents raised: " + (", ".join(f"{k} {n}" for k, n in sorted(raised.items())) or "none"))
+    console.say("  detection against the simulator's labels (CONTRACT §9 matching):")
+    for line in format_table(scores).splitlines():
+        console.say("    " + line)
+    summary = {"seconds": round(elapsed, 1), "meters": args.meters, "days": args.days, "seed": args.seed,
+               "broker": broker.describe(), "database": db_text, "messages_published": total,
+               "messages_received": st.received, "readings_decoded": st.readings, "readings_written": st.written,
+               "dead_lettered": st.dead_lettered, "stored": stored, "incidents_raised": dict(sorted(raised.items())),
+               "labels": dict(sorted(kinds.items())), "scores": scores}
+    (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    report = write_report(out, alerts=alerts, labels=labels, capture=out / "sim" / "capture.jsonl",
+                          registry_dir=out / "sim" / "registry", scores=scores,
+                          facts={"Broker": broker.describe(), "Database": db_text,
+                                 "City": f"{args.meters} meters, {args.days} days, seed {args.seed}",
+                                 "Messages": f"{st.received:,} received of {total:,} published",
+                                 "Readings stored": f"{st.written:,}", "Demo took": _fmt_duration(elapsed)})
+    console.say(f"Report: {report.resolve()}")
+    root.removeHandler(handler)
+    handler.close()
+    return 0 if st.received >= total else 1
