@@ -194,7 +194,7 @@ class Chart:
         if self.y_label:
             parts.append(f'<text x="14" y="{(mt + h - mb) / 2:.0f}" font-size="11" fill="#555" text-anchor="middle" '
                          f'transform="rotate(-90 14 {(mt + h - mb) / 2:.0f})">{html.escape(self.y_label)}</text>')
-        parts += self.body
+        parts += ['<g class="data">', *self.body, "</g>"]
         x = ml
         for label, color, kind in self.legend:
             y = h - 8
@@ -628,7 +628,7 @@ class Report:
         ref = self.t0
         d0, d1 = int(_local_day(np.array([self.t0]), self.zone, ref)[0]), int(_local_day(np.array([self.t1]),
                                                                                          self.zone, ref)[0])
-        days = np.arange(d0, d1 + 1)
+        days = np.arange(d0, d1)  # the last day is cut short by the end of the data: leave it out
         mid_ns = np.array([_day_start_ns(x, self.zone, ref) + DAY_NS // 2 for x in days])
         master_use = _daily_use(self.data.meter(master), self.zone, ref, days) if master >= 0 else \
             np.full(len(days), np.nan)
