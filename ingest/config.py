@@ -56,7 +56,7 @@ class Settings(BaseModel):
     batch_max_wait_s: float = Field(0.25, gt=0, le=60, description="longest a message waits for its batch")
     health_interval_s: float = Field(30.0, gt=0, description="seconds between health lines in the log")
     tick_interval_s: float = Field(5.0, gt=0, description="wall-clock seconds between detector clock ticks (live)")
-    flood_max_per_device: int = Field(500, ge=0, description="most messages one device may have in a batch; the "
+    flood_max_per_device: int = Field(2000, ge=0, description="most messages one device may have in a batch; the "
                                                              "excess is dead-lettered so a flood cannot starve the "
                                                              "others (0: no limit)")
     spool_max_bytes: int = Field(1 << 30, ge=0, description="disk spool for writes while InfluxDB is down (0: off)")

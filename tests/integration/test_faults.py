@@ -16,6 +16,7 @@ import pytest
 from tests.integration.harness import (
     T0,
     Service,
+    count_v1,
     kill9,
     publish,
     readings,
@@ -23,8 +24,8 @@ from tests.integration.harness import (
     rss_mb,
     start_local_server,
     stop_local_server,
-    stored_v1,
     v1_env,
+    wait_for_count,
     wait_until,
 )
 
@@ -67,12 +68,12 @@ def test_kill_9_mid_stream_then_restart(mosquitto_server, influx_v1, tmp_path):
     payloads = readings("M000001", T0, n)
     pub = threading.Thread(target=publish_in_chunks, args=(mosquitto_server, payloads))
     pub.start()
-    wait_until(lambda: len(stored_v1(influx_v1, db, "M000001")) >= n // 4, True, timeout_s=60)
+    wait_until(lambda: count_v1(influx_v1, db, "M000001") >= n // 4, True)
     delivered = received(svc)
     kill9(svc)
     pub.join(120)
     svc = Service(env)
-    stored = wait_until(lambda: stored_v1(influx_v1, db, "M000001"), expected_rows(n), timeout_s=90)
+    stored = wait_for_count(influx_v1, db, "M000001", n, svc)
     delivered += received(svc)
     assert svc.stop() == 0
     record("ingester killed with SIGKILL mid-stream, restarted", n, stored, expected_rows(n), delivered)
@@ -92,7 +93,7 @@ def test_broker_restart_mid_stream(mosquitto_private, influx_v1, tmp_path):
             mosquitto_private.start()
 
     publish_in_chunks(mosquitto_private, payloads, between=restart_broker)
-    stored = wait_until(lambda: stored_v1(influx_v1, db, "M000001"), expected_rows(n), timeout_s=90)
+    stored = wait_for_count(influx_v1, db, "M000001", n, svc)
     delivered = received(svc)
     assert svc.stop() == 0
     record("broker restarted mid-stream (persistence on)", n, stored, expected_rows(n), delivered)
@@ -108,19 +109,19 @@ def test_influxdb_down_under_load_spools_and_drains(mosquitto_server, influx_v1,
     svc = Service(env)
     payloads = readings("M000001", T0, n)
     publish(mosquitto_server, "M000001", "d01", payloads[:1000])
-    assert wait_until(lambda: len(stored_v1(influx_v1, db, "M000001")), 1000) == 1000
+    assert len(wait_for_count(influx_v1, db, "M000001", 1000, svc)) == 1000
     argv = stop_local_server(influx_v1)
     try:
         publish_in_chunks(mosquitto_server, payloads[1000:])
         svc.wait_for("spooling to disk", 30)
         # Everything published while the database was down is acked only because it is on disk.
-        wait_until(lambda: received(svc) >= n, True, timeout_s=30)
+        assert wait_until(lambda: received(svc) >= n, True), "".join(svc.log[-25:])
         spool = tmp_path / "state" / "spool"
         assert any(spool.glob("*.lp"))
     finally:
         start_local_server(influx_v1, argv)
-    stored = wait_until(lambda: stored_v1(influx_v1, db, "M000001"), expected_rows(n), timeout_s=90)
-    assert wait_until(lambda: any(spool.glob("*.lp")), False, timeout_s=30) is False
+    stored = wait_for_count(influx_v1, db, "M000001", n, svc)
+    assert wait_until(lambda: any(spool.glob("*.lp")), False) is False
     delivered = received(svc)
     assert svc.stop() == 0
     record("InfluxDB stopped under load, then started", n, stored, expected_rows(n), delivered,
@@ -137,7 +138,7 @@ def test_slow_database_holds_memory_bounded(mosquitto_server, influx_v1, tmp_pat
     env.update({"CISTERN_SPOOL_MAX_BYTES": "0", "CISTERN_INFLUX_TIMEOUT_S": "1", "CISTERN_BATCH_MAX_MESSAGES": "2000"})
     svc = Service(env)
     publish(mosquitto_server, "M000001", "d01", readings("M000001", T0, 100))
-    assert wait_until(lambda: len(stored_v1(influx_v1, db, "M000001")), 100) == 100
+    assert len(wait_for_count(influx_v1, db, "M000001", 100, svc)) == 100
     base = rss_mb(svc.proc.pid)
     influx_v1._proc.send_signal(signal.SIGSTOP)
     peak = base
@@ -148,7 +149,7 @@ def test_slow_database_holds_memory_bounded(mosquitto_server, influx_v1, tmp_pat
             time.sleep(0.25)
     finally:
         influx_v1._proc.send_signal(signal.SIGCONT)
-    stored = wait_until(lambda: stored_v1(influx_v1, db, "M000001"), expected_rows(n), timeout_s=120)
+    stored = wait_for_count(influx_v1, db, "M000001", n, svc, timeout_s=300)
     delivered = received(svc)
     assert svc.stop() == 0
     # The bound: the source buffers at most max(4 × batch, 20,000) messages; the rest waits in the broker.

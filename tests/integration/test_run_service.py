@@ -6,7 +6,16 @@ import orjson
 import pytest
 
 from tests.helpers import write_registry
-from tests.integration.harness import T0, Service, publish, readings, stored_v1, v1_env, wait_until
+from tests.integration.harness import (
+    T0,
+    Service,
+    publish,
+    readings,
+    stored_v1,
+    v1_env,
+    wait_for_count,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +31,7 @@ def test_every_published_reading_lands_in_influxdb_v1_and_bad_ones_are_dead_lett
            b"\xff\xfe not even text"]
     publish(mosquitto_server, "M000001", "d01", good[:300] + bad[:2] + good[300:] + bad[2:])
     expected = [(T0 * 10**9 + i * 60 * 10**9, round(100 + i * 0.01, 3)) for i in range(600)]
-    assert wait_until(lambda: stored_v1(influx_v1, db, "M000001"), expected) == expected
+    assert wait_for_count(influx_v1, db, "M000001", 600, svc) == expected
     svc.wait_for("dead_lettered=4", 10)
     assert svc.stop() == 0, "".join(svc.log[-20:])
     dead = [orjson.loads(x) for x in (tmp_path / "state" / "deadletters.jsonl").read_bytes().splitlines()]
@@ -37,11 +46,11 @@ def test_readings_published_while_the_service_is_down_arrive_after_restart(mosqu
     svc = Service(env)
     first = readings("M000001", T0, 200)
     publish(mosquitto_server, "M000001", "d01", first)
-    assert wait_until(lambda: len(stored_v1(influx_v1, db, "M000001")), 200) == 200
+    assert len(wait_for_count(influx_v1, db, "M000001", 200, svc)) == 200
     assert svc.stop() == 0
     publish(mosquitto_server, "M000001", "d01", readings("M000001", T0 + 200 * 60, 300))  # nobody listening
     svc = Service(env)
-    assert wait_until(lambda: len(stored_v1(influx_v1, db, "M000001")), 500) == 500
+    assert len(wait_for_count(influx_v1, db, "M000001", 500, svc)) == 500
     times = [t for t, _ in stored_v1(influx_v1, db, "M000001")]
     assert times == [T0 * 10**9 + i * 60 * 10**9 for i in range(500)]
     assert svc.stop() == 0
@@ -76,7 +85,7 @@ def test_secrets_never_appear_in_the_log(mosquitto_server, influx_v1, tmp_path):
                 "CISTERN_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook"})
     svc = Service(env)
     publish(mosquitto_server, "M000001", "d01", readings("M000001", T0 + 7 * 86400, 5))
-    wait_until(lambda: len(stored_v1(influx_v1, db, "M000001")), 5)
+    wait_for_count(influx_v1, db, "M000001", 5, svc)
     assert svc.stop() == 0
     log = "".join(svc.log)
     assert "MQTT subscribed" in log
