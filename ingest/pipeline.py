@@ -70,7 +70,8 @@ class Pipeline:
                  health_interval_s: float = 30.0, tick_interval_s: float = 5.0,
                  checkpoint_interval_s: float = 60.0, until_ns: int | None = None,
                  on_batch: Callable[[Batch], None] | None = None, restore: bool = True,
-                 spool_max_bytes: int = 0, spool_retry_s: float = 5.0, flood_max_per_device: int = 0):
+                 spool_max_bytes: int = 0, spool_retry_s: float = 5.0, flood_max_per_device: int = 0,
+                 max_clock_skew_s: float = 300.0):
         self.registry = registry
         self.decoder = Decoder(registry, layout)
         self.source = source
@@ -102,6 +103,7 @@ class Pipeline:
             self.spool = Spool(state_dir / "spool", spool_max_bytes)
         self.spool_retry_s = spool_retry_s
         self.flood_max_per_device = flood_max_per_device
+        self.max_clock_skew_ns = int(max_clock_skew_s * NS)
         self._retry_at = 0.0
         self._last_health = time.monotonic()
         self._last_tick = time.monotonic()
@@ -271,6 +273,9 @@ class Pipeline:
         self.source.ack(messages)
         self.stats.batches += 1
         top = batch.max_ts_ns()
+        if top is not None and self.live:
+            # One device with its clock in the future must not move everyone's clock (and make them look silent).
+            top = min(top, time.time_ns() + self.max_clock_skew_ns)
         if top is not None and (self.watermark_ns is None or top > self.watermark_ns):
             self.watermark_ns = top
         if self.on_batch is not None:

@@ -147,3 +147,15 @@ def test_a_flooding_device_cannot_starve_the_others(registry, tmp_path):
     dead = (tmp_path / "state" / "deadletters.jsonl").read_bytes().splitlines()
     assert len(dead) == 2500 and b"flood" in dead[0]
     assert len(src.acked) == len(mixed)  # set aside durably, so acked: nothing is redelivered in a loop
+
+
+def test_a_device_clock_in_the_future_does_not_move_the_live_clock(registry, tmp_path):
+    import time
+
+    future = RawMessage("water/d01/meter/M000001/reading",
+                        orjson.dumps({"meter_id": "M000001", "ts": time.time() + 30 * 86400, "total_m3": 1.0}))
+    src, w = ListSource([future]), FlakyWriter()
+    p = make(registry, tmp_path, src, w)
+    assert p.process(src.poll(10))
+    assert len(w.lines) == 1  # the reading is kept
+    assert p.watermark_ns <= time.time_ns() + 301 * 10**9
