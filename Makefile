@@ -21,6 +21,7 @@ test-unit: venv
 bench: system venv
 	$(PY) bench/ingest.py
 	$(PY) bench/detect.py
+	$(PY) bench/simulate.py
 
 lint: venv
 	$(VENV)/bin/ruff check .
