@@ -4,17 +4,14 @@ broker has acknowledged it) and take acknowledgements from dispatch on {prefix}/
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from ingest.config import MqttEndpoint
+from ingest.sources import persistent_client
 
 log = logging.getLogger("cistern.dispatch.mqtt")
 
@@ -34,19 +31,12 @@ class DispatchMqtt:
         self.publish_timeout_s = publish_timeout_s
         self.connected = threading.Event()
         self.last_error: str | None = None
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{client_id}-dispatch", protocol=mqtt.MQTTv5)
-        if endpoint.username is not None:
-            c.username_pw_set(endpoint.username, endpoint.password)
-        if endpoint.tls:
-            c.tls_set(ca_certs=ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
-        c.reconnect_delay_set(min_delay=1, max_delay=30)
+        c, self._props = persistent_client(endpoint, f"{client_id}-dispatch", ca_file=ca_file,
+                                           session_expiry_s=session_expiry_s)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         self._client = c
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = session_expiry_s
-        self._props = props
         self._keepalive = keepalive_s
 
     def start(self, wait_s: float = 10.0) -> bool:

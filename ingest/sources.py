@@ -24,6 +24,24 @@ from ingest.decode import RawMessage, Reject
 log = logging.getLogger("cistern.source")
 
 
+def persistent_client(endpoint: MqttEndpoint, client_id: str, *, ca_file: str = "",
+                      session_expiry_s: int = 7 * 24 * 3600, receive_maximum: int | None = None
+                      ) -> tuple[mqtt.Client, Properties]:
+    """A paho MQTT v5 client for a persistent session (connect with clean_start=False and the returned
+    properties): credentials and TLS from the endpoint, reconnect back-off set."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if endpoint.username is not None:
+        c.username_pw_set(endpoint.username, endpoint.password)
+    if endpoint.tls:
+        c.tls_set(ca_certs=ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+    c.reconnect_delay_set(min_delay=1, max_delay=30)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = session_expiry_s
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
+    return c, props
+
+
 class Source(Protocol):
     def poll(self, max_messages: int, timeout_s: float) -> list[RawMessage]:
         """Up to max_messages, waiting at most timeout_s for the first one and for the batch to fill."""
@@ -118,22 +136,14 @@ class MqttSource:
         self.fatal_error: str | None = None
         self.received = 0
 
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        c, self._connect_props = persistent_client(endpoint, client_id, ca_file=ca_file,
+                                                   session_expiry_s=session_expiry_s, receive_maximum=receive_maximum)
         c.manual_ack_set(True)
-        if endpoint.username is not None:
-            c.username_pw_set(endpoint.username, endpoint.password)
-        if endpoint.tls:
-            c.tls_set(ca_certs=ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
-        c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
         self._client = c
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = session_expiry_s
-        props.ReceiveMaximum = receive_maximum
-        self._connect_props = props
         self._keepalive = keepalive_s
 
     def start(self, wait_s: float = 10.0) -> None:
