@@ -8,6 +8,7 @@ import contextlib
 import logging
 import multiprocessing
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -116,6 +117,8 @@ def _publish_worker(capture: str, pub_ns, device_class, url: str, speed: float) 
     except PublishError as e:
         print(f"cistern demo: publishing failed: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent reports it
+        sys.exit(130)
 
 
 def _start_broker(choice: str, console: _Console):
@@ -221,6 +224,11 @@ def main(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     settings = Settings()
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt  # SIGTERM like Ctrl-C: stop the servers the demo started on the way out
+
+    signal.signal(signal.SIGTERM, _terminate)
     console.say(f"Cistern demo → {out.resolve()}")
     with contextlib.ExitStack() as stack:
         broker = _start_broker(args.broker, console)
@@ -293,7 +301,7 @@ def main(args: argparse.Namespace) -> int:
                 clock = (time.strftime("%Y-%m-%d %H:%M", time.gmtime(pipeline.watermark_ns / 1e9))
                          if pipeline.watermark_ns else "-")
                 console.status(f"  received {st.received:,}/{total:,} ({100 * st.received / max(total, 1):.0f} %) · "
-                               f"city clock {clock} · stored {st.written:,} readings · "
+                               f"city clock {clock} · stored {st.written:,} points · "
                                f"{sum(live.raised.values())} incidents · {time.monotonic() - t_pub:.0f} s")
                 if failure or st.received >= total:
                     break
@@ -311,7 +319,7 @@ def main(args: argparse.Namespace) -> int:
         worker.join()
         publisher.join(10)
         st = pipeline.stats
-        console.status(f"  received {st.received:,}/{total:,} · stored {st.written:,} readings · "
+        console.status(f"  received {st.received:,}/{total:,} · stored {st.written:,} points · "
                        f"{sum(live.raised.values())} incidents · {time.monotonic() - t_pub:.0f} s", force=True)
         console.end_status()
         source.close()
@@ -350,7 +358,8 @@ def main(args: argparse.Namespace) -> int:
                           facts={"Broker": broker.describe(), "Database": db_text,
                                  "City": f"{args.meters} meters, {args.days} days, seed {args.seed}",
                                  "Messages": f"{st.received:,} received of {total:,} published",
-                                 "Readings stored": f"{st.written:,}", "Demo took": _fmt_duration(elapsed)})
+                                 "Points stored": f"{st.written:,} (readings and device events)",
+                                 "Demo took": _fmt_duration(elapsed)})
     console.say(f"Report: {report.resolve()}")
     root.removeHandler(handler)
     handler.close()

@@ -194,7 +194,12 @@ class Chart:
         if self.y_label:
             parts.append(f'<text x="14" y="{(mt + h - mb) / 2:.0f}" font-size="11" fill="#555" text-anchor="middle" '
                          f'transform="rotate(-90 14 {(mt + h - mb) / 2:.0f})">{html.escape(self.y_label)}</text>')
-        parts += ['<g class="data">', *self.body, "</g>"]
+        # marks that begin before the plotted period (a due date, a silence) are cut at the frame, not drawn
+        # over the axis labels
+        clip = f"clip{id(self):x}"
+        parts += [f'<clipPath id="{clip}"><rect x="{ml}" y="{mt - 2}" width="{w - ml - mr}" '
+                  f'height="{h - mt - mb + 4}"/></clipPath>', f'<g class="data" clip-path="url(#{clip})">',
+                  *self.body, "</g>"]
         x = ml
         for label, color, kind in self.legend:
             y = h - 8
