@@ -233,8 +233,9 @@ def _ns(text: Any) -> int | None:
 
 
 class Data:
-    """Registry plus the decoded readings of the meters asked for, every device event, and pump-room telemetry on
-    demand: one filtered pass over the capture (ids cut out of the topic, no JSON parsing of the rest)."""
+    """Registry plus the decoded readings of the meters asked for and every device event, from one filtered pass
+    over the capture (ids cut out of the topic, the rest of a line parsed only when kept); a pump room's telemetry
+    is read on demand by a second pass, so memory stays small whatever the capture's size."""
 
     def __init__(self, registry_dir: Path, capture: Path, meters: set[str]):
         from devices.registry import Registry
@@ -242,24 +243,16 @@ class Data:
         from ingest.decode import Decoder, RawMessage
 
         self.reg = Registry.load(registry_dir)
+        self.capture = capture
         wanted = {m.encode() for m in meters}
         keep: list[RawMessage] = []
-        self._telemetry: dict[bytes, list[bytes]] = {}
         prefix = b"water"
-        with capture.open("rb") as fh:
-            for line in fh:
-                if not line.startswith(b'{"topic":"'):
-                    continue
-                parts = line[10:120].split(b"/", 5)
-                if len(parts) < 5:
-                    continue
-                kind, device = parts[2], parts[3]
-                if kind == b"pumproom" and parts[4].startswith(b"telemetry"):
-                    self._telemetry.setdefault(device, []).append(line)
-                    continue
-                if device in wanted or parts[4].startswith(b"event"):
-                    prefix = parts[0]
-                    keep.append(_raw(line, RawMessage))
+        for parts, line in _topics(capture):
+            if parts[2] == b"pumproom" and parts[4].startswith(b"telemetry"):
+                continue
+            if parts[3] in wanted or parts[4].startswith(b"event"):
+                prefix = parts[0]
+                keep.append(_raw(line, RawMessage))
         self.decoder = Decoder(self.reg, TopicLayout(prefix.decode()))
         batch, _ = self.decoder.decode(keep)
         self.events = batch.events
@@ -271,13 +264,35 @@ class Data:
         return self.m.take(np.arange(lo, hi))
 
     def tank(self, idx: int):
-        """Readings of one tank (its pump room's telemetry decoded now)."""
+        """Readings of one tank: its pump room's telemetry, read from the capture now."""
         from ingest.decode import RawMessage
 
         room = str(self.reg.tanks.room_id[idx]).encode()
-        batch, _ = self.decoder.decode([_raw(line, RawMessage) for line in self._telemetry.get(room, [])])
+        lines = [_raw(line, RawMessage) for parts, line in _topics(self.capture)
+                 if parts[3] == room and parts[2] == b"pumproom" and parts[4].startswith(b"telemetry")]
+        batch, _ = self.decoder.decode(lines)
         t = batch.tanks.take(batch.tanks.tank == idx)
         return t.take(np.argsort(t.ts_ns, kind="stable"))
+
+
+def _topics(capture: Path):
+    """(topic levels, line) of each capture line; the topic is cut out of the line's head without parsing JSON."""
+    import orjson
+
+    with capture.open("rb") as fh:
+        for line in fh:
+            if line.startswith(b'{"topic":"'):  # the simulator's compact form: no JSON parsing needed
+                parts = line[10:120].split(b"/", 5)
+            else:  # any other spacing or key order (CONTRACT §7 allows it)
+                try:
+                    topic = orjson.loads(line).get("topic")
+                except (orjson.JSONDecodeError, AttributeError):
+                    continue
+                if not isinstance(topic, str):
+                    continue
+                parts = topic.encode().split(b"/", 5)
+            if len(parts) >= 5:
+                yield parts, line
 
 
 def _raw(line: bytes, raw_message: Any):

@@ -170,3 +170,20 @@ def test_report_without_capture_still_has_every_section(tmp_path):
     for sid in SECTIONS:
         assert f'<section id="{sid}">' in page
     assert "Needs --capture and --registry" in page
+
+
+def test_report_draws_the_same_examples_from_a_capture_with_other_spacing(report, tmp_path):
+    """CONTRACT §7 fixes the keys, not the spacing or their order: a capture re-written by another tool works."""
+    import json
+
+    work = report.parent.parent
+    spaced = tmp_path / "capture.jsonl"
+    with (work / "sim" / "capture.jsonl").open() as src, spaced.open("w") as dst:
+        for line in src:
+            rec = json.loads(line)
+            dst.write(json.dumps({"payload": rec["payload"], "topic": rec["topic"]}) + "\n")
+    cli("report", "--alerts", str(work / "alerts.jsonl"), "--capture", str(spaced), "--registry",
+        str(work / "sim" / "registry"), "--out", str(tmp_path / "r"))
+    assert sorted(p.name for p in (tmp_path / "r" / "charts").iterdir()) == \
+        sorted(p.name for p in (report.parent / "charts").iterdir())
+    assert "No disinfection was recorded" not in (tmp_path / "r" / "report.html").read_text()
