@@ -31,6 +31,8 @@ def _setup_logging(level: str) -> None:
 
 
 def make_detectors(registry: Registry, settings: Settings):
+    if not settings.detect:
+        return None
     from detectors import DetectorSet
 
     return DetectorSet(registry, timezone=settings.timezone)
@@ -122,6 +124,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _replay_progress(source, total_bytes: int):
+    """A one-line progress display on a terminal: messages replayed and how far through the file."""
+    state = {"n": 0, "last": 0.0}
+
+    def on_batch(batch) -> None:
+        import time
+
+        state["n"] += 1
+        now = time.monotonic()
+        if now - state["last"] < 0.5:
+            return
+        state["last"] = now
+        pct = 100.0 * source.bytes_read / total_bytes if total_bytes else 100.0
+        print(f"\rreplaying: {pct:5.1f} % of the capture, line {source.line_no:,}", end="", file=sys.stderr,
+              flush=True)
+
+    return on_batch
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from ingest.pipeline import Pipeline
     from ingest.sources import CaptureSource
@@ -138,12 +159,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     writer = make_writer(s) if "influx_url" in s.model_fields_set else None
     source = CaptureSource(capture)
     state_dir = s.state_dir
+    progress = _replay_progress(source, capture.stat().st_size) if sys.stderr.isatty() else None
     # A replay is a fresh pass over history: its incidents live apart from the service's, under replay/.
     dispatcher = make_dispatcher(registry, s, state_dir / "replay", resume=False)
     pipeline = Pipeline(registry, layout, source, state_dir=state_dir, writer=writer,
                         detectors=make_detectors(registry, s), dispatcher=dispatcher, live=False,
                         batch_max_messages=s.batch_max_messages, health_interval_s=s.health_interval_s,
-                        until_ns=until, checkpoint_interval_s=float("inf"), restore=False)
+                        until_ns=until, checkpoint_interval_s=float("inf"), restore=False, on_batch=progress)
     left = 0
     try:
         pipeline.run()
@@ -154,6 +176,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if writer is not None:
             writer.close()
     st = pipeline.stats
+    if progress is not None:
+        print(file=sys.stderr)
     print(f"replayed {st.received} messages: {st.readings} readings, {st.written} written, "
           f"{st.dead_lettered} dead-lettered, {st.alerts} alert events"
           + (f", {left} alert deliveries left undelivered (kept in the outbox)" if left else ""), file=sys.stderr)
@@ -188,11 +212,6 @@ def cmd_settings(args: argparse.Namespace) -> int:
     for name, f in all_settings().items():
         default = "" if f.default is None else f.default
         print(f"| `{env_name(name)}` | `{flag_name(name)}` | `{default}` | {f.description} |")
-    return EXIT_OK
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    print("cistern demo: coming soon (see the README for running the service against your own servers)")
     return EXIT_OK
 
 
@@ -233,22 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     ack_cli.add_arguments(ak)
     ak.set_defaults(func=ack_cli.main)
 
+    from ingest import demo, report
+
     dm = sub.add_parser("demo", help="one command: broker, database, simulator, service, alerts, report")
-    try:
-        from ingest import demo
+    demo.add_arguments(dm)
+    dm.set_defaults(func=demo.main)
 
-        demo.add_arguments(dm)
-        dm.set_defaults(func=demo.main)
-    except ImportError:
-        dm.set_defaults(func=cmd_demo)
-    try:
-        from ingest import report
-
-        rp2 = sub.add_parser("report", help="static HTML report with pictures from alerts (and capture, labels)")
-        report.add_arguments(rp2)
-        rp2.set_defaults(func=report.main)
-    except ImportError:
-        pass
+    rp2 = sub.add_parser("report", help="static HTML report with pictures from alerts (and capture, labels)")
+    report.add_arguments(rp2)
+    rp2.set_defaults(func=report.main)
 
     st = sub.add_parser("settings", help="print the settings reference (or --effective values)")
     st.add_argument("--effective", action="store_true", help="print the effective settings, secrets masked")

@@ -60,6 +60,8 @@ class Settings(BaseModel):
                                                              "excess is dead-lettered so a flood cannot starve the "
                                                              "others (0: no limit)")
     spool_max_bytes: int = Field(1 << 30, ge=0, description="disk spool for writes while InfluxDB is down (0: off)")
+    detect: bool = Field(True, description="run the detectors (turn off on extra ingesters of a shared "
+                                           "subscription group: each sees only part of every meter's traffic)")
     alert_mqtt_publish: bool = Field(True, description="publish alert events on {prefix}/alerts/{kind} (QoS 1) "
                                                        "and take acknowledgements on {prefix}/alerts/ack")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")

@@ -78,9 +78,9 @@ class DispatchSettings(BaseModel):
     retry_max_s: float = Field(300.0, gt=0, description="longest retry delay (exponential back-off with jitter)")
     drain_timeout_s: float = Field(30.0, ge=0, description="how long replay and shutdown wait for undelivered "
                                                            "alerts")
-    cap_sender: str = Field("cistern", min_length=1, description="CAP <sender>")
-    cap_language: str = Field("en-US", description="CAP <language>")
-    cap_scope: Literal["Public", "Restricted", "Private"] = Field("Restricted", description="CAP <scope>")
+    cap_sender: str = Field("cistern", min_length=1, description="CAP sender element")
+    cap_language: str = Field("en-US", description="CAP language element")
+    cap_scope: Literal["Public", "Restricted", "Private"] = Field("Restricted", description="CAP scope element")
     evidence_max_items: int = Field(48, ge=1, description="longest list kept in an alert's evidence (newest kept)")
     outbox_keep_days: float = Field(30.0, ge=0, description="days a delivered outbox row is kept")
 

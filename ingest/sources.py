@@ -69,10 +69,12 @@ class CaptureSource:
         self._rejects: list[Reject] = []
         self._done = False
         self.line_no = 0
+        self.bytes_read = 0
 
     def _read(self) -> Iterator[RawMessage]:
         for raw in self._fh:
             self.line_no += 1
+            self.bytes_read += len(raw)
             line = raw.strip()
             if not line:
                 continue
