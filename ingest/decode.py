@@ -136,10 +136,8 @@ def _floats(col: list, bad: np.ndarray | None) -> np.ndarray:
 def _rfc3339_bulk(strs: list[str], width: int) -> tuple[np.ndarray, np.ndarray]:
     """(ns, ok) for strings all `width` (20 or 25) characters long; ok False where the layout does not hold."""
     n = len(strs)
-    try:
-        raw = "".join(strs).encode("ascii")
-    except UnicodeEncodeError:
-        return np.zeros(n, np.int64), np.zeros(n, bool)
+    # One byte per character: anything not ASCII becomes "?", which fails the layout check below.
+    raw = "".join(strs).encode("ascii", "replace")
     a = np.frombuffer(raw, np.uint8).reshape(n, width)
     d = a.astype(np.int64) - 48
     dig = d[:, _DIGITS]
