@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest.demo_servers import INFLUXD_CONF, free_port  # the shipped launchers' config
+
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_MOSQUITTO_CONF = ROOT / "mosquitto.conf"
 PROJECT_ACL = ROOT / "deploy" / "mosquitto.acl"
@@ -47,12 +49,6 @@ class ServerUnavailable(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------------------
 # small helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -418,41 +414,6 @@ class InfluxV1Server:
         self._proc = None
 
 
-INFLUXD_CONF = """\
-reporting-disabled = true
-bind-address = "127.0.0.1:{rpc_port}"
-
-[meta]
-  dir = "{folder}/meta"
-  logging-enabled = false
-
-[data]
-  dir = "{folder}/data"
-  wal-dir = "{folder}/wal"
-  query-log-enabled = false
-  trace-logging-enabled = false
-
-[monitor]
-  store-enabled = false
-
-[subscriber]
-  enabled = false
-
-[continuous_queries]
-  enabled = false
-  log-enabled = false
-
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:{http_port}"
-  auth-enabled = false
-  log-enabled = false
-  pprof-enabled = false
-
-[logging]
-  level = "warn"
-  suppress-logo = true
-"""
 
 
 def start_influx_v1(use_docker: bool | None = None) -> InfluxV1Server:
