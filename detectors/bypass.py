@@ -290,7 +290,10 @@ class BypassDetector(Detector):
                     & (self.h_open == 0))
             ei = np.flatnonzero(elig)
             if ei.size:
-                order = ei[np.lexsort((-z[ei], bld[ei]))]
+                # the household whose drop matches the growth best, in units of its own day-to-day noise (the
+                # loudest drop may be a big household's ordinary swing; the bypassed one drops by the gap's growth)
+                miss = np.abs(d_mean - g_h) / np.maximum(self.use_dev, 1e-3) * np.sqrt(n[bld])
+                order = ei[np.lexsort((miss[ei], bld[ei]))]
                 b_o = bld[order]
                 firsts = np.ones(order.size, dtype=bool)
                 firsts[1:] = b_o[1:] != b_o[:-1]

@@ -21,7 +21,8 @@ LEVEL_DAYS = 6  # days of tank-level minima kept to check a record against
 class DisinfectionParams(Params):
     interval_months: int = Field(6, ge=1, le=24, description="a tank is overdue this many calendar months after "
                                                              "its last disinfection (3 for quarterly regimes)")
-    due_soon_days: int = Field(7, ge=0, description="remind this many days before the due date")
+    due_soon_days: int = Field(14, ge=0, description="remind this many days before the due date (dispatch "
+                                                                    "reminds at 14 and 3 days before it)")
     drawdown_fraction: float = Field(0.3, gt=0, lt=1, description="a real cleaning draws the level below this "
                                                                   "share of the tank's full level")
     verify_days_before: int = Field(2, ge=0, le=3, description="look for the drawdown this many days before the record")

@@ -50,3 +50,15 @@ def test_record_without_drawdown_is_flagged_unverified():
     flagged = [e for e in _events(t) if e.kind == "disinfection_unverified"]
     assert [e.subject_id for e in flagged] == [str(t.registry.tanks.ids[1])]
     assert flagged[0].evidence["lowest_level_m"] > flagged[0].evidence["full_level_m"] * 0.3
+
+
+def test_reminder_goes_out_two_weeks_before_the_due_date_by_default():
+    t = Town(seed=2, days=20)  # the town starts on 2026-03-01
+    # tank 3 due on 2026-03-13: the reminder is raised when the stream starts (already within 14 days), and
+    # its start is the day 14 days before the due date
+    t.registry.tanks.last_disinfected[3] = np.datetime64("2025-09-13", "D")
+    ev = [e for e in _events(t) if e.subject_id == str(t.registry.tanks.ids[3])]
+    soon = [e for e in ev if e.kind == "disinfection_due_soon" and e.event == "raised"]
+    assert len(soon) == 1
+    assert soon[0].to_dict()["start"] == "2026-02-26T16:00:00Z"  # local midnight of 2026-02-27
+    assert soon[0].evidence["due_date"] == "2026-03-13"
