@@ -149,3 +149,14 @@ def test_topic_layout_build_and_parse():
             lay.parse(bad)
     with pytest.raises(ValueError):
         TopicLayout("water/#")
+
+
+def test_oversized_and_deeply_nested_payloads_are_refused_and_the_batch_goes_on(decoder):
+    good = msg(T, reading(ts="2026-11-22T09:00:00Z"))
+    huge = msg(T, reading(status=["x" * 1000] * 400))  # ~400 kB
+    deep = msg(T, b'{"meter_id": "M000001", "ts": 1795334400, "total_m3": 1, "x": ' + b"[" * 5000 + b"]" * 5000
+               + b"}")
+    batch, rejects = decoder.decode([huge, good, deep])
+    assert len(batch.meters) == 1 and batch.meters.ts_ns[0] == 1795338000 * 10**9
+    reasons = sorted(r.reason for r in rejects)
+    assert len(reasons) == 2 and any("exceeds" in r for r in reasons)
