@@ -21,7 +21,10 @@ from devices.registry import Registry
 from devices.topics import TopicLayout
 from ingest.deadletters import DeadLetters
 from ingest.decode import Decoder, RawMessage, Reject
+from ingest.influx import WriteUnavailable
+from ingest.lineproto import LineEncoder
 from ingest.sources import Source
+from ingest.spool import Spool, SpoolFull
 
 log = logging.getLogger("cistern.pipeline")
 
@@ -93,13 +96,9 @@ class Pipeline:
         self.stop_event = threading.Event()
         self._encoder = None
         if writer is not None:
-            from ingest.lineproto import LineEncoder
-
             self._encoder = LineEncoder(registry)
         self.spool = None
         if spool_max_bytes > 0 and writer is not None:
-            from ingest.spool import Spool
-
             self.spool = Spool(state_dir / "spool", spool_max_bytes)
         self.spool_retry_s = spool_retry_s
         self.flood_max_per_device = flood_max_per_device
@@ -165,8 +164,6 @@ class Pipeline:
             return True
         if self.spool is not None and len(self.spool):
             return self._spool_or_wait(body)  # keep the database's view in arrival order
-        from ingest.influx import WriteUnavailable
-
         delays = backoff_delays()
         while True:
             try:
@@ -192,8 +189,6 @@ class Pipeline:
         self.stats.written += body.count(b"\n") + (not body.endswith(b"\n")) - len(refused)
 
     def _spool_or_wait(self, body: bytes) -> bool:
-        from ingest.spool import SpoolFull
-
         assert self.spool is not None
         delays = backoff_delays()
         while True:
@@ -214,8 +209,6 @@ class Pipeline:
         """Write spooled batches oldest first while the database answers."""
         if self.spool is None or not len(self.spool) or time.monotonic() < self._retry_at:
             return
-        from ingest.influx import WriteUnavailable
-
         while len(self.spool):
             body = self.spool.oldest()
             assert body is not None
@@ -244,8 +237,6 @@ class Pipeline:
             return
         self.stats.alerts += len(events)
         if self.writer is not None and self._encoder is not None:
-            from ingest.influx import WriteUnavailable
-
             try:
                 self.writer.write(self._encoder.encode_alerts(events))
             except WriteUnavailable as e:  # the dispatch outbox has them; the database copy is a record
