@@ -180,6 +180,13 @@ def _timestamps(col: list) -> tuple[np.ndarray, np.ndarray]:
     ok = np.zeros(n, bool)
     types = set(map(type, col))
     if types == {str}:
+        # Readings of one hour share their timestamp across meters: parse each distinct string once.
+        distinct = list(dict.fromkeys(col))
+        if len(distinct) * 2 <= n:
+            ns, ok = _timestamps(distinct)
+            where = dict(zip(distinct, range(len(distinct)), strict=True))
+            at = np.fromiter(map(where.__getitem__, col), np.intp, n)
+            return ns[at], ok[at]
         lengths = np.fromiter(map(len, col), np.int64, n)
         rest = np.ones(n, bool)
         for width in (20, 25):
