@@ -12,7 +12,7 @@ TS_MIN = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 TS_MAX = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 
 
-def _parse_ts(v: Any) -> dt.datetime:
+def parse_timestamp(v: Any) -> dt.datetime:
     # bool is an int in Python; a boolean timestamp is a bug on the device, not epoch 0 or 1.
     if isinstance(v, bool):
         raise ValueError("ts must be an RFC 3339 string or epoch seconds")
@@ -32,13 +32,13 @@ def _parse_ts(v: Any) -> dt.datetime:
     raise ValueError("ts must be an RFC 3339 string or epoch seconds")
 
 
-def _check_ts_range(t: dt.datetime) -> dt.datetime:
+def check_ts_range(t: dt.datetime) -> dt.datetime:
     if not (TS_MIN <= t < TS_MAX):
         raise ValueError(f"ts {t.isoformat()} is outside {TS_MIN.year}..{TS_MAX.year - 1}")
     return t
 
 
-Timestamp = Annotated[dt.datetime, BeforeValidator(_parse_ts), AfterValidator(_check_ts_range)]
+Timestamp = Annotated[dt.datetime, BeforeValidator(parse_timestamp), AfterValidator(check_ts_range)]
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 NonNegative = Annotated[float, Field(ge=0)]
 

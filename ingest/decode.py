@@ -36,12 +36,15 @@ from devices.schemas import (
     MeterReading,
     PumpRoomEvent,
     PumpRoomTelemetry,
-    _check_ts_range,
-    _parse_ts,
+    check_ts_range,
+    parse_timestamp,
 )
 from devices.topics import Channel, TopicError, TopicLayout
 
 MAX_PAYLOAD_BYTES = 256 * 1024
+
+# A batch message has a "readings" key; the text "readings" inside a string value does not count.
+_BATCH_KEY = re.compile(rb'"readings"\s*:')
 
 INVALID = "invalid"  # never valid: dead letter
 UNKNOWN_DEVICE = "unknown_device"  # valid but the registry does not know the device yet: quarantine
@@ -209,7 +212,7 @@ def _timestamps(col: list) -> tuple[np.ndarray, np.ndarray]:
     for i in slow:
         # the schema's own parser: fractions, epoch floats, the many forms fromisoformat accepts
         try:
-            ns[i] = _ns(_check_ts_range(_parse_ts(col[i])))
+            ns[i] = _ns(check_ts_range(parse_timestamp(col[i])))
             ok[i] = True
         except (ValueError, TypeError, OverflowError):
             pass
@@ -346,7 +349,7 @@ class Decoder:
             parsed = [p if type(p) is dict else {} for p in parsed]  # {} has no id: it goes to the schemas
         ids = list(map(dict.get, parsed, repeat("meter_id")))
         device_ids = [routes[i][2] for i in cand]
-        peek = [b'"readings"' in p for p in cand_payloads]  # the same peek the schema path uses
+        peek = [_BATCH_KEY.search(p) is not None for p in cand_payloads]  # the same peek the schema path uses
         if ids == device_ids and not any(peek):
             singles = (cand, parsed)
             batches: tuple[list[int], list[dict]] = ([], [])
@@ -463,7 +466,7 @@ class Decoder:
         try:
             if channel is Channel.METER_READING:
                 # A batch carries "readings"; a single reading does not. Peek before validating.
-                if b'"readings"' in payload:
+                if _BATCH_KEY.search(payload):
                     p: Any = MeterBatch.model_validate_json(payload)
                 else:
                     p = MeterReading.model_validate_json(payload)

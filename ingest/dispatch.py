@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from devices.alerts import AlertEvent, iso_utc
 from devices.registry import Registry
+from devices.schemas import parse_timestamp
 from ingest import cap
 from ingest.dispatch_evidence import DAY_NS, NS, Enricher
 from ingest.dispatch_store import Incident, OutboxRow, Store
@@ -623,13 +624,8 @@ class Dispatcher:
 
 
 def _parse_ts(v: Any) -> int | None:
+    """An acknowledgement's optional time, by the same rules as a device's `ts` (RFC 3339 or epoch seconds)."""
     if v is None or v == "":
         return None
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return int(v * NS)
-    if isinstance(v, str):
-        t = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=dt.UTC)
-        return int(t.timestamp() * NS)
-    raise ValueError("ts must be RFC 3339 or epoch seconds")
+    t = parse_timestamp(v)
+    return int(t.timestamp()) * NS + t.microsecond * 1000
