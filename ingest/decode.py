@@ -46,6 +46,13 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 # A batch message has a "readings" key; the text "readings" inside a string value does not count.
 _BATCH_KEY = re.compile(rb'"readings"\s*:')
 
+
+
+def _is_batch(payload: bytes) -> bool:
+    # The plain substring test is cheap and almost always decides; the pattern only confirms a real key.
+    return b'"readings"' in payload and _BATCH_KEY.search(payload) is not None
+
+
 INVALID = "invalid"  # never valid: dead letter
 UNKNOWN_DEVICE = "unknown_device"  # valid but the registry does not know the device yet: quarantine
 
@@ -349,7 +356,7 @@ class Decoder:
             parsed = [p if type(p) is dict else {} for p in parsed]  # {} has no id: it goes to the schemas
         ids = list(map(dict.get, parsed, repeat("meter_id")))
         device_ids = [routes[i][2] for i in cand]
-        peek = [_BATCH_KEY.search(p) is not None for p in cand_payloads]  # the same peek the schema path uses
+        peek = [_is_batch(p) for p in cand_payloads]  # the same peek the schema path uses
         if ids == device_ids and not any(peek):
             singles = (cand, parsed)
             batches: tuple[list[int], list[dict]] = ([], [])
@@ -466,7 +473,7 @@ class Decoder:
         try:
             if channel is Channel.METER_READING:
                 # A batch carries "readings"; a single reading does not. Peek before validating.
-                if _BATCH_KEY.search(payload):
+                if _is_batch(payload):
                     p: Any = MeterBatch.model_validate_json(payload)
                 else:
                     p = MeterReading.model_validate_json(payload)
