@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def _mangle(raw: bytes, how: str, at: int) -> bytes:
         return b" \n\t" + raw + b"\r\n"
     if how == "lone_surrogate":
         return raw.replace(b"{", b'{"note":"\\ud800",', 1)
-    if how == "readings_word":  # a single reading that mentions "readings" is read as a batch
+    if how == "readings_word":  # a single reading that mentions "readings" in a value is still a single reading
         return raw.replace(b"{", b'{"note":"readings",', 1)
     return raw
 
@@ -209,7 +210,7 @@ def reference_meter_rows(registry: Registry, msgs: list[RawMessage]) -> tuple[li
         if t.channel.value != "meter/reading" or idx < 0 or registry.meters.district[idx] != t.district:
             reasons.append("route")
             continue
-        model = MeterBatch if b'"readings"' in m.payload else MeterReading
+        model = MeterBatch if re.search(rb'"readings"\s*:', m.payload) else MeterReading
         if len(m.payload) > MAX_PAYLOAD_BYTES:
             reasons.append("size")
             continue
