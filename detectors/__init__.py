@@ -18,7 +18,7 @@ from devices.batch import Batch
 from devices.registry import Registry
 
 from .base import Detector, LocalCalendar, MeterView, Params
-from .bypass import BypassDetector
+from .bypass_hourly import HourlyBypassDetector
 from .disinfection import DisinfectionDetector
 from .reverse_flow import ReverseFlowDetector
 from .signal import SignalDetector
@@ -27,7 +27,8 @@ from .signal import SignalDetector
 DETECTORS: dict[str, type[Detector]] = {
     SignalDetector.name: SignalDetector,
     ReverseFlowDetector.name: ReverseFlowDetector,
-    BypassDetector.name: BypassDetector,
+    # the hourly balance (gap follows one household's hourly use); detectors/bypass.py is the daily predecessor
+    HourlyBypassDetector.name: HourlyBypassDetector,
     DisinfectionDetector.name: DisinfectionDetector,
 }
 

@@ -46,3 +46,33 @@ def test_vacancy_and_leak_are_not_bypass():
     t.vacancy(i, t.t(8))
     t.leak(2, t.t(9), 0.03)
     assert _raised(t) == []
+
+
+def test_partial_bypass_is_found_by_its_hourly_pattern():
+    # a meter that still registers 40 % of the use: the daily drop is small next to a household's day-to-day
+    # swing, but the building gap now follows this household's hours
+    probe = Town(seed=5, days=16)
+    i = _biggest_household(probe, 2)
+    t = Town(seed=5, days=16)
+    t.bypass(i, t.t(7), 0.6)
+    raised = _raised(t)
+    assert [e.subject_id for e in raised] == [t.mid(i)]
+    assert t.t(6) <= raised[0].start_ns <= t.t(10)
+    assert 0.2 <= raised[0].evidence["estimated_registered_fraction"] <= 0.6
+
+
+def test_two_bypasses_in_one_building_are_both_named():
+    t = Town(seed=6, days=20)
+    m = t.registry.meters
+    members = np.flatnonzero((m.building == 0) & ~m.is_master)
+    t.bypass(int(members[1]), t.t(6), 0.9)
+    t.bypass(int(members[4]), t.t(11), 0.9)
+    assert sorted(e.subject_id for e in _raised(t)) == sorted([t.mid(int(members[1])), t.mid(int(members[4]))])
+
+
+def test_clean_town_and_silent_households_raise_nothing():
+    t = Town(seed=7, days=16)
+    hh = t.households
+    t.block(int(hh[3]), t.t(5))  # silent, still using water: the gap grows without anyone's hourly pattern
+    t.cell_outage(1, t.t(8), t.t(9))
+    assert _raised(t) == []

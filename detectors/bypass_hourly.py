@@ -1,0 +1,329 @@
+"""Bypass from the hourly building balance: after a bypass the gap (master minus households) follows the bypassed
+household's own hourly pattern, ((1 - f) / f) x its metered use; a vacancy or a leak leaves no such pattern."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from devices.alerts import AlertEvent
+from devices.batch import NS, Batch
+from devices.registry import Registry
+
+from .base import HOUR_NS, Detector, LocalCalendar, MeterView, Params, alert_id, round_or_none
+
+MISSING = 255  # hourly use code: no increment known for that meter and hour
+CODE_STEPS = 16.0  # codes per doubling of litres: 4.4 % steps up to 60 m3/h, plenty for a regressor
+T = 25  # hours of a local day (a DST day has 25)
+R = 64  # hours held: a day plus the lag before it is judged, plus headroom
+
+
+def encode_litres(litres: np.ndarray) -> np.ndarray:
+    return np.minimum(np.rint(CODE_STEPS * np.log2(1.0 + np.maximum(litres, 0.0))), MISSING - 1).astype(np.uint8)
+
+
+def decode_m3(code: np.ndarray) -> np.ndarray:
+    return np.where(code == MISSING, np.nan, (np.exp2(code / CODE_STEPS) - 1.0) / 1000.0)
+
+
+class HourlyBypassParams(Params):
+    finalize_lag_s: int = Field(36 * 3600, gt=0, le=38 * 3600,
+                                description="a day is judged this long after it ends (daily meters upload late)")
+    hour_tolerance_s: int = Field(120, ge=0, le=900, description="a reading this close to a full hour counts for it")
+    min_reported_fraction: float = Field(0.8, gt=0, le=1,
+                                         description="share of a building's households known for an hour to use it")
+    min_hours: int = Field(14, ge=6, le=24, description="usable hours a household needs in a day to be judged")
+    beta_min: float = Field(0.7, gt=0, description="gap per metered m3 of the household (1 - f) / f at least this: "
+                                                   "its meter registers at most 1 / (1 + beta_min) of its use")
+    beta_max: float = Field(30.0, gt=0, description="… and at most this (larger is a spike, not a pattern)")
+    min_z: float = Field(5.0, gt=0, description="the fit must stand this many standard errors out of the noise")
+    persist_days: int = Field(2, ge=1, description="consecutive days the same household must explain the gap")
+    beta_ratio: float = Field(2.0, ge=1, description="… with a day-to-day ratio of its beta within this factor")
+    min_use_m3: float = Field(0.02, ge=0, description="a household using less than this in a day is not judged "
+                                                      "(a vacancy has no pattern to follow)")
+    baseline_alpha: float = Field(0.2, gt=0, le=1, description="weight of a new day in the daily baselines")
+    meter_unit: str = Field("{district} water company district unit", description="route for meter incidents")
+
+
+class HourlyBypassDetector(Detector):
+    name = "bypass"
+    kinds = ("bypass",)
+    Params: ClassVar[type[Params]] = HourlyBypassParams
+    params: HourlyBypassParams
+    state_axes: ClassVar[dict[str, str]] = {
+        "code": "meter", "last_l": "meter", "last_h": "meter", "use_ref": "meter", "h_open": "meter",
+        "m_ring": "building", "s_ring": "building", "gap_ref": "building",
+        "cand": "building", "cand_day": "building", "cand_beta": "building", "streak": "building",
+        "open_h": "building", "open_beta": "building", "pend": "building", "start_day": "building",
+        "est": "building", "gap_after": "building", "use_after": "building", "gap_before": "building",
+        "use_before": "building", "next_day": "scalar", "now": "scalar",
+    }
+
+    def __init__(self, registry: Registry, params: Params | dict | None, calendar: LocalCalendar):
+        super().__init__(registry, params, calendar)
+        m, b = registry.meters, registry.buildings
+        has_master = b.master_meter >= 0
+        bld = m.building.astype(np.int64)
+        self.household = (bld >= 0) & ~m.is_master & np.where(bld >= 0, has_master[np.maximum(bld, 0)], False)
+        self.in_balance = self.household.copy()
+        self.in_balance[b.master_meter[has_master]] = True
+        self.bld = np.maximum(bld, 0)
+        self.master_of = np.full(len(m), -1, dtype=np.int64)  # meter -> building it is the master of
+        self.master_of[b.master_meter[has_master]] = np.flatnonzero(has_master)
+        self.n_households = np.bincount(self.bld[self.household], minlength=len(b))
+        self.hh_idx = np.flatnonzero(self.household)
+        self.max_l = np.rint(m.register_max_m3 * 1000).astype(np.int64)
+        # an hourly increment above what the pipe can carry in an hour at 1 m/s (x 6) is a broken reading
+        self.cap_l = np.where(m.pipe_dn_mm > 0, 6.0 * 1000 * np.pi * (m.pipe_dn_mm / 1000) ** 2 / 4 * 3600, 1e9)
+
+    def _init_state(self) -> None:
+        n, nb = len(self.registry.meters), len(self.registry.buildings)
+        self.code = np.full((n, R), MISSING, dtype=np.uint8)  # hourly use, log-coded, ring by UTC hour
+        self.last_l = np.full(n, -1, dtype=np.int32)  # latest hour-aligned register, litres (-1: none)
+        self.last_h = np.zeros(n, dtype=np.uint16)  # its UTC hour number mod 65536
+        self.use_ref = np.full(n, np.nan, dtype=np.float16)  # usual metered m3/day
+        self.h_open = np.zeros(n, dtype=np.int8)  # 1: a bypass was raised on this household
+        self.m_ring = np.full((nb, R), np.nan, dtype=np.float32)  # master m3 per hour
+        self.s_ring = np.zeros((nb, R), dtype=np.float32)  # households' summed m3 per hour (exact, not coded)
+        self.gap_ref = np.full(nb, np.nan, dtype=np.float32)  # usual gap m3/day
+        self.cand = np.full(nb, -1, dtype=np.int32)  # household that explained the gap on the latest days
+        self.cand_day = np.zeros(nb, dtype=np.int32)
+        self.cand_beta = np.zeros(nb, dtype=np.float32)
+        self.streak = np.zeros(nb, dtype=np.int16)
+        self.start_day = np.zeros(nb, dtype=np.int32)
+        self.open_h = np.full(nb, -1, dtype=np.int32)  # an open bypass whose share is taken out of the gap
+        self.open_beta = np.zeros(nb, dtype=np.float32)
+        self.pend = np.full(nb, -1, dtype=np.int32)  # household of a raise decided, not yet emitted
+        self.est = np.zeros(nb, dtype=np.float32)
+        self.gap_after = np.zeros(nb, dtype=np.float32)
+        self.use_after = np.zeros(nb, dtype=np.float32)
+        self.gap_before = np.zeros(nb, dtype=np.float32)
+        self.use_before = np.zeros(nb, dtype=np.float32)
+        self.next_day = np.full(1, -1, dtype=np.int64)
+        self.now = np.zeros(1, dtype=np.int64)
+
+    def _lo_hour(self) -> int:
+        return self.calendar.day_start_ns(int(self.next_day[0])) // HOUR_NS
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: Batch, view: MeterView) -> list[AlertEvent]:
+        for e in batch.events:
+            if e.device == "meter" and e.type == "replacement" and self.in_balance[e.index]:
+                self.last_l[e.index] = -1  # no increment across a restarted register
+        if view.n == 0:
+            return []
+        ts = view.ts
+        tol = self.params.hour_tolerance_s * NS
+        hr = (ts + HOUR_NS // 2) // HOUR_NS
+        keep = self.in_balance[view.meter] & (np.abs(ts - hr * HOUR_NS) <= tol)
+        if not keep.any():
+            return []
+        rows = np.flatnonzero(keep)
+        gm, hr = view.meter[rows], hr[rows]
+        self.now[0] = max(int(self.now[0]), int(ts[rows].max()))
+        # one row per (meter, hour): rows are sorted by meter then time
+        first_mh = np.ones(rows.size, dtype=bool)
+        first_mh[1:] = (gm[1:] != gm[:-1]) | (hr[1:] != hr[:-1])
+        rows, gm, hr = rows[first_mh], gm[first_mh], hr[first_mh]
+        lit = np.rint(view.col("total_m3")[rows] * 1000).astype(np.int64)
+        first = np.ones(rows.size, dtype=bool)
+        first[1:] = gm[1:] != gm[:-1]
+        prev_l = np.empty_like(lit)
+        prev_l[1:] = lit[:-1]
+        step = np.empty_like(hr)
+        step[1:] = hr[1:] - hr[:-1]
+        fi = np.flatnonzero(first)
+        fm = gm[fi]
+        prev_l[fi] = self.last_l[fm]
+        step[fi] = (hr[fi] - self.last_h[fm].astype(np.int64)) % 65536
+        step[fi[self.last_l[fm] < 0]] = 0
+        inc = lit - prev_l
+        mx = self.max_l[gm]
+        inc = np.where(inc < -mx // 2, inc + mx, inc)
+        ok = (step == 1) & (inc >= 0) & (inc <= self.cap_l[gm])
+        # the latest register of each meter carries over to the next batch (if newer than what is held)
+        la = np.flatnonzero(np.r_[first[1:], True])
+        lm = la_m = gm[la]
+        d = (hr[la] - self.last_h[la_m].astype(np.int64)) % 65536
+        newer = (self.last_l[lm] < 0) | ((d > 0) & (d < 32768))
+        self.last_l[lm[newer]] = lit[la[newer]]
+        self.last_h[lm[newer]] = (hr[la[newer]] % 65536).astype(np.uint16)
+
+        gm, h, inc = gm[ok], hr[ok] - 1, inc[ok]  # the increment is the use of the hour before the reading
+        if gm.size == 0:
+            return []
+        if self.next_day[0] < 0:
+            self.next_day[0] = self.calendar.day_of_one(int(h.min()) * HOUR_NS) + 1
+        # a batch reaching beyond the ring (no tick in between): judge the old days first
+        while int(h.max()) >= self._lo_hour() + R:
+            self._judge(int(self.next_day[0]))
+            self.next_day[0] += 1
+        lo = self._lo_hour()
+        w = h >= lo
+        gm, h, inc = gm[w], h[w], inc[w]
+        slot = h % R
+        mb = self.master_of[gm]
+        ism = mb >= 0
+        self.m_ring[mb[ism], slot[ism]] = inc[ism] / 1000.0
+        hm, hs, hinc = gm[~ism], slot[~ism], inc[~ism]
+        fresh = self.code[hm, hs] == MISSING  # a repeated reading is not summed twice
+        hm, hs, hinc = hm[fresh], hs[fresh], hinc[fresh]
+        self.code[hm, hs] = encode_litres(hinc.astype(np.float64))
+        nb = len(self.registry.buildings)
+        add = np.bincount(self.bld[hm] * R + hs, weights=hinc / 1000.0, minlength=nb * R)
+        self.s_ring += add.reshape(nb, R).astype(np.float32)
+        return []
+
+    # ------------------------------------------------------------------ daily judgement
+    def tick(self, now_ns: int) -> list[AlertEvent]:
+        now = max(int(now_ns), int(self.now[0]))
+        self.now[0] = now
+        if self.next_day[0] >= 0:
+            lag = self.params.finalize_lag_s * NS
+            while self.calendar.day_start_ns(int(self.next_day[0]) + 1) + lag <= now:
+                self._judge(int(self.next_day[0]))
+                self.next_day[0] += 1
+        return self._emit(now)
+
+    def _judge(self, day: int) -> None:
+        p = self.params
+        h0 = self.calendar.day_start_ns(day) // HOUR_NS
+        h1 = self.calendar.day_start_ns(day + 1) // HOUR_NS
+        slots = np.arange(h0, h0 + T) % R
+        in_day = np.arange(T) < (h1 - h0)
+        hh = self.hh_idx
+        b = self.bld[hh]
+        c = self.code[hh][:, slots]
+        hv = decode_m3(c)  # households x hours, NaN missing
+        known = np.isfinite(hv) & in_day[None, :]
+        nb = len(self.registry.buildings)
+        cnt = np.bincount((b[:, None] * T + np.arange(T)[None, :])[known], minlength=nb * T).reshape(nb, T)
+        M = self.m_ring[:, slots].astype(np.float64)
+        S = self.s_ring[:, slots].astype(np.float64)
+        usable = np.isfinite(M) & (cnt >= p.min_reported_fraction * self.n_households[:, None]) & in_day[None, :]
+        G = M - S
+        # an open bypass's share is taken out of the gap, so a second one in the building still shows
+        ob = np.flatnonzero(self.open_h >= 0)
+        if ob.size:
+            oh = self.open_h[ob]
+            ho = decode_m3(self.code[oh][:, slots])
+            usable[ob] &= np.isfinite(ho)
+            G[ob] -= self.open_beta[ob, None] * np.nan_to_num(ho)
+        w = known & usable[b]
+        x = np.where(w, S[b] - np.nan_to_num(hv), 0.0)  # the other households: the building's own rhythm
+        y = np.where(w, G[b], 0.0)
+        hx = np.where(w, hv, 0.0)
+        n = w.sum(axis=1).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            nn = np.maximum(n, 1)
+            mx, mh, my = x.sum(1) / nn, hx.sum(1) / nn, y.sum(1) / nn
+            xc = np.where(w, x - mx[:, None], 0.0)
+            hc = np.where(w, hx - mh[:, None], 0.0)
+            yc = np.where(w, y - my[:, None], 0.0)
+            sxx, shh, sxh = (xc * xc).sum(1), (hc * hc).sum(1), (xc * hc).sum(1)
+            sxy, shy, syy = (xc * yc).sum(1), (hc * yc).sum(1), (yc * yc).sum(1)
+            det = sxx * shh - sxh * sxh
+            beta = (sxx * shy - sxh * sxy) / det
+            cx = (shh * sxy - sxh * shy) / det
+            rss = np.maximum(syy - cx * sxy - beta * shy, 0.0)
+            se = np.sqrt(rss / np.maximum(n - 3, 1) * sxx / det)
+            z = beta / np.maximum(se, 1e-12)
+            day_use = hx.sum(1) * 24 / nn
+        fit = (n >= p.min_hours) & (det > 0) & (shh > 0) & np.isfinite(z) & (day_use >= p.min_use_m3)
+        elig = fit & (beta >= p.beta_min) & (beta <= p.beta_max) & (z >= p.min_z) & (self.h_open[hh] == 0)
+        best = np.full(nb, -1, dtype=np.int64)
+        best_i = np.full(nb, -1, dtype=np.int64)
+        ei = np.flatnonzero(elig)
+        if ei.size:
+            # the household that explains the gap best (its neighbours share the rhythm, less well)
+            order = ei[np.lexsort((-z[ei], b[ei]))]
+            bo = b[order]
+            f = np.ones(order.size, dtype=bool)
+            f[1:] = bo[1:] != bo[:-1]
+            best[bo[f]] = hh[order[f]]
+            best_i[bo[f]] = order[f]
+        has = best >= 0
+        bi = np.flatnonzero(has)
+        k = best_i[bi]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = beta[k] / self.cand_beta[bi]
+        same = ((self.cand[bi] == best[bi]) & (self.cand_day[bi] == day - 1)
+                & (ratio <= p.beta_ratio) & (ratio >= 1 / p.beta_ratio))
+        self.streak[bi] = np.where(same, self.streak[bi] + 1, 1)
+        self.start_day[bi] = np.where(same, self.start_day[bi], day)
+        self.cand[bi] = best[bi]
+        self.cand_day[bi] = day
+        self.cand_beta[bi] = beta[k]
+        self.streak[~has] = 0
+        self.cand[~has] = -1
+
+        # daily gap (hours known, scaled to a day) and households' daily use, for the evidence and baselines
+        with np.errstate(invalid="ignore", divide="ignore"):
+            nu = usable.sum(1)
+            gap_day = np.where(usable, G, 0.0).sum(1) * 24 / np.maximum(nu, 1)
+        ripe = has & (self.streak >= p.persist_days) & (self.pend < 0)
+        rb = np.flatnonzero(ripe)
+        if rb.size:
+            k = best_i[rb]
+            hm = best[rb]
+            self.pend[rb] = hm
+            self.est[rb] = beta[k] * day_use[k]
+            self.gap_after[rb] = gap_day[rb]
+            self.use_after[rb] = day_use[k]
+            self.gap_before[rb] = self.gap_ref[rb]
+            self.use_before[rb] = self.use_ref[hm]
+            self.h_open[hm] = 1
+            self.open_h[rb] = hm
+            self.open_beta[rb] = beta[k]
+            self.streak[rb] = 0
+            self.cand[rb] = -1
+        # baselines learn on days no household is suspected
+        a = p.baseline_alpha
+        quiet = (nu >= p.min_hours) & (self.streak == 0) & ~ripe
+        g_old = self.gap_ref[quiet]
+        self.gap_ref[quiet] = np.where(np.isfinite(g_old), (1 - a) * g_old + a * gap_day[quiet], gap_day[quiet])
+        hq = (n >= p.min_hours) & quiet[b] & (self.h_open[hh] == 0)
+        u_old = self.use_ref[hh[hq]].astype(np.float64)
+        self.use_ref[hh[hq]] = np.where(np.isfinite(u_old), (1 - a) * u_old + a * day_use[hq], day_use[hq])
+        # the judged hours are free for the hours to come
+        self.code[:, slots[in_day]] = MISSING
+        self.m_ring[:, slots[in_day]] = np.nan
+        self.s_ring[:, slots[in_day]] = 0.0
+
+    def _emit(self, now: int) -> list[AlertEvent]:
+        out = []
+        for b in np.flatnonzero(self.pend >= 0).tolist():
+            out.append(self._event(b, now))
+            self.pend[b] = -1
+        return out
+
+    def _event(self, b: int, now: int) -> AlertEvent:
+        reg = self.registry
+        h = int(self.pend[b])
+        meter_id, district = str(reg.meters.ids[h]), str(reg.meters.district[h])
+        start = self.calendar.day_start_ns(int(self.start_day[b]))
+        est = float(self.est[b])
+        beta = float(self.open_beta[b])
+        ev = {
+            "building_id": str(reg.buildings.ids[b]),
+            "master_meter_id": str(reg.buildings.master_meter_id[b]),
+            "building_gap_m3_per_day_before": round_or_none(self.gap_before[b]),
+            "building_gap_m3_per_day_after": round_or_none(self.gap_after[b]),
+            "household_use_m3_per_day_before": round_or_none(self.use_before[b]),
+            "household_use_m3_per_day_after": round_or_none(self.use_after[b]),
+            "estimated_unmetered_m3_per_day": round_or_none(est),
+            "estimated_registered_fraction": round_or_none(1.0 / (1.0 + beta)),
+            "since_day": str(self.calendar.date_of(int(self.start_day[b]))),
+        }
+        addr = str(reg.buildings.address[b])
+        where = f"{meter_id} ({reg.buildings.ids[b]}{', ' + addr if addr else ''})"
+        summary = (f"Meter {where}: about {est:.2f} m3/day bypasses the meter since {ev['since_day']} (the building "
+                   f"gap follows this household's hourly use; it registers ~{100 / (1 + beta):.0f} %): "
+                   "inspect for a bypass pipe")
+        return AlertEvent(
+            alert_id=alert_id("bypass", meter_id, start), event="raised", kind="bypass",
+            severity="warning", subject_type="meter", subject_id=meter_id, district=district, start_ns=start,
+            detected_at_ns=now, summary=summary, route={"unit": self.params.meter_unit.format(district=district)},
+            evidence=ev)
