@@ -52,7 +52,8 @@ def test_demo_runs_end_to_end_and_reports_what_it_found(tmp_path, servers):
     # each injected kind was raised at least once and matched its label
     for kind in SCORED_KINDS:
         assert summary["scores"]["kinds"][kind]["labels"] >= 1
-        assert summary["scores"]["kinds"][kind]["tp"] >= 1, (kind, summary["scores"]["kinds"][kind])
+        assert summary["scores"]["kinds"][kind]["tp"] >= 1, (kind, summary["scores"]["kinds"][kind],
+                                                             r.stdout[-4000:])
 
     page = report.read_text()
     for sid in ("timeline", *EXAMPLE_SECTIONS, "scores"):
