@@ -27,7 +27,7 @@ from .signal import SignalDetector
 DETECTORS: dict[str, type[Detector]] = {
     SignalDetector.name: SignalDetector,
     ReverseFlowDetector.name: ReverseFlowDetector,
-    # the hourly balance (gap follows one household's hourly use); detectors/bypass.py is the daily predecessor
+    # bypass: the building's hourly gap follows one household's hourly use (detectors/bypass_hourly.py)
     HourlyBypassDetector.name: HourlyBypassDetector,
     DisinfectionDetector.name: DisinfectionDetector,
 }
@@ -94,9 +94,12 @@ class DetectorSet:
         run = np.maximum.accumulate(np.maximum(m.ts_ns, self.watermark))
         step = run // self.tick_every_ns
         cuts = np.flatnonzero(step[1:] != step[:-1]) + 1
-        # rows in publish order make the watermark climb steadily; rows shuffled by someone upstream make it
-        # jump to the top at once, and then slices would tick on times the batch has not covered yet
-        steady = run[len(run) // 2] - run[0] <= 0.9 * (run[-1] - run[0])
+        # Rows in publish order make the watermark climb through the batch; rows shuffled by someone upstream make
+        # it reach the top within the first few rows, and then slices would tick on times the batch has not
+        # covered yet. Late data (a cell's backlog after an outage) leaves the climb flat for a while, which is
+        # fine: what tells shuffling apart is how early the climb gets near the top.
+        near_top = np.searchsorted(run, run[0] + 0.9 * (run[-1] - run[0]))
+        steady = near_top >= 0.1 * len(run)
         if cuts.size == 0 or not steady:
             return None
         return run, np.concatenate(([0], cuts, [len(run)]))
