@@ -74,8 +74,8 @@ def test_kill_9_mid_stream_then_restart(mosquitto_server, influx_v1, tmp_path):
     pub.join(120)
     svc = Service(env)
     stored = wait_for_count(influx_v1, db, "M000001", n, svc)
-    delivered += received(svc)
     assert svc.stop() == 0
+    delivered += received(svc)  # the final health line, written on the way out
     record("ingester killed with SIGKILL mid-stream, restarted", n, stored, expected_rows(n), delivered)
 
 
@@ -94,8 +94,8 @@ def test_broker_restart_mid_stream(mosquitto_private, influx_v1, tmp_path):
 
     publish_in_chunks(mosquitto_private, payloads, between=restart_broker)
     stored = wait_for_count(influx_v1, db, "M000001", n, svc)
-    delivered = received(svc)
     assert svc.stop() == 0
+    delivered = received(svc)  # the final health line, written on the way out
     record("broker restarted mid-stream (persistence on)", n, stored, expected_rows(n), delivered)
 
 
@@ -122,8 +122,8 @@ def test_influxdb_down_under_load_spools_and_drains(mosquitto_server, influx_v1,
         start_local_server(influx_v1, argv)
     stored = wait_for_count(influx_v1, db, "M000001", n, svc)
     assert wait_until(lambda: any(spool.glob("*.lp")), False) is False
-    delivered = received(svc)
     assert svc.stop() == 0
+    delivered = received(svc)  # the final health line, written on the way out
     record("InfluxDB stopped under load, then started", n, stored, expected_rows(n), delivered,
            "spooled to disk and acked; drained in order")
 
@@ -150,8 +150,8 @@ def test_slow_database_holds_memory_bounded(mosquitto_server, influx_v1, tmp_pat
     finally:
         influx_v1._proc.send_signal(signal.SIGCONT)
     stored = wait_for_count(influx_v1, db, "M000001", n, svc, timeout_s=300)
-    delivered = received(svc)
     assert svc.stop() == 0
+    delivered = received(svc)  # the final health line, written on the way out
     # The bound: the source buffers at most max(4 × batch, 20,000) messages; the rest waits in the broker.
     assert peak - base < 150, f"memory grew by {peak - base:.0f} MB while the database was frozen"
     record("InfluxDB frozen (SIGSTOP) under load, spool off", n, stored, expected_rows(n), delivered,
