@@ -12,6 +12,7 @@ from pathlib import Path
 from devices.registry import Registry, RegistryError
 from devices.topics import TopicLayout
 from ingest.config import ConfigError, Settings, add_setting_flags, env_name, flag_name, load_settings
+from ingest.influx import InfluxAuthError, InfluxConfigError
 
 log = logging.getLogger("cistern")
 
@@ -279,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except ConnectionRefusedError as e:
         print(f"cistern: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (InfluxAuthError, InfluxConfigError) as e:
+        # The database refused our credentials or names no such bucket/database: configuration, not a crash.
+        print(f"cistern: InfluxDB: {e} (check CISTERN_INFLUX_URL, CISTERN_INFLUX_API, CISTERN_INFLUX_BUCKET and "
+              "the credentials)", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAIL
