@@ -44,6 +44,17 @@ class HourlyBypassParams(Params):
     min_use_m3: float = Field(0.02, ge=0, description="a household using less than this in a day is not judged "
                                                       "(a vacancy has no pattern to follow)")
     baseline_alpha: float = Field(0.2, gt=0, le=1, description="weight of a new day in the daily baselines")
+    collapse_fraction: float = Field(0.15, ge=0, lt=1,
+                                     description="a full bypass: the household's metered day falls below this share "
+                                                 "of its usual use (no hourly pattern is left to follow) …")
+    collapse_gap_match: float = Field(0.6, gt=0, le=1,
+                                      description="… while the building gap rises by at least this share of the use "
+                                                  "it lost (a vacancy lowers the master too, so its gap stays)")
+    collapse_min_m3: float = Field(0.5, ge=0, description="… and the lost use is at least this many m3 a day")
+    collapse_persist_days: int = Field(3, ge=1, description="consecutive days a full bypass must show (a still meter "
+                                                            "has less evidence than an hourly pattern)")
+    collapse_noise_k: float = Field(3.0, gt=0, description="… and both the lost use and the gap's rise stand this "
+                                                           "many times the building's usual day-to-day gap swing out")
     meter_unit: str = Field("{district} water company district unit", description="route for meter incidents")
 
 
@@ -54,11 +65,12 @@ class HourlyBypassDetector(Detector):
     params: HourlyBypassParams
     state_axes: ClassVar[dict[str, str]] = {
         "code": "meter", "last_l": "meter", "last_h": "meter", "use_ref": "meter", "h_open": "meter",
-        "m_ring": "building", "s_ring": "building", "gap_ref": "building",
+        "m_ring": "building", "s_ring": "building", "gap_ref": "building", "gap_dev": "building",
         "cand": "building", "cand_day": "building", "cand_beta": "building", "streak": "building",
         "open_h": "building", "open_beta": "building", "pend": "building", "start_day": "building",
         "est": "building", "gap_after": "building", "use_after": "building", "gap_before": "building",
-        "use_before": "building", "next_day": "scalar", "now": "scalar",
+        "use_before": "building", "c_cand": "building", "c_day": "building", "c_streak": "building",
+        "c_start": "building", "c_event": "building", "next_day": "scalar", "now": "scalar",
     }
 
     def __init__(self, registry: Registry, params: Params | dict | None, calendar: LocalCalendar):
@@ -88,10 +100,16 @@ class HourlyBypassDetector(Detector):
         self.m_ring = np.full((nb, R), np.nan, dtype=np.float32)  # master m3 per hour
         self.s_ring = np.zeros((nb, R), dtype=np.float32)  # households' summed m3 per hour (exact, not coded)
         self.gap_ref = np.full(nb, np.nan, dtype=np.float32)  # usual gap m3/day
+        self.gap_dev = np.full(nb, np.nan, dtype=np.float32)  # its usual day-to-day swing (mean absolute deviation)
         self.cand = np.full(nb, -1, dtype=np.int32)  # household that explained the gap on the latest days
         self.cand_day = np.zeros(nb, dtype=np.int32)
         self.cand_beta = np.zeros(nb, dtype=np.float32)
         self.streak = np.zeros(nb, dtype=np.int16)
+        self.c_cand = np.full(nb, -1, dtype=np.int32)  # household whose metered use collapsed while the gap rose
+        self.c_day = np.zeros(nb, dtype=np.int32)
+        self.c_streak = np.zeros(nb, dtype=np.int16)
+        self.c_start = np.zeros(nb, dtype=np.int32)
+        self.c_event = np.zeros(nb, dtype=np.int8)  # 1: the pending raise is a full bypass (meter nearly still)
         self.start_day = np.zeros(nb, dtype=np.int32)
         self.open_h = np.full(nb, -1, dtype=np.int32)  # an open bypass whose share is taken out of the gap
         self.open_beta = np.zeros(nb, dtype=np.float32)
@@ -279,10 +297,67 @@ class HourlyBypassDetector(Detector):
             self.open_beta[rb] = beta[k]
             self.streak[rb] = 0
             self.cand[rb] = -1
+        # A full bypass leaves the meter (almost) still, so there is no hourly pattern to fit: the household's day
+        # collapses against its own usual use while the building gap rises by about what it lost. A vacancy
+        # collapses too, but the master falls with it and the gap stays.
+        lost = self.use_ref[hh].astype(np.float64) - day_use
+        with np.errstate(invalid="ignore"):
+            rise = gap_day[b] - self.gap_ref[b]
+            collapsed = ((n >= p.min_hours) & np.isfinite(lost) & (lost >= p.collapse_min_m3)
+                         & (day_use <= p.collapse_fraction * self.use_ref[hh]) & usable.any(1)[b]
+                         & (rise >= p.collapse_gap_match * lost) & (rise <= lost / p.collapse_gap_match)
+                         & (lost >= p.collapse_noise_k * self.gap_dev[b])
+                         & (rise >= p.collapse_noise_k * self.gap_dev[b])
+                         & (self.h_open[hh] == 0) & (self.pend[b] < 0) & ~ripe[b]
+                         # a household whose hours the gap follows already explains the rise
+                         & ~has[b])
+        c_best = np.full(nb, -1, dtype=np.int64)
+        c_lost = np.zeros(nb)
+        ci = np.flatnonzero(collapsed)
+        if ci.size:
+            # several at once in one building: the one whose loss is closest to the gap's rise
+            miss = np.abs(rise[ci] - lost[ci])
+            order = ci[np.lexsort((miss, b[ci]))]
+            bo = b[order]
+            f = np.ones(order.size, dtype=bool)
+            f[1:] = bo[1:] != bo[:-1]
+            c_best[bo[f]] = hh[order[f]]
+            c_lost[bo[f]] = lost[order[f]]
+        c_has = c_best >= 0
+        cb = np.flatnonzero(c_has)
+        c_same = (self.c_cand[cb] == c_best[cb]) & (self.c_day[cb] == day - 1)
+        self.c_streak[cb] = np.where(c_same, self.c_streak[cb] + 1, 1)
+        self.c_start[cb] = np.where(c_same, self.c_start[cb], day)
+        self.c_cand[cb] = c_best[cb]
+        self.c_day[cb] = day
+        self.c_streak[~c_has] = 0
+        self.c_cand[~c_has] = -1
+        c_ripe = c_has & (self.c_streak >= p.collapse_persist_days) & (self.pend < 0) & ~ripe
+        rb = np.flatnonzero(c_ripe)
+        if rb.size:
+            hm = c_best[rb]
+            self.pend[rb] = hm
+            self.start_day[rb] = self.c_start[rb]
+            self.est[rb] = c_lost[rb]
+            self.gap_after[rb] = gap_day[rb]
+            self.use_after[rb] = self.use_ref[hm] - c_lost[rb]
+            self.gap_before[rb] = self.gap_ref[rb]
+            self.use_before[rb] = self.use_ref[hm]
+            self.h_open[hm] = 1
+            self.c_event[rb] = 1
+            self.c_streak[rb] = 0
+            self.c_cand[rb] = -1
+            # the lost use is now the building's new normal gap until the crew closes the case
+            self.gap_ref[rb] = gap_day[rb]
+            ripe = ripe | c_ripe
         # baselines learn on days no household is suspected
         a = p.baseline_alpha
-        quiet = (nu >= p.min_hours) & (self.streak == 0) & ~ripe
+        quiet = (nu >= p.min_hours) & (self.streak == 0) & (self.c_streak == 0) & ~ripe
         g_old = self.gap_ref[quiet]
+        d_old = self.gap_dev[quiet]
+        dev = np.abs(gap_day[quiet] - g_old)
+        self.gap_dev[quiet] = np.where(np.isfinite(d_old), (1 - a) * d_old + a * dev,
+                                       np.where(np.isfinite(dev), dev, np.nan))
         self.gap_ref[quiet] = np.where(np.isfinite(g_old), (1 - a) * g_old + a * gap_day[quiet], gap_day[quiet])
         hq = (n >= p.min_hours) & quiet[b] & (self.h_open[hh] == 0)
         u_old = self.use_ref[hh[hq]].astype(np.float64)
@@ -305,7 +380,13 @@ class HourlyBypassDetector(Detector):
         meter_id, district = str(reg.meters.ids[h]), str(reg.meters.district[h])
         start = self.calendar.day_start_ns(int(self.start_day[b]))
         est = float(self.est[b])
-        beta = float(self.open_beta[b])
+        full = bool(self.c_event[b])
+        self.c_event[b] = 0
+        if full:
+            before, after = float(self.use_before[b]), float(self.use_after[b])
+            registered = max(after, 0.0) / before if before > 0 else 0.0
+        else:
+            registered = 1.0 / (1.0 + float(self.open_beta[b]))
         ev = {
             "building_id": str(reg.buildings.ids[b]),
             "master_meter_id": str(reg.buildings.master_meter_id[b]),
@@ -314,14 +395,15 @@ class HourlyBypassDetector(Detector):
             "household_use_m3_per_day_before": round_or_none(self.use_before[b]),
             "household_use_m3_per_day_after": round_or_none(self.use_after[b]),
             "estimated_unmetered_m3_per_day": round_or_none(est),
-            "estimated_registered_fraction": round_or_none(1.0 / (1.0 + beta)),
+            "estimated_registered_fraction": round_or_none(registered),
             "since_day": str(self.calendar.date_of(int(self.start_day[b]))),
         }
         addr = str(reg.buildings.address[b])
         where = f"{meter_id} ({reg.buildings.ids[b]}{', ' + addr if addr else ''})"
-        summary = (f"Meter {where}: about {est:.2f} m3/day bypasses the meter since {ev['since_day']} (the building "
-                   f"gap follows this household's hourly use; it registers ~{100 / (1 + beta):.0f} %): "
-                   "inspect for a bypass pipe")
+        how = ("its meter nearly stopped while the building gap rose by what it used to register" if full
+               else "the building gap follows this household's hourly use")
+        summary = (f"Meter {where}: about {est:.2f} m3/day bypasses the meter since {ev['since_day']} ({how}; "
+                   f"it registers ~{100 * registered:.0f} %): inspect for a bypass pipe")
         return AlertEvent(
             alert_id=alert_id("bypass", meter_id, start), event="raised", kind="bypass",
             severity="warning", subject_type="meter", subject_id=meter_id, district=district, start_ns=start,

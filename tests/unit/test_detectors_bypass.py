@@ -76,3 +76,19 @@ def test_clean_town_and_silent_households_raise_nothing():
     t.block(int(hh[3]), t.t(5))  # silent, still using water: the gap grows without anyone's hourly pattern
     t.cell_outage(1, t.t(8), t.t(9))
     assert _raised(t) == []
+
+
+def test_full_bypass_with_a_still_meter_is_found_and_a_vacancy_of_the_same_household_is_not():
+    # all the water goes round the meter: there is no hourly pattern left to follow, but the household's metered
+    # day collapses while the building gap rises by what it used to register
+    probe = Town(seed=4, days=18)
+    i = _biggest_household(probe, 1)
+    t = Town(seed=4, days=18)
+    t.bypass(i, t.t(8), 1.0)
+    raised = _raised(t)
+    assert [e.subject_id for e in raised] == [t.mid(i)]
+    assert t.t(7) <= raised[0].start_ns <= t.t(11)
+    assert raised[0].evidence["estimated_registered_fraction"] < 0.2
+    quiet = Town(seed=4, days=18)
+    quiet.vacancy(i, quiet.t(8))
+    assert _raised(quiet) == []
