@@ -367,8 +367,22 @@ def _rows(result: dict) -> list[dict[str, Any]]:
     return rows
 
 
+class _Stoppable:
+    """A server the tests run as a local process or a container: stop() ends whichever it is."""
+
+    _proc: subprocess.Popen | None
+    _container: Any
+
+    def stop(self) -> None:
+        if self._container is not None:
+            self._container.stop()
+            self._container = None
+        _terminate(self._proc)
+        self._proc = None
+
+
 @dataclass
-class InfluxV1Server:
+class InfluxV1Server(_Stoppable):
     url: str
     username: str = ""
     password: str = ""
@@ -406,12 +420,6 @@ class InfluxV1Server:
         self.execute(f'CREATE DATABASE "{name}"')
         return name
 
-    def stop(self) -> None:
-        if self._container is not None:
-            self._container.stop()
-            self._container = None
-        _terminate(self._proc)
-        self._proc = None
 
 
 
@@ -452,7 +460,7 @@ def start_influx_v1(use_docker: bool | None = None) -> InfluxV1Server:
 
 
 @dataclass
-class InfluxV2Server:
+class InfluxV2Server(_Stoppable):
     """A server taking /api/v2/write. VictoriaMetrics names series `<measurement>_<field>`, keeps no string
     fields, and silently drops points more than 2 days ahead of its clock (and older than its retention)."""
 
@@ -506,12 +514,6 @@ class InfluxV2Server:
     def count(self, measurement: str, field: str, **tags: str) -> int:
         return len(self.points(measurement, field, **tags))
 
-    def stop(self) -> None:
-        if self._container is not None:
-            self._container.stop()
-            self._container = None
-        _terminate(self._proc)
-        self._proc = None
 
 
 def start_influx_v2(use_docker: bool | None = None) -> InfluxV2Server:
