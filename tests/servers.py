@@ -24,7 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ingest.demo_servers import INFLUXD_CONF, free_port  # the shipped launchers' config
+from ingest.demo_servers import (  # the shipped launchers' config
+    INFLUXD_CONF,
+    free_port,
+    render_mosquitto_conf,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_MOSQUITTO_CONF = ROOT / "mosquitto.conf"
@@ -162,44 +166,6 @@ def _make_certs(folder: Path) -> tuple[Path, Path, Path]:
         "-days", "2", "-sha256", "-extfile", str(ext), "-out", str(crt))
     os.chmod(key, 0o600)
     return ca_crt, crt, key
-
-
-def render_mosquitto_conf(source: str, *, port: int, tls_port: int, data_dir: str, password_file: str,
-                          acl_file: str, log_file: str | None, cafile: str, certfile: str, keyfile: str,
-                          run_as_root: bool) -> str:
-    """The project's mosquitto.conf with ports and paths moved to a test folder; every other setting kept."""
-    out: list[str] = []
-    listeners_seen = 0
-    for line in source.splitlines():
-        words = line.split()
-        key = words[0] if words and not line.startswith("#") else ""
-        if key == "listener":
-            listeners_seen += 1
-            # The first listener is plain MQTT, the second TLS (as in the project file); bind to loopback only.
-            line = f"listener {port if listeners_seen == 1 else tls_port} 127.0.0.1"
-        elif key == "persistence_location":
-            line = f"persistence_location {data_dir.rstrip('/')}"
-        elif key == "password_file":
-            line = f"password_file {password_file}"
-        elif key == "acl_file":
-            line = f"acl_file {acl_file}"
-        elif key == "cafile":
-            line = f"cafile {cafile}"
-        elif key == "certfile":
-            line = f"certfile {certfile}"
-        elif key == "keyfile":
-            line = f"keyfile {keyfile}"
-        elif key in ("log_dest", "pid_file", "user", "include_dir"):
-            continue
-        out.append(line)
-    if listeners_seen != 2:
-        raise ValueError(f"expected two listeners (plain, TLS) in mosquitto.conf, found {listeners_seen}")
-    head = ["# generated for a test run from the project's mosquitto.conf"]
-    if run_as_root:
-        # Started as root, Mosquitto drops to user 'mosquitto', which cannot write a root-owned temp folder.
-        head.append("user root")
-    head.append(f"log_dest file {log_file}" if log_file else "log_dest stderr")
-    return "\n".join(head + out) + "\n"
 
 
 @dataclass
