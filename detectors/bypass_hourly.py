@@ -40,7 +40,16 @@ class HourlyBypassParams(Params):
     beta_max: float = Field(30.0, gt=0, description="… and at most this (larger is a spike, not a pattern)")
     min_z: float = Field(5.0, gt=0, description="the fit must stand this many standard errors out of the noise")
     persist_days: int = Field(2, ge=1, description="consecutive days the same household must explain the gap")
+    keep_z: float = Field(3.0, gt=0, description="after a first day at min_z, a day at this many standard errors "
+                                                 "keeps the household's streak going (even if a neighbour fits better)")
     beta_ratio: float = Field(2.0, ge=1, description="… with a day-to-day ratio of its beta within this factor")
+    pooled_z: float = Field(7.0, gt=0, description="the streak's days together (Stouffer: sum of z / sqrt(days)) "
+                                                   "must stand this many standard errors out")
+    drop_max: float = Field(0.75, gt=0, le=1,
+                            description="the household's metered use over the streak must have fallen to at most this "
+                                        "share of its usual use (a bypass takes water off its meter) …")
+    strong_z: float = Field(8.0, gt=0, description="… unless every day of the streak fits this many standard errors "
+                                                   "out (a household's use swings too much day to day to rely on)")
     min_use_m3: float = Field(0.02, ge=0, description="a household using less than this in a day is not judged "
                                                       "(a vacancy has no pattern to follow)")
     baseline_alpha: float = Field(0.2, gt=0, le=1, description="weight of a new day in the daily baselines")
@@ -67,6 +76,7 @@ class HourlyBypassDetector(Detector):
         "code": "meter", "last_l": "meter", "last_h": "meter", "use_ref": "meter", "h_open": "meter",
         "m_ring": "building", "s_ring": "building", "gap_ref": "building", "gap_dev": "building",
         "cand": "building", "cand_day": "building", "cand_beta": "building", "streak": "building",
+        "cand_use": "building", "cand_zmin": "building", "cand_zsum": "building",
         "open_h": "building", "open_beta": "building", "pend": "building", "start_day": "building",
         "est": "building", "gap_after": "building", "use_after": "building", "gap_before": "building",
         "use_before": "building", "c_cand": "building", "c_day": "building", "c_streak": "building",
@@ -105,6 +115,9 @@ class HourlyBypassDetector(Detector):
         self.cand_day = np.zeros(nb, dtype=np.int32)
         self.cand_beta = np.zeros(nb, dtype=np.float32)
         self.streak = np.zeros(nb, dtype=np.int16)
+        self.cand_use = np.zeros(nb, dtype=np.float32)  # its metered m3 summed over the streak's days
+        self.cand_zmin = np.zeros(nb, dtype=np.float32)  # its weakest day's z in the streak
+        self.cand_zsum = np.zeros(nb, dtype=np.float32)  # and their sum
         self.c_cand = np.full(nb, -1, dtype=np.int32)  # household whose metered use collapsed while the gap rose
         self.c_day = np.zeros(nb, dtype=np.int32)
         self.c_streak = np.zeros(nb, dtype=np.int16)
@@ -262,15 +275,26 @@ class HourlyBypassDetector(Detector):
             f[1:] = bo[1:] != bo[:-1]
             best[bo[f]] = hh[order[f]]
             best_i[bo[f]] = order[f]
+        # yesterday's household keeps its streak on a day it still fits (z >= keep_z), even if a neighbour whose
+        # rhythm is alike fits better that day; otherwise the day's best household starts a new one
+        cb = np.flatnonzero((self.cand >= 0) & (self.cand_day == day - 1))
+        ck = np.searchsorted(hh, self.cand[cb])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cr = beta[ck] / self.cand_beta[cb]
+        keep = np.zeros(nb, dtype=bool)
+        keep[cb] = (fit[ck] & (z[ck] >= p.keep_z) & (beta[ck] >= p.beta_min) & (beta[ck] <= p.beta_max)
+                    & (cr <= p.beta_ratio) & (cr >= 1 / p.beta_ratio) & (self.h_open[self.cand[cb]] == 0))
+        best[cb[keep[cb]]] = self.cand[cb[keep[cb]]]
+        best_i[cb[keep[cb]]] = ck[keep[cb]]
         has = best >= 0
         bi = np.flatnonzero(has)
         k = best_i[bi]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = beta[k] / self.cand_beta[bi]
-        same = ((self.cand[bi] == best[bi]) & (self.cand_day[bi] == day - 1)
-                & (ratio <= p.beta_ratio) & (ratio >= 1 / p.beta_ratio))
+        same = keep[bi]
         self.streak[bi] = np.where(same, self.streak[bi] + 1, 1)
         self.start_day[bi] = np.where(same, self.start_day[bi], day)
+        self.cand_use[bi] = np.where(same, self.cand_use[bi], 0.0) + day_use[k]
+        self.cand_zmin[bi] = np.where(same, np.minimum(self.cand_zmin[bi], z[k]), z[k])
+        self.cand_zsum[bi] = np.where(same, self.cand_zsum[bi], 0.0) + z[k]
         self.cand[bi] = best[bi]
         self.cand_day[bi] = day
         self.cand_beta[bi] = beta[k]
@@ -281,15 +305,21 @@ class HourlyBypassDetector(Detector):
         with np.errstate(invalid="ignore", divide="ignore"):
             nu = usable.sum(1)
             gap_day = np.where(usable, G, 0.0).sum(1) * 24 / np.maximum(nu, 1)
-        ripe = has & (self.streak >= p.persist_days) & (self.pend < 0)
+        # the household's metered use must have dropped, unless the hourly evidence alone is overwhelming
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_use = self.cand_use / np.maximum(self.streak, 1)
+            dropped = mean_use <= p.drop_max * self.use_ref[np.maximum(self.cand, 0)]
+            pooled = self.cand_zsum / np.sqrt(np.maximum(self.streak, 1))
+        ripe = (has & (self.streak >= p.persist_days) & (self.pend < 0) & (pooled >= p.pooled_z)
+                & (dropped | (self.cand_zmin >= p.strong_z)))
         rb = np.flatnonzero(ripe)
         if rb.size:
             k = best_i[rb]
             hm = best[rb]
             self.pend[rb] = hm
-            self.est[rb] = beta[k] * day_use[k]
+            self.est[rb] = beta[k] * mean_use[rb]
             self.gap_after[rb] = gap_day[rb]
-            self.use_after[rb] = day_use[k]
+            self.use_after[rb] = mean_use[rb]
             self.gap_before[rb] = self.gap_ref[rb]
             self.use_before[rb] = self.use_ref[hm]
             self.h_open[hm] = 1
