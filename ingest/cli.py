@@ -36,7 +36,7 @@ def make_detectors(registry: Registry, settings: Settings):
         return None
     from detectors import DetectorSet
 
-    return DetectorSet(registry, timezone=settings.timezone)
+    return DetectorSet(registry, params=settings.detectors, timezone=settings.timezone)
 
 
 def make_writer(settings: Settings):

@@ -13,10 +13,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from detectors import DETECTORS
 from ingest.dispatch import DispatchSettings
 
 # Dispatch settings are their own model; each is also a setting named alert_<name> (CISTERN_ALERT_<NAME>).
 DISPATCH_PREFIX = "alert_"
+
+# Every detector parameter is a setting named <detector>_<parameter> (CISTERN_SIGNAL_MISSED_REPORTS, …); the
+# detector's own pydantic model validates it.
 
 ENV_PREFIX = "CISTERN_"
 SECRET_FIELDS = {"influx_token", "influx_password", "alert_webhook_secret"}
@@ -67,6 +71,8 @@ class Settings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings, exclude=True,
                                        description="the CISTERN_ALERT_* dispatch settings")
+    detectors: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True,
+                                                 description="detector parameters given explicitly, by detector")
 
     @field_validator("mqtt_url")
     @classmethod
@@ -123,6 +129,7 @@ class Settings(BaseModel):
             if out.get(k):
                 out[k] = "***"
         out["mqtt_url"] = redact_url(self.mqtt_url)
+        out["detectors"] = self.detectors
         return out
 
 
@@ -155,10 +162,17 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def detector_settings() -> dict[str, tuple[str, str]]:
+    """Setting name → (detector, parameter) for every parameter of every registered detector."""
+    return {f"{det}_{name}": (det, name) for det, cls in DETECTORS.items() for name in cls.Params.model_fields}
+
+
 def all_settings() -> dict[str, Any]:
-    """Every setting name → its pydantic field, the dispatch ones under their alert_ names."""
-    out: dict[str, Any] = {n: f for n, f in Settings.model_fields.items() if n != "dispatch"}
+    """Every setting name → its pydantic field: the dispatch ones under their alert_ names, the detectors' under
+    <detector>_<parameter>."""
+    out: dict[str, Any] = {n: f for n, f in Settings.model_fields.items() if n not in ("dispatch", "detectors")}
     out.update({DISPATCH_PREFIX + n: f for n, f in DispatchSettings.model_fields.items()})
+    out.update({k: DETECTORS[d].Params.model_fields[n] for k, (d, n) in detector_settings().items()})
     return out
 
 
@@ -214,6 +228,21 @@ def load_settings(args: argparse.Namespace | None = None, environ: dict[str, str
         field = DISPATCH_PREFIX + str(err["loc"][0])
         raise ConfigError(f"{_setting_label(field)}: {err['msg'].removeprefix('Value error, ')} "
                           f"(got {dispatch_values.get(field.removeprefix(DISPATCH_PREFIX))!r})") from None
+    by_setting = detector_settings()
+    detector_values: dict[str, dict[str, Any]] = {}
+    for k in [k for k in values if k in by_setting]:
+        det, name = by_setting[k]
+        detector_values.setdefault(det, {})[name] = values.pop(k)
+    for det, given in detector_values.items():
+        try:
+            checked = DETECTORS[det].Params(**given)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            raise ConfigError(f"{_setting_label(det + '_' + name)}: {err['msg'].removeprefix('Value error, ')} "
+                              f"(got {given.get(name)!r})") from None
+        detector_values[det] = checked.model_dump(include=set(given))
+    values["detectors"] = detector_values
     try:
         return Settings(**values)
     except ValidationError as e:

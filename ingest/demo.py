@@ -263,7 +263,7 @@ def main(args: argparse.Namespace) -> int:
         # Event time, not wall time, is the clock here: the city's weeks go by in a minute, and the wall clock
         # would make every meter look silent. live=False gives exactly that (a tick at each batch's newest reading).
         pipeline = Pipeline(registry, layout, source, state_dir=state_dir, writer=writer,
-                            detectors=DetectorSet(registry, timezone=settings.timezone), dispatcher=live,
+                            detectors=DetectorSet(registry, params=settings.detectors, timezone=settings.timezone), dispatcher=live,
                             # Small batches keep each one to a few hours of city time even when the publisher
                             # runs far ahead, so the clock ticks often enough to see a cell go quiet for hours.
                             live=False, batch_max_messages=1000, batch_max_wait_s=0.25, health_interval_s=10.0,

@@ -48,10 +48,29 @@ def test_mqtt_url_credentials_are_parsed_and_redacted():
     ({"CISTERN_TIMEZONE": "Asia/Harbin-ish"}, "CISTERN_TIMEZONE"),
     ({"CISTERN_MQTT_TOPIC_PREFIX": "water/#"}, "CISTERN_MQTT_TOPIC_PREFIX"),
     ({"CISTERN_BATCH_MAX_MESSAGES": "lots"}, "CISTERN_BATCH_MAX_MESSAGES"),
+    ({"CISTERN_SIGNAL_MISSED_REPORTS": "three"}, "CISTERN_SIGNAL_MISSED_REPORTS"),
+    ({"CISTERN_DISINFECTION_INTERVAL_MONTHS": "0"}, "CISTERN_DISINFECTION_INTERVAL_MONTHS"),
 ])
 def test_bad_values_name_the_setting(env, setting):
     with pytest.raises(ConfigError, match=setting):
         load_settings(parse([]), environ=env)
+
+
+def test_detector_parameters_are_settings_that_reach_the_detectors(tmp_path):
+    # a quarterly regime, a stricter silence rule and a bypass threshold from the three sources
+    from devices.registry import Registry
+    from ingest.cli import make_detectors
+    from tests.helpers import write_registry
+
+    cfg = tmp_path / "cistern.toml"
+    cfg.write_text("bypass_min_z = 6.5\n")
+    env = {"CISTERN_DISINFECTION_INTERVAL_MONTHS": "3", "CISTERN_CONFIG": str(cfg)}
+    s = load_settings(parse(["--signal-missed-reports", "4"]), environ=env)
+    ds = make_detectors(Registry.load(write_registry(tmp_path / "registry")), s)
+    assert ds.detectors["disinfection"].params.interval_months == 3
+    assert ds.detectors["signal"].params.missed_reports == 4.0
+    assert ds.detectors["bypass"].params.min_z == 6.5
+    assert ds.detectors["reverse_flow"].params == type(ds.detectors["reverse_flow"].params)()  # the rest: defaults
 
 
 def test_bad_secret_value_is_not_echoed():
