@@ -40,17 +40,17 @@ class HourlyBypassParams(Params):
     beta_max: float = Field(30.0, gt=0, description="… and at most this (larger is a spike, not a pattern)")
     min_z: float = Field(5.0, gt=0, description="the fit must stand this many standard errors out of the noise")
     persist_days: int = Field(2, ge=1, description="consecutive days the same household must explain the gap")
-    keep_z: float = Field(3.0, gt=0, description="after a first day at min_z, a day at this many standard errors "
+    keep_z: float = Field(1.5, gt=0, description="after a first day at min_z, a day at this many standard errors "
                                                  "keeps the household's streak going (even if a neighbour fits better)")
     beta_ratio: float = Field(2.0, ge=1, description="… with a day-to-day ratio of its beta within this factor")
-    pooled_z: float = Field(7.0, gt=0, description="the streak's days together (Stouffer: sum of z / sqrt(days)) "
+    pooled_z: float = Field(8.0, gt=0, description="the streak's days together (Stouffer: sum of z / sqrt(days)) "
                                                    "must stand this many standard errors out")
     drop_max: float = Field(0.75, gt=0, le=1,
                             description="the household's metered use over the streak must have fallen to at most this "
                                         "share of its usual use (a bypass takes water off its meter) …")
     strong_z: float = Field(8.0, gt=0, description="… unless every day of the streak fits this many standard errors "
                                                    "out (a household's use swings too much day to day to rely on)")
-    min_use_m3: float = Field(0.02, ge=0, description="a household using less than this in a day is not judged "
+    min_use_m3: float = Field(0.002, ge=0, description="a household using less than this in a day is not judged "
                                                       "(a vacancy has no pattern to follow)")
     baseline_alpha: float = Field(0.2, gt=0, le=1, description="weight of a new day in the daily baselines")
     collapse_fraction: float = Field(0.15, ge=0, lt=1,
