@@ -201,7 +201,10 @@ def plan_incidents(city: City, cfg: SimConfig) -> Plan:
             m = pick(lambda m: city.non_residential[m])
         else:
             m = pick(lambda m: not city.non_residential[m])
-        plan.bypass.append(Bypass(m, local_hour_time(5, days - 7, 8, 20), round(float(rng.uniform(0.1, 0.5)), 2)))
+        fraction = round(float(rng.uniform(0.1, 0.5)), 2)
+        if i % 4 == 3:
+            fraction = round(fraction / 10, 3)  # a full bypass: the meter's own valve nearly shut, 1-5 % registered
+        plan.bypass.append(Bypass(m, local_hour_time(5, days - 7, 8, 20), fraction))
 
     for _ in range(count(cfg.vacancy_rate, n_hh, 2)):
         m = pick(lambda m: not city.non_residential[m])
