@@ -196,25 +196,19 @@ class SignalDetector(Detector):
         cell_last = self.cell_end.copy()
         seen = (self.last_ts > 0) & in_cell
         np.maximum.at(cell_last, self.cell[seen], self.last_ts[seen])
-        m = batch.meters
-        cells = self.cell[m.meter]
+        seg_cell, seg_max, seg_lo = self._slice_cell_max(m.meter, m.ts_ns, bounds)
         out: list[AlertEvent] = []
         p = self.params
         for k in range(len(bounds) - 1):
-            a, b = int(bounds[k]), int(bounds[k + 1])
-            c, t = cells[a:b], m.ts_ns[a:b]
-            ok = c >= 0
-            c, t = c[ok], t[ok]
+            # the cells heard in slice k, each with its latest reading of the slice
+            c, t = seg_cell[seg_lo[k]:seg_lo[k + 1]], seg_max[seg_lo[k]:seg_lo[k + 1]]
+            # a cell quiet since cell_start is back if any reading of the slice is newer: then its latest is
             back = (self.cell_status[c] == CELL_OUTAGE_QUIET) & (t > self.cell_start[c])
             if back.any():
-                cb, tb = c[back], t[back]
-                # a stored reading can be old: the latest one of the slice tells when the cell was back
-                end = np.zeros(self.n_cells, dtype=np.int64)
-                np.maximum.at(end, cb, tb)
-                cb = np.unique(cb)
+                cb = c[back]
                 self.cell_status[cb] = CELL_CLEAR_PENDING
-                self.cell_end[cb] = end[cb]
-            np.maximum.at(cell_last, c, t)
+                self.cell_end[cb] = t[back]
+            cell_last[c] = np.maximum(cell_last[c], t)
             if k == len(bounds) - 2:
                 break
             now = max(int(ends[k]), int(self.now[0]))
@@ -227,6 +221,31 @@ class SignalDetector(Detector):
                 self.cell_silenced[cq] = n_active[cq]
                 out.append(self._outage_event("raised", cq, now, int(n_active[cq]), int(n_active[cq])))
         return out + self.update(batch, view)
+
+    def _slice_cell_max(self, meter: np.ndarray, ts: np.ndarray, bounds: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Latest reading of each cell within each slice (rows bounds[k]:bounds[k+1]): the cells and maxima of
+        slice k are cells[lo[k]:lo[k+1]], maxima[lo[k]:lo[k+1]]. Rows are grouped by cell with a stable sort, so
+        within a cell they stay in row order and each slice is one contiguous run (no ufunc.at per slice)."""
+        cells = self.cell[meter]
+        ok = np.flatnonzero(cells >= 0)
+        nk = len(bounds) - 1
+        if ok.size == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.zeros(nk + 1, np.int64)
+        c = cells[ok]
+        key = c.astype(np.uint16) if self.n_cells <= 65536 else c  # uint16: a radix sort
+        o = np.argsort(key, kind="stable")
+        rows, c = ok[o], c[o]
+        k = np.searchsorted(bounds, rows, side="right") - 1  # slice of each row
+        start = np.empty(rows.size, dtype=bool)
+        start[0] = True
+        start[1:] = (c[1:] != c[:-1]) | (k[1:] != k[:-1])
+        st = np.flatnonzero(start)
+        seg_max = np.maximum.reduceat(ts[rows], st)
+        seg_cell, seg_k = c[st], k[st]
+        so = np.argsort(seg_k, kind="stable")
+        lo = np.searchsorted(seg_k[so], np.arange(nk + 1), side="left")
+        return seg_cell[so], seg_max[so], lo
 
     def _apply_events(self, batch: Batch) -> None:
         for e in batch.events:
