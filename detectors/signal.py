@@ -107,16 +107,20 @@ class SignalDetector(Detector):
         if not fresh.any():
             return []
         self.now[0] = max(int(self.now[0]), int(ts.max()))
-        rows = np.flatnonzero(fresh)
-        gm = meter[rows]
-        first = np.empty(rows.size, dtype=bool)
-        first[0] = True
-        np.not_equal(gm[1:], gm[:-1], out=first[1:])
-        last = np.empty(rows.size, dtype=bool)
-        last[-1] = True
-        last[:-1] = first[1:]
-        um = gm[first]
-        lrow = rows[last]
+        if fresh.all():
+            # the usual case: the view's own (shared) groups are the meters' groups
+            um, lrow = view.meters, view.ends
+        else:
+            rows = np.flatnonzero(fresh)
+            gm = meter[rows]
+            first = np.empty(rows.size, dtype=bool)
+            first[0] = True
+            np.not_equal(gm[1:], gm[:-1], out=first[1:])
+            last = np.empty(rows.size, dtype=bool)
+            last[-1] = True
+            last[:-1] = first[1:]
+            um = gm[first]
+            lrow = rows[last]
 
         # a meter with an open incident that speaks again: its incident clears at the next tick
         st = self.status[um]
@@ -135,22 +139,22 @@ class SignalDetector(Detector):
             np.minimum.at(end, c, t)
             self.cell_end[c] = end[c]
 
-        # status fields ride on a message's latest reading (a few rows of the batch): they are picked from the
-        # unsorted columns and only those rows are put in (meter, time) order, each field folded in time order
+        # status fields ride on a message's latest reading (a few rows of the batch): they are picked in the view's
+        # (meter, time) order, each field folded in time order, from fresh rows only
         r = batch.meters
-        before = self.last_ts
+        order = view.order
         for col in ("rsrp_dbm", "battery_v", "balance_cny"):
             allv = getattr(r, col)
-            idx = np.flatnonzero(np.isfinite(allv))
-            if idx.size == 0:
+            sel = np.flatnonzero(np.isfinite(allv)[order] & fresh)
+            if sel.size == 0:
                 continue
-            im, it = r.meter[idx], r.ts_ns[idx]
-            keep = it > before[im]
-            idx, im, it = idx[keep], im[keep], it[keep]
-            if idx.size == 0:
-                continue
-            o = np.lexsort((it, im))
-            r_m, r_v = im[o], allv[idx[o]]
+            r_m, r_t = meter[sel], ts[sel]
+            if np.any((r_t[1:] < r_t[:-1]) & (r_m[1:] == r_m[:-1])):
+                # the view sorts by whole seconds: rows of one meter within a second must still go by their
+                # nanoseconds (ties keep row order, as the view does)
+                sel = sel[np.lexsort((r_t, r_m))]
+                r_m = meter[sel]
+            r_v = allv[order[sel]]
             f = np.empty(r_m.size, dtype=bool)
             f[0] = True
             np.not_equal(r_m[1:], r_m[:-1], out=f[1:])
