@@ -64,24 +64,32 @@ class ReverseFlowDetector(Detector):
             self._late_replacements(replacements)
             return []
         self.now[0] = max(int(self.now[0]), int(ts.max()))
-        gm, gts = meter[rows], ts[rows]
-        total = view.col("total_m3")[rows]
-        rev = view.col("reverse_m3")[rows]
-        first = np.empty(rows.size, dtype=bool)
-        first[0] = True
-        np.not_equal(gm[1:], gm[:-1], out=first[1:])
+        if rows.size == view.n:
+            # the usual case, every row fresh: the view's shared columns and groups as they are (read only)
+            gm, gts, total, rev = meter, ts, view.col("total_m3"), view.col("reverse_m3")
+            first, last, um = view.first, view.ends, view.meters
+        else:
+            gm, gts = meter[rows], ts[rows]
+            total = view.col("total_m3")[rows]
+            rev = view.col("reverse_m3")[rows]
+            first = np.empty(rows.size, dtype=bool)
+            first[0] = True
+            np.not_equal(gm[1:], gm[:-1], out=first[1:])
+            last = np.flatnonzero(np.append(first[1:], True))  # each meter's latest row
+            um = gm[first]
         prev_total = np.empty_like(total)
         prev_total[1:] = total[:-1]
-        prev_total[first] = self.last_total[gm[first]]
+        prev_total[first] = self.last_total[um]
         prev_rev = np.empty_like(rev)
         prev_rev[1:] = rev[:-1]
-        prev_rev[first] = self.last_rev[gm[first]]
+        prev_rev[first] = self.last_rev[um]
         if replacements:
             self._replacements_in_batch(replacements, gm, gts, prev_total, prev_rev)
 
         d = total - prev_total
-        wrap = d < -self.half_max[gm]  # across register_max the true delta is (max - prev) + current
-        d = np.where(wrap, d + self.reg_max[gm], d)
+        wrap = np.flatnonzero(d < -self.half_max[gm])  # across register_max the true delta is (max - prev) + current
+        if wrap.size:
+            d[wrap] += self.reg_max[gm[wrap]]
         noise = self.params.step_noise_m3
         fall = np.where(d < -noise, -d, 0.0)
         dr = rev - prev_rev
@@ -89,10 +97,6 @@ class ReverseFlowDetector(Detector):
         v = fall + rise
 
         # state of each meter after the batch: its latest reading
-        last = np.empty(rows.size, dtype=bool)
-        last[-1] = True
-        last[:-1] = first[1:]
-        um = gm[first]
         self.last_ts[um] = gts[last]
         self.last_total[um] = total[last]
         lr = rev[last]

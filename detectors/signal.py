@@ -73,6 +73,7 @@ class SignalDetector(Detector):
         self.alpha = (1.0 - np.exp(-interval / p.rsrp_tau_s)).astype(np.float64)
         self.cell = m.cell.astype(np.int64)
         self.n_cells = len(registry.cell_ids)
+        self._cell_key16 = (self.cell + 1).astype(np.uint16)  # cell + 1 as a sort key (used when it fits)
         # a cell's district: that of its first meter (cells rarely straddle districts)
         self.cell_district = np.array([""] * self.n_cells, dtype=object)
         has = self.cell >= 0
@@ -229,27 +230,31 @@ class SignalDetector(Detector):
     def _slice_cell_max(self, meter: np.ndarray, ts: np.ndarray, bounds: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Latest reading of each cell within each slice (rows bounds[k]:bounds[k+1]): the cells and maxima of
-        slice k are cells[lo[k]:lo[k+1]], maxima[lo[k]:lo[k+1]]. Rows are grouped by cell with a stable sort, so
-        within a cell they stay in row order and each slice is one contiguous run (no ufunc.at per slice)."""
-        cells = self.cell[meter]
-        ok = np.flatnonzero(cells >= 0)
+        slice k are cells[lo[k]:lo[k+1]], maxima[lo[k]:lo[k+1]]. One sort of the rows by (slice, cell) and a
+        maximum.reduceat, instead of a gather and np.maximum.at over the rows of every slice."""
         nk = len(bounds) - 1
-        if ok.size == 0:
+        width = self.n_cells + 1  # key 0 of each slice: meters in no cell
+        if meter.size == 0:
             return np.empty(0, np.int64), np.empty(0, np.int64), np.zeros(nk + 1, np.int64)
-        c = cells[ok]
-        key = c.astype(np.uint16) if self.n_cells <= 65536 else c  # uint16: a radix sort
+        if nk * width <= 65536:
+            # uint16 keys: a stable argsort on them is a radix sort
+            base = (np.arange(nk) * width).astype(np.uint16)
+            key = self._cell_key16[meter] + np.repeat(base, np.diff(bounds))
+        else:
+            key = (self.cell + 1)[meter] + np.repeat(np.arange(nk, dtype=np.int64) * width, np.diff(bounds))
         o = np.argsort(key, kind="stable")
-        rows, c = ok[o], c[o]
-        k = np.searchsorted(bounds, rows, side="right") - 1  # slice of each row
-        start = np.empty(rows.size, dtype=bool)
+        ks = key[o]
+        start = np.empty(ks.size, dtype=bool)
         start[0] = True
-        start[1:] = (c[1:] != c[:-1]) | (k[1:] != k[:-1])
+        np.not_equal(ks[1:], ks[:-1], out=start[1:])
         st = np.flatnonzero(start)
-        seg_max = np.maximum.reduceat(ts[rows], st)
-        seg_cell, seg_k = c[st], k[st]
-        so = np.argsort(seg_k, kind="stable")
-        lo = np.searchsorted(seg_k[so], np.arange(nk + 1), side="left")
-        return seg_cell[so], seg_max[so], lo
+        seg_max = np.maximum.reduceat(ts[o], st)
+        seg_k, seg_c = np.divmod(ks[st].astype(np.int64), width)
+        seg_c -= 1
+        has = seg_c >= 0
+        seg_k, seg_c, seg_max = seg_k[has], seg_c[has], seg_max[has]
+        lo = np.searchsorted(seg_k, np.arange(nk + 1), side="left")
+        return seg_c, seg_max, lo
 
     def _apply_events(self, batch: Batch) -> None:
         for e in batch.events:
