@@ -118,6 +118,7 @@ class MeterView:
             m, t = meter[o], r.ts_ns[o]
             if not np.any((t[1:] < t[:-1]) & (m[1:] == m[:-1])):
                 self.__dict__["_cols"] = {"meter": m, "ts_ns": t}
+                self.__dict__["ts_ordered"] = True
                 return o
         # One int64 key (meter in the high bits, seconds since the batch's first reading below): a single
         # stable sort, which is timsort on int64 and so fast on the decoder's per-message runs.
@@ -134,6 +135,13 @@ class MeterView:
             c = getattr(self.readings, name)[order]
             cache[name] = c
         return c
+
+    @cached_property
+    def ts_ordered(self) -> bool:
+        """True when time never goes back within a meter's rows (true as well of any subset of the rows): the
+        order is then (meter, ts_ns, row) exactly, not only (meter, whole second, row)."""
+        m, t = self.meter, self.ts
+        return not np.any((t[1:] < t[:-1]) & (m[1:] == m[:-1]))
 
     @cached_property
     def meter(self) -> np.ndarray:

@@ -104,7 +104,15 @@ class DisinfectionDetector(Detector):
         self.now[0] = max(int(self.now[0]), int(ts.max()))
         np.fmax.at(self.lvl_full, tank, lvl)
         day = self.calendar.day_of(ts)
-        order = np.lexsort((day, tank))
+        order = None
+        if int(tank.max()) < 65536:
+            # a radix sort by tank; telemetry comes in time order, so days then already ascend within each tank
+            order = np.argsort(tank.astype(np.uint16), kind="stable")
+            tk, dy = tank[order], day[order]
+            if np.any((dy[1:] < dy[:-1]) & (tk[1:] == tk[:-1])):
+                order = None
+        if order is None:
+            order = np.lexsort((day, tank))
         tank, day, lvl = tank[order], day[order], lvl[order]
         start = np.ones(tank.size, dtype=bool)
         start[1:] = (tank[1:] != tank[:-1]) | (day[1:] != day[:-1])

@@ -149,12 +149,14 @@ class SignalDetector(Detector):
             sel = np.flatnonzero(np.isfinite(allv)[order] & fresh)
             if sel.size == 0:
                 continue
-            r_m, r_t = meter[sel], ts[sel]
-            if np.any((r_t[1:] < r_t[:-1]) & (r_m[1:] == r_m[:-1])):
-                # the view sorts by whole seconds: rows of one meter within a second must still go by their
-                # nanoseconds (ties keep row order, as the view does)
-                sel = sel[np.lexsort((r_t, r_m))]
-                r_m = meter[sel]
+            r_m = meter[sel]
+            if not view.ts_ordered:
+                r_t = ts[sel]
+                if np.any((r_t[1:] < r_t[:-1]) & (r_m[1:] == r_m[:-1])):
+                    # the view sorts by whole seconds: rows of one meter within a second must still go by their
+                    # nanoseconds (ties keep row order, as the view does)
+                    sel = sel[np.lexsort((r_t, r_m))]
+                    r_m = meter[sel]
             r_v = allv[order[sel]]
             f = np.empty(r_m.size, dtype=bool)
             f[0] = True
@@ -190,7 +192,7 @@ class SignalDetector(Detector):
         m = batch.meters
         st = self.status
         heard = self.last_ts > 0
-        heard[m.meter] = True  # a meter first heard in this batch counts from its start
+        heard[view.meters] = True  # a meter first heard in this batch counts from its start
         in_cell = self.cell >= 0
         ac = heard & in_cell & ((st == OK) | (st == SILENCED))
         nc = self.n_cells
