@@ -74,6 +74,14 @@ class SignalDetector(Detector):
         self.cell = m.cell.astype(np.int64)
         self.n_cells = len(registry.cell_ids)
         self._cell_key16 = (self.cell + 1).astype(np.uint16)  # cell + 1 as a sort key (used when it fits)
+        self._in_cell, self._cell0 = self.cell >= 0, np.maximum(self.cell, 0)
+        self._msg_rate = NS / self.interval_ns.astype(np.float64)  # messages per second of each meter
+        # the meters of each cell as contiguous runs (for per-cell maxima by reduceat, not ufunc.at)
+        in_cell = np.flatnonzero(self.cell >= 0)
+        self._cell_rows = in_cell[np.argsort(self.cell[in_cell], kind="stable")]
+        sc = self.cell[self._cell_rows]
+        self._cell_run = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]]) if sc.size else np.empty(0, np.int64)
+        self._cell_of_run = sc[self._cell_run]
         # a cell's district: that of its first meter (cells rarely straddle districts)
         self.cell_district = np.array([""] * self.n_cells, dtype=object)
         has = self.cell >= 0
@@ -197,12 +205,10 @@ class SignalDetector(Detector):
         ac = heard & in_cell & ((st == OK) | (st == SILENCED))
         nc = self.n_cells
         n_active = np.bincount(self.cell[ac], minlength=nc)
-        rate = np.bincount(self.cell[ac], weights=NS / self.interval_ns[ac].astype(np.float64), minlength=nc)
+        rate = np.bincount(self.cell[ac], weights=self._msg_rate[ac], minlength=nc)
         with np.errstate(divide="ignore"):
             quiet_ns = np.maximum(self.params.cell_gap_factor / rate * NS, self.params.min_cell_silence_s * NS)
-        cell_last = self.cell_end.copy()
-        seen = (self.last_ts > 0) & in_cell
-        np.maximum.at(cell_last, self.cell[seen], self.last_ts[seen])
+        cell_last = np.maximum(self.cell_end, self._cell_latest())
         seg_cell, seg_max, seg_lo = self._slice_cell_max(m.meter, m.ts_ns, bounds)
         out: list[AlertEvent] = []
         p = self.params
@@ -228,6 +234,14 @@ class SignalDetector(Detector):
                 self.cell_silenced[cq] = n_active[cq]
                 out.append(self._outage_event("raised", cq, now, int(n_active[cq]), int(n_active[cq])))
         return out + self.update(batch, view)
+
+    def _cell_latest(self) -> np.ndarray:
+        """Latest reading of each cell's meters as held in last_ts (0: none heard)."""
+        out = np.zeros(self.n_cells, dtype=np.int64)
+        if self._cell_run.size:
+            latest = np.maximum.reduceat(self.last_ts[self._cell_rows], self._cell_run)
+            out[self._cell_of_run] = np.maximum(latest, 0)
+        return out
 
     def _slice_cell_max(self, meter: np.ndarray, ts: np.ndarray, bounds: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -280,8 +294,8 @@ class SignalDetector(Detector):
         if not seen.any():
             return out
         cell = self.cell
-        in_cell = cell >= 0
-        cell_end = np.where(in_cell, self.cell_end[np.maximum(cell, 0)], 0)
+        in_cell, cell0 = self._in_cell, self._cell0
+        cell_end = np.where(in_cell, self.cell_end[cell0], 0)
         eff = np.maximum(self.last_ts, cell_end)
         silence = now - eff
         st = self.status
@@ -297,10 +311,8 @@ class SignalDetector(Detector):
         ac = active & in_cell
         n_active = np.bincount(cell[ac], minlength=nc)
         n_overdue = np.bincount(cell[ac & overdue], minlength=nc)
-        rate = np.bincount(cell[ac], weights=NS / self.interval_ns[ac].astype(np.float64), minlength=nc)
-        cell_last = np.zeros(nc, dtype=np.int64)
-        np.maximum.at(cell_last, cell[seen & in_cell], self.last_ts[seen & in_cell])
-        cell_last = np.maximum(cell_last, self.cell_end)
+        rate = np.bincount(cell[ac], weights=self._msg_rate[ac], minlength=nc)
+        cell_last = np.maximum(self._cell_latest(), self.cell_end)
         with np.errstate(divide="ignore"):
             quiet_ns = np.maximum(self.params.cell_gap_factor / rate * NS, self.params.min_cell_silence_s * NS)
         quiet = (n_active > 0) & (now - cell_last > quiet_ns)
@@ -321,12 +333,12 @@ class SignalDetector(Detector):
                 out.append(self._outage_event("raised", c, now, int(n_active[c]), int(n_overdue[c])))
         in_outage = np.zeros(nc, dtype=bool)
         in_outage[:] = (self.cell_status == CELL_OUTAGE) | (self.cell_status == CELL_OUTAGE_QUIET) | outage
-        join = overdue & in_cell & in_outage[np.maximum(cell, 0)] & (st == OK)
+        join = overdue & in_cell & in_outage[cell0] & (st == OK)
         self.status[join] = SILENCED
         self.cell_silenced[:] = np.where(in_outage, np.maximum(self.cell_silenced, n_overdue), self.cell_silenced)
 
         # individual silences where the cell is up
-        cand = silent & ~(in_cell & in_outage[np.maximum(cell, 0)]) & (self.status != SILENCED)
+        cand = silent & ~(in_cell & in_outage[cell0]) & (self.status != SILENCED)
         idx = np.flatnonzero(cand)
         if idx.size:
             c = cell[idx]
