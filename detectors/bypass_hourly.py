@@ -31,7 +31,9 @@ def decode_m3(code: np.ndarray) -> np.ndarray:
 class HourlyBypassParams(Params):
     finalize_lag_s: int = Field(36 * 3600, gt=0, le=38 * 3600,
                                 description="a day is judged this long after it ends (daily meters upload late)")
-    hour_tolerance_s: int = Field(120, ge=0, le=900, description="a reading this close to a full hour counts for it")
+    max_reading_gap_s: int = Field(4500, ge=900, le=6 * 3600,
+                                   description="the register at a whole hour is interpolated between readings at most "
+                                               "this far apart (a longer gap leaves those hours unknown)")
     min_reported_fraction: float = Field(0.8, gt=0, le=1,
                                          description="share of a building's households known for an hour to use it")
     min_hours: int = Field(14, ge=6, le=24, description="usable hours a household needs in a day to be judged")
@@ -73,7 +75,7 @@ class HourlyBypassDetector(Detector):
     Params: ClassVar[type[Params]] = HourlyBypassParams
     params: HourlyBypassParams
     state_axes: ClassVar[dict[str, str]] = {
-        "code": "meter", "last_l": "meter", "last_h": "meter", "use_ref": "meter", "h_open": "meter",
+        "code": "meter", "last_l": "meter", "last_rt": "meter", "last_rl": "meter", "use_ref": "meter", "h_open": "meter",
         "m_ring": "building", "s_ring": "building", "gap_ref": "building", "gap_dev": "building",
         "cand": "building", "cand_day": "building", "cand_beta": "building", "streak": "building",
         "cand_use": "building", "cand_zmin": "building", "cand_zsum": "building",
@@ -91,6 +93,7 @@ class HourlyBypassDetector(Detector):
         self.household = (bld >= 0) & ~m.is_master & np.where(bld >= 0, has_master[np.maximum(bld, 0)], False)
         self.in_balance = self.household.copy()
         self.in_balance[b.master_meter[has_master]] = True
+        self.all_in_balance = bool(self.in_balance.all())
         self.bld = np.maximum(bld, 0)
         self.master_of = np.full(len(m), -1, dtype=np.int64)  # meter -> building it is the master of
         self.master_of[b.master_meter[has_master]] = np.flatnonzero(has_master)
@@ -103,8 +106,9 @@ class HourlyBypassDetector(Detector):
     def _init_state(self) -> None:
         n, nb = len(self.registry.meters), len(self.registry.buildings)
         self.code = np.full((n, R), MISSING, dtype=np.uint8)  # hourly use, log-coded, ring by UTC hour
-        self.last_l = np.full(n, -1, dtype=np.int32)  # latest hour-aligned register, litres (-1: none)
-        self.last_h = np.zeros(n, dtype=np.uint16)  # its UTC hour number mod 65536
+        self.last_l = np.full(n, -1, dtype=np.int32)  # register at the whole hour before last_rt, litres (-1: none)
+        self.last_rt = np.zeros(n, dtype=np.uint32)  # latest reading, epoch seconds (0: none)
+        self.last_rl = np.zeros(n, dtype=np.int32)  # its register, litres
         self.use_ref = np.full(n, np.nan, dtype=np.float16)  # usual metered m3/day
         self.h_open = np.zeros(n, dtype=np.int8)  # 1: a bypass was raised on this household
         self.m_ring = np.full((nb, R), np.nan, dtype=np.float32)  # master m3 per hour
@@ -143,46 +147,104 @@ class HourlyBypassDetector(Detector):
         for e in batch.events:
             if e.device == "meter" and e.type == "replacement" and self.in_balance[e.index]:
                 self.last_l[e.index] = -1  # no increment across a restarted register
+                self.last_rt[e.index] = 0
         if view.n == 0:
             return []
-        ts = view.ts
-        tol = self.params.hour_tolerance_s * NS
-        hr = (ts + HOUR_NS // 2) // HOUR_NS
-        keep = self.in_balance[view.meter] & (np.abs(ts - hr * HOUR_NS) <= tol)
-        if not keep.any():
-            return []
-        rows = np.flatnonzero(keep)
-        gm, hr = view.meter[rows], hr[rows]
-        self.now[0] = max(int(self.now[0]), int(ts[rows].max()))
-        # one row per (meter, hour): rows are sorted by meter then time
-        first_mh = np.ones(rows.size, dtype=bool)
-        first_mh[1:] = (gm[1:] != gm[:-1]) | (hr[1:] != hr[:-1])
-        rows, gm, hr = rows[first_mh], gm[first_mh], hr[first_mh]
-        lit = np.rint(view.col("total_m3")[rows] * 1000).astype(np.int64)
-        first = np.ones(rows.size, dtype=bool)
-        first[1:] = gm[1:] != gm[:-1]
-        prev_l = np.empty_like(lit)
-        prev_l[1:] = lit[:-1]
-        step = np.empty_like(hr)
-        step[1:] = hr[1:] - hr[:-1]
+        t = view.ts  # ns
+        gm = view.meter
+        # rows older than the meter's latest reading are late copies of what it already told us
+        take = t > self.last_rt[gm].astype(np.int64) * NS
+        if not self.all_in_balance:
+            take &= self.in_balance[gm]
+        if take.all():
+            tot = view.col("total_m3")
+        else:
+            rows = np.flatnonzero(take)
+            if rows.size == 0:
+                return []
+            t, gm, tot = t[rows], gm[rows], view.col("total_m3")[rows]
+        self.now[0] = max(int(self.now[0]), int(t.max()))
+        lit = np.rint(tot * 1000).astype(np.int64)
+        n = t.size
+        # The register at each whole hour, interpolated between the readings around it (a reading on the hour
+        # gives it exactly), so meters that read at any minute balance alike. Rows run by meter, then time.
+        first = np.ones(n, dtype=bool)
+        np.not_equal(gm[1:], gm[:-1], out=first[1:])
+        pt = np.empty_like(t)
+        pt[1:] = t[:-1]
+        pl = np.empty_like(lit)
+        pl[1:] = lit[:-1]
         fi = np.flatnonzero(first)
         fm = gm[fi]
-        prev_l[fi] = self.last_l[fm]
-        step[fi] = (hr[fi] - self.last_h[fm].astype(np.int64)) % 65536
-        step[fi[self.last_l[fm] < 0]] = 0
-        inc = lit - prev_l
-        mx = self.max_l[gm]
-        inc = np.where(inc < -mx // 2, inc + mx, inc)
-        ok = (step == 1) & (inc >= 0) & (inc <= self.cap_l[gm])
-        # the latest register of each meter carries over to the next batch (if newer than what is held)
-        la = np.flatnonzero(np.r_[first[1:], True])
-        lm = la_m = gm[la]
-        d = (hr[la] - self.last_h[la_m].astype(np.int64)) % 65536
-        newer = (self.last_l[lm] < 0) | ((d > 0) & (d < 32768))
-        self.last_l[lm[newer]] = lit[la[newer]]
-        self.last_h[lm[newer]] = (hr[la[newer]] % 65536).astype(np.uint16)
-
-        gm, h, inc = gm[ok], hr[ok] - 1, inc[ok]  # the increment is the use of the hour before the reading
+        pt[fi] = self.last_rt[fm].astype(np.int64) * NS
+        pl[fi] = self.last_rl[fm]
+        la = np.empty(fi.size, dtype=np.int64)  # each meter's latest reading: carried over to the next batch
+        la[:-1] = fi[1:] - 1
+        la[-1] = n - 1
+        lm = gm[la]
+        gap = t - pt
+        span = (gap > 0) & (gap <= self.params.max_reading_gap_s * NS)
+        span[fi] &= pt[fi] > 0
+        th = t // HOUR_NS
+        # a reading on the hour with no usable reading before it still gives that hour's register itself
+        alone = np.flatnonzero(~span & (th * HOUR_NS == t))
+        pt[alone] = t[alone] - 1
+        pl[alone] = lit[alone]
+        span[alone] = True
+        pth = np.empty_like(th)  # the previous reading's hour: the row before's, except where it came from elsewhere
+        pth[1:] = th[:-1]
+        fix = np.concatenate([fi, alone])
+        pth[fix] = pt[fix] // HOUR_NS
+        cnt = th - pth  # whole hours in (previous reading, this reading]
+        cnt[~span] = 0
+        if n and int(cnt.max()) <= 1:
+            src = np.flatnonzero(cnt)  # the usual case: at most one hour between two readings
+            hb = th[src]
+        else:
+            src = np.repeat(np.arange(n), cnt)
+            hb = pth[src] + 1 + (np.arange(src.size) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+        rb = lit[src].astype(np.float64)  # litres at hour hb: a reading on the hour is it
+        off = np.flatnonzero(t[src] != hb * HOUR_NS)
+        if off.size:
+            so = src[off]
+            d = lit[so] - pl[so]
+            mx = self.max_l[gm[so]]
+            d = np.where(d < -mx // 2, d + mx, d)  # across a wrap at register_max
+            # between two readings, in proportion to time (may pass register_max: unwrapped below)
+            rb[off] = pl[so] + d * ((hb[off] * HOUR_NS - pt[so]) / (t[so] - pt[so]))
+        bm = gm[src]
+        # increments between consecutive whole hours of a meter; the first one against the hour held from before
+        bf = np.ones(src.size, dtype=bool)
+        bf[1:] = bm[1:] != bm[:-1]
+        prev_r = np.empty_like(rb)
+        prev_r[1:] = rb[:-1]
+        step = np.empty_like(hb)
+        step[1:] = hb[1:] - hb[:-1]
+        bfi = np.flatnonzero(bf)
+        bfm = bm[bfi]
+        prev_r[bfi] = self.last_l[bfm]
+        step[bfi] = np.where(self.last_l[bfm] >= 0, hb[bfi] - self.last_rt[bfm].astype(np.int64) // 3600, 0)
+        inc = rb - prev_r
+        neg = np.flatnonzero(inc < -0.5)  # across a wrap at register_max (rare)
+        inc[neg] += np.where(inc[neg] < -self.max_l[bm[neg]] / 2, self.max_l[bm[neg]], 0)
+        ok = (step == 1) & (inc >= -0.5) & (inc <= self.cap_l[bm])
+        # the register at the whole hour before each meter's newest reading is held for the next batch: from this
+        # batch when it reached that hour, kept when no hour has passed, unknown otherwise (a gap too long)
+        new_h = th[la]
+        old_h = self.last_rt[lm].astype(np.int64) // 3600
+        hold = np.where(new_h == old_h, self.last_l[lm].astype(np.int64), -1)
+        if src.size:
+            bl = np.empty(bfi.size, dtype=np.int64)
+            bl[:-1] = bfi[1:] - 1
+            bl[-1] = src.size - 1
+            at = np.searchsorted(lm, bm[bl])  # both in meter order
+            reach = hb[bl] == new_h[at]
+            hold[at[reach]] = np.rint(rb[bl[reach]]).astype(np.int64) % np.maximum(self.max_l[bm[bl[reach]]], 1)
+        self.last_l[lm] = hold
+        self.last_rt[lm] = t[la] // NS
+        self.last_rl[lm] = lit[la]
+        gm, hr, inc = bm[ok], hb[ok], np.maximum(inc[ok], 0.0)
+        h = hr - 1  # the increment is the use of the hour before the whole hour
         if gm.size == 0:
             return []
         if self.next_day[0] < 0:
@@ -201,7 +263,7 @@ class HourlyBypassDetector(Detector):
         hm, hs, hinc = gm[~ism], slot[~ism], inc[~ism]
         fresh = self.code[hm, hs] == MISSING  # a repeated reading is not summed twice
         hm, hs, hinc = hm[fresh], hs[fresh], hinc[fresh]
-        self.code[hm, hs] = encode_litres(hinc.astype(np.float64))
+        self.code[hm, hs] = encode_litres(hinc)
         nb = len(self.registry.buildings)
         add = np.bincount(self.bld[hm] * R + hs, weights=hinc / 1000.0, minlength=nb * R)
         self.s_ring += add.reshape(nb, R).astype(np.float32)
