@@ -92,8 +92,14 @@ class DetectorSet:
         if not self.tick_every_ns or len(m) < 2:
             return None
         run = np.maximum.accumulate(np.maximum(m.ts_ns, self.watermark))
-        step = run // self.tick_every_ns
-        cuts = np.flatnonzero(step[1:] != step[:-1]) + 1
+        te = self.tick_every_ns
+        s0, s1 = int(run[0]) // te, int(run[-1]) // te
+        if s1 - s0 <= len(run):
+            # run only climbs: a slice starts at the first row reaching each whole step in between
+            cuts = np.unique(np.searchsorted(run, np.arange(s0 + 1, s1 + 1, dtype=np.int64) * te, side="left"))
+        else:
+            step = run // te
+            cuts = np.flatnonzero(step[1:] != step[:-1]) + 1
         # Rows in publish order make the watermark climb through the batch; rows shuffled by someone upstream make
         # it reach the top within the first few rows, and then slices would tick on times the batch has not
         # covered yet. Late data (a cell's backlog after an outage) leaves the climb flat for a while, which is

@@ -169,27 +169,27 @@ class SignalDetector(Detector):
             f = np.empty(r_m.size, dtype=bool)
             f[0] = True
             np.not_equal(r_m[1:], r_m[:-1], out=f[1:])
-            lastv = np.empty(r_m.size, dtype=bool)
-            lastv[-1] = True
-            lastv[:-1] = f[1:]
-            gmu = r_m[f]
+            fi = np.flatnonzero(f)  # each meter's first and last row (index arrays: cheaper than masks)
+            li = np.empty_like(fi)
+            li[:-1] = fi[1:] - 1
+            li[-1] = r_m.size - 1
+            gmu = r_m[fi]
             if col == "rsrp_dbm":
-                self.rsrp_last[gmu] = r_v[lastv]
+                self.rsrp_last[gmu] = r_v[li]
                 g = group_index(f)
-                ends = np.flatnonzero(lastv)
-                k = ends[g] - np.arange(r_m.size)  # readings after this one in its group
+                k = li[g] - np.arange(r_m.size)  # readings after this one in its group
                 a = self.alpha[r_m]
                 w = a * (1.0 - a) ** k
                 ref0 = self.rsrp_ref[gmu].astype(np.float64)
-                ref0 = np.where(np.isnan(ref0), r_v[f], ref0)
-                n_g = np.diff(np.append(np.flatnonzero(f), r_m.size))
+                ref0 = np.where(np.isnan(ref0), r_v[fi], ref0)
+                n_g = li - fi + 1
                 self.rsrp_ref[gmu] = (1.0 - self.alpha[gmu]) ** n_g * ref0 + np.bincount(g, w * r_v)
             elif col == "battery_v":
-                self.bat_last[gmu] = r_v[lastv]
-                best = np.maximum.reduceat(r_v, np.flatnonzero(f))
+                self.bat_last[gmu] = r_v[li]
+                best = np.maximum.reduceat(r_v, fi)
                 self.bat_max[gmu] = np.fmax(self.bat_max[gmu], best)
             else:
-                self.balance[gmu] = r_v[lastv]
+                self.balance[gmu] = r_v[li]
         self.last_ts[um] = ts[lrow]
         self.last_total[um] = view.col("total_m3")[lrow]
         return []
