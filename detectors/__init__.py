@@ -96,7 +96,8 @@ class DetectorSet:
         s0, s1 = int(run[0]) // te, int(run[-1]) // te
         if s1 - s0 <= len(run):
             # run only climbs: a slice starts at the first row reaching each whole step in between
-            cuts = np.unique(np.searchsorted(run, np.arange(s0 + 1, s1 + 1, dtype=np.int64) * te, side="left"))
+            at = np.searchsorted(run, np.arange(s0 + 1, s1 + 1, dtype=np.int64) * te, side="left")
+            cuts = at[np.r_[True, at[1:] != at[:-1]]] if at.size else at  # a jump over several steps cuts once
         else:
             step = run // te
             cuts = np.flatnonzero(step[1:] != step[:-1]) + 1

@@ -39,6 +39,7 @@ class ReverseFlowDetector(Detector):
         super().__init__(registry, params, calendar)
         self.half_max = 0.5 * registry.meters.register_max_m3
         self.reg_max = registry.meters.register_max_m3
+        self._wrap_on_falls = not bool(np.any(self.half_max < 0))
 
     def _init_state(self) -> None:
         n = len(self.registry.meters)
@@ -59,23 +60,25 @@ class ReverseFlowDetector(Detector):
             return []
         meter, ts = view.meter, view.ts
         fresh = ts > self.last_ts[meter]
-        rows = np.flatnonzero(fresh)
-        if rows.size == 0:
+        all_fresh = bool(fresh.all())
+        rows = None if all_fresh else np.flatnonzero(fresh)
+        if rows is not None and rows.size == 0:
             self._late_replacements(replacements)
             return []
         self.now[0] = max(int(self.now[0]), int(ts.max()))
-        if rows.size == view.n:
+        if rows is None:
             # the usual case, every row fresh: the view's shared columns and groups as they are (read only)
             gm, gts, total, rev = meter, ts, view.col("total_m3"), view.col("reverse_m3")
-            first, last, um = view.first, view.ends, view.meters
+            first, last, um = view.starts, view.ends, view.meters
         else:
             gm, gts = meter[rows], ts[rows]
             total = view.col("total_m3")[rows]
             rev = view.col("reverse_m3")[rows]
-            first = np.empty(rows.size, dtype=bool)
-            first[0] = True
-            np.not_equal(gm[1:], gm[:-1], out=first[1:])
-            last = np.flatnonzero(np.append(first[1:], True))  # each meter's latest row
+            is_first = np.empty(rows.size, dtype=bool)
+            is_first[0] = True
+            np.not_equal(gm[1:], gm[:-1], out=is_first[1:])
+            first = np.flatnonzero(is_first)  # each meter's first and latest row
+            last = np.append(first[1:] - 1, rows.size - 1)
             um = gm[first]
         prev_total = np.empty_like(total)
         prev_total[1:] = total[:-1]
@@ -87,14 +90,22 @@ class ReverseFlowDetector(Detector):
             self._replacements_in_batch(replacements, gm, gts, prev_total, prev_rev)
 
         d = total - prev_total
-        wrap = np.flatnonzero(d < -self.half_max[gm])  # across register_max the true delta is (max - prev) + current
+        # across register_max the true delta is (max - prev) + current; with half_max >= 0 only a fall (rare) can
+        # be a wrap, so the test runs on the falls alone
+        if self._wrap_on_falls:
+            neg = np.flatnonzero(d < 0)
+            wrap = neg[d[neg] < -self.half_max[gm[neg]]]
+        else:
+            wrap = np.flatnonzero(d < -self.half_max[gm])
         if wrap.size:
             d[wrap] += self.reg_max[gm[wrap]]
         noise = self.params.step_noise_m3
-        fall = np.where(d < -noise, -d, 0.0)
         dr = rev - prev_rev
-        rise = np.where(dr > noise, dr, 0.0)  # NaN compares False: meters without a reverse register
-        v = fall + rise
+        # the reversed volume of each reading, kept only where it is positive (rows rr): a forward fall beyond the
+        # noise, plus a reverse-register rise beyond it (NaN compares False: meters without a reverse register)
+        rr = np.flatnonzero((d < -noise) | (dr > noise))
+        d_r, dr_r = d[rr], dr[rr]
+        v_r = np.where(d_r < -noise, -d_r, 0.0) + np.where(dr_r > noise, dr_r, 0.0)
 
         # state of each meter after the batch: its latest reading
         self.last_ts[um] = gts[last]
@@ -103,16 +114,16 @@ class ReverseFlowDetector(Detector):
         # keep the last known reverse register when the newest reading lacks one
         self.last_rev[um] = np.where(np.isnan(lr), self.last_rev[um], lr)
 
-        self._track_runs(gm, gts, v, prev_total, first)
+        self._track_runs(gm, gts, rr, v_r, prev_total)
         self._late_replacements(replacements)
         return []
 
-    def _track_runs(self, gm, gts, v, prev_total, first) -> None:
-        rr = np.flatnonzero(v > 0)
+    def _track_runs(self, gm, gts, rr, v_r, prev_total) -> None:
+        """Fold the reversals (rows rr of the batch's fresh readings, volumes v_r > 0) into each meter's run."""
         if rr.size == 0:
             return
         # runs of reversals: a pause longer than the window starts a new run (an open incident keeps its run)
-        m_r, t_r, v_r = gm[rr], gts[rr], v[rr]
+        m_r, t_r = gm[rr], gts[rr]
         f_r = np.empty(rr.size, dtype=bool)
         f_r[0] = True
         np.not_equal(m_r[1:], m_r[:-1], out=f_r[1:])
