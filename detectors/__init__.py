@@ -97,7 +97,9 @@ class DetectorSet:
         if s1 - s0 <= len(run):
             # run only climbs: a slice starts at the first row reaching each whole step in between
             at = np.searchsorted(run, np.arange(s0 + 1, s1 + 1, dtype=np.int64) * te, side="left")
-            cuts = at[np.r_[True, at[1:] != at[:-1]]] if at.size else at  # a jump over several steps cuts once
+            keep = np.ones(at.size, dtype=bool)  # a jump over several steps cuts once
+            np.not_equal(at[1:], at[:-1], out=keep[1:])
+            cuts = at[keep]
         else:
             step = run // te
             cuts = np.flatnonzero(step[1:] != step[:-1]) + 1
