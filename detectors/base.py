@@ -176,7 +176,13 @@ class MeterView:
 
     @cached_property
     def ends(self) -> np.ndarray:
-        return np.flatnonzero(self.last)
+        """Last row of each meter's group (the row before the next group's first)."""
+        s = self.starts
+        e = np.empty_like(s)
+        if s.size:
+            e[:-1] = s[1:] - 1
+            e[-1] = self.n - 1
+        return e
 
     @cached_property
     def meters(self) -> np.ndarray:
