@@ -24,8 +24,8 @@ def encode_litres(litres: np.ndarray) -> np.ndarray:
     return np.minimum(np.rint(CODE_STEPS * np.log2(1.0 + np.maximum(litres, 0.0))), MISSING - 1).astype(np.uint8)
 
 
-def decode_m3(code: np.ndarray) -> np.ndarray:
-    return np.where(code == MISSING, np.nan, (np.exp2(code / CODE_STEPS) - 1.0) / 1000.0)
+# code -> m3 (a missing hour as 0: callers mask it with code != MISSING)
+M3_OF_CODE = np.where(np.arange(256) == MISSING, 0.0, (np.exp2(np.arange(256) / CODE_STEPS) - 1.0) / 1000.0)
 
 
 class HourlyBypassParams(Params):
@@ -99,6 +99,10 @@ class HourlyBypassDetector(Detector):
         self.master_of[b.master_meter[has_master]] = np.flatnonzero(has_master)
         self.n_households = np.bincount(self.bld[self.household], minlength=len(b))
         self.hh_idx = np.flatnonzero(self.household)
+        # households grouped by building, for per-building counts by one reduceat
+        hb_ = self.bld[self.hh_idx]
+        self.by_b = np.argsort(hb_, kind="stable")
+        self.b_with, self.b_start = np.unique(hb_[self.by_b], return_index=True)
         self.max_l = np.rint(m.register_max_m3 * 1000).astype(np.int64)
         # an hourly increment above what the pipe can carry in an hour at 1 m/s (x 6) is a broken reading
         self.cap_l = np.where(m.pipe_dn_mm > 0, 6.0 * 1000 * np.pi * (m.pipe_dn_mm / 1000) ** 2 / 4 * 3600, 1e9)
@@ -289,10 +293,12 @@ class HourlyBypassDetector(Detector):
         hh = self.hh_idx
         b = self.bld[hh]
         c = self.code[hh][:, slots]
-        hv = decode_m3(c)  # households x hours, NaN missing
-        known = np.isfinite(hv) & in_day[None, :]
+        hv = M3_OF_CODE[c]  # households x hours (0 where missing)
+        known = (c != MISSING) & in_day[None, :]
         nb = len(self.registry.buildings)
-        cnt = np.bincount((b[:, None] * T + np.arange(T)[None, :])[known], minlength=nb * T).reshape(nb, T)
+        cnt = np.zeros((nb, T), dtype=np.int64)  # households known per building and hour
+        if self.hh_idx.size:
+            cnt[self.b_with] = np.add.reduceat(known[self.by_b], self.b_start, axis=0, dtype=np.int64)
         M = self.m_ring[:, slots].astype(np.float64)
         S = self.s_ring[:, slots].astype(np.float64)
         usable = np.isfinite(M) & (cnt >= p.min_reported_fraction * self.n_households[:, None]) & in_day[None, :]
@@ -301,22 +307,25 @@ class HourlyBypassDetector(Detector):
         ob = np.flatnonzero(self.open_h >= 0)
         if ob.size:
             oh = self.open_h[ob]
-            ho = decode_m3(self.code[oh][:, slots])
-            usable[ob] &= np.isfinite(ho)
-            G[ob] -= self.open_beta[ob, None] * np.nan_to_num(ho)
+            co = self.code[oh][:, slots]
+            usable[ob] &= co != MISSING
+            G[ob] -= self.open_beta[ob, None] * M3_OF_CODE[co]
         w = known & usable[b]
-        x = np.where(w, S[b] - np.nan_to_num(hv), 0.0)  # the other households: the building's own rhythm
+        x = np.where(w, S[b] - hv, 0.0)  # the other households: the building's own rhythm
         y = np.where(w, G[b], 0.0)
         hx = np.where(w, hv, 0.0)
         n = w.sum(axis=1).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             nn = np.maximum(n, 1)
-            mx, mh, my = x.sum(1) / nn, hx.sum(1) / nn, y.sum(1) / nn
-            xc = np.where(w, x - mx[:, None], 0.0)
-            hc = np.where(w, hx - mh[:, None], 0.0)
-            yc = np.where(w, y - my[:, None], 0.0)
-            sxx, shh, sxh = (xc * xc).sum(1), (hc * hc).sum(1), (xc * hc).sum(1)
-            sxy, shy, syy = (xc * yc).sum(1), (hc * yc).sum(1), (yc * yc).sum(1)
+            # centred sums of squares and products from the raw ones (each row's own mean over its usable hours)
+            sx, sh, sy = x.sum(1), hx.sum(1), y.sum(1)
+            hh2 = np.einsum("ij,ij->i", hx, hx)
+            sxx = np.einsum("ij,ij->i", x, x) - sx * sx / nn
+            shh = hh2 - sh * sh / nn
+            sxh = np.einsum("ij,ij->i", x, hx) - sx * sh / nn
+            sxy = np.einsum("ij,ij->i", x, y) - sx * sy / nn
+            shy = np.einsum("ij,ij->i", hx, y) - sh * sy / nn
+            syy = np.einsum("ij,ij->i", y, y) - sy * sy / nn
             det = sxx * shh - sxh * sxh
             beta = (sxx * shy - sxh * sxy) / det
             cx = (shh * sxy - sxh * shy) / det
@@ -324,7 +333,7 @@ class HourlyBypassDetector(Detector):
             se = np.sqrt(rss / np.maximum(n - 3, 1) * sxx / det)
             z = beta / np.maximum(se, 1e-12)
             day_use = hx.sum(1) * 24 / nn
-        fit = (n >= p.min_hours) & (det > 0) & (shh > 0) & np.isfinite(z) & (day_use >= p.min_use_m3)
+        fit = (n >= p.min_hours) & (det > 0) & (shh > 1e-9 * hh2) & np.isfinite(z) & (day_use >= p.min_use_m3)
         elig = fit & (beta >= p.beta_min) & (beta <= p.beta_max) & (z >= p.min_z) & (self.h_open[hh] == 0)
         best = np.full(nb, -1, dtype=np.int64)
         best_i = np.full(nb, -1, dtype=np.int64)
