@@ -17,11 +17,24 @@ from .base import HOUR_NS, Detector, LocalCalendar, MeterView, Params, alert_id,
 MISSING = 255  # hourly use code: no increment known for that meter and hour
 CODE_STEPS = 16.0  # codes per doubling of litres: 4.4 % steps up to 60 m3/h, plenty for a regressor
 T = 25  # hours of a local day (a DST day has 25)
-R = 64  # hours held: a day plus the lag before it is judged, plus headroom
+R = 64  # hours held: a day plus the lag before it is judged, plus headroom (a power of two)
+
+
+def _encode(litres: np.ndarray) -> np.ndarray:
+    return np.minimum(np.rint(CODE_STEPS * np.log2(1.0 + np.maximum(litres, 0.0))), MISSING - 1).astype(np.uint8)
+
+
+CODE_OF_LITRE = _encode(np.arange(4096, dtype=np.float64))  # whole litres below 4 m3 (nearly every hour) by table
 
 
 def encode_litres(litres: np.ndarray) -> np.ndarray:
-    return np.minimum(np.rint(CODE_STEPS * np.log2(1.0 + np.maximum(litres, 0.0))), MISSING - 1).astype(np.uint8)
+    whole = np.rint(litres)
+    small = (whole == litres) & (litres >= 0) & (litres < CODE_OF_LITRE.size)
+    if small.all():
+        return CODE_OF_LITRE[whole.astype(np.intp)]
+    out = _encode(litres)
+    out[small] = CODE_OF_LITRE[whole[small].astype(np.intp)]
+    return out
 
 
 # code -> m3 (a missing hour as 0: callers mask it with code != MISSING)
@@ -259,15 +272,22 @@ class HourlyBypassDetector(Detector):
             self.next_day[0] += 1
         lo = self._lo_hour()
         w = h >= lo
-        gm, h, inc = gm[w], h[w], inc[w]
-        slot = h % R
+        if not w.all():
+            gm, h, inc = gm[w], h[w], inc[w]
+        slot = h & (R - 1)  # h % R (R is a power of two)
         mb = self.master_of[gm]
         ism = mb >= 0
-        self.m_ring[mb[ism], slot[ism]] = inc[ism] / 1000.0
-        hm, hs, hinc = gm[~ism], slot[~ism], inc[~ism]
-        fresh = self.code[hm, hs] == MISSING  # a repeated reading is not summed twice
-        hm, hs, hinc = hm[fresh], hs[fresh], hinc[fresh]
-        self.code[hm, hs] = encode_litres(hinc)
+        mi = np.flatnonzero(ism)
+        self.m_ring[mb[mi], slot[mi]] = inc[mi] / 1000.0
+        hi = np.flatnonzero(~ism)
+        hm, hs = gm[hi], slot[hi]
+        cell = hm * R + hs  # flat index into the (meter, hour) code ring
+        codes = self.code.reshape(-1)
+        fresh = codes[cell] == MISSING  # a repeated reading is not summed twice
+        if not fresh.all():
+            hi, hm, hs, cell = hi[fresh], hm[fresh], hs[fresh], cell[fresh]
+        hinc = inc[hi]
+        codes[cell] = encode_litres(hinc)
         nb = len(self.registry.buildings)
         add = np.bincount(self.bld[hm] * R + hs, weights=hinc / 1000.0, minlength=nb * R)
         self.s_ring += add.reshape(nb, R).astype(np.float32)
