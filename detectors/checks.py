@@ -30,6 +30,7 @@ class Plan:
     reverse_register: dict[int, tuple[int, float]] = field(default_factory=dict)  # meter -> (from, m3/h)
     transients: set[int] = field(default_factory=set)  # meters with a few litres backflow now and then
     replacements: dict[int, tuple[int, float]] = field(default_factory=dict)  # meter -> (when, new register)
+    record_late: dict[int, int | None] = field(default_factory=dict)  # meter -> seconds its record comes late
     bypass: dict[int, tuple[int, float]] = field(default_factory=dict)  # household -> (from, share bypassed)
     vacancy: dict[int, int] = field(default_factory=dict)  # household -> from (nobody home)
     leak: dict[int, tuple[int, float]] = field(default_factory=dict)  # building -> (from, m3/h)
@@ -146,9 +147,14 @@ class Town:
         self.plan.transients.add(i)
         self.label("none", "meter", self.mid(i), self.start, None, decoy="transient")
 
-    def replace(self, i: int, when: int, register_m3: float = 0.0) -> None:
+    def replace(self, i: int, when: int, register_m3: float = 0.0, record_late_s: int | None = 0) -> None:
+        """A new meter from `when`; its replacement record is published `record_late_s` later (None: never)."""
         self.plan.replacements[i] = (when, register_m3)
-        self.label("none", "meter", self.mid(i), when, when + DAY, decoy="replacement")
+        self.plan.record_late[i] = record_late_s
+        if record_late_s is None:  # a register set back to zero with no record: rolled back
+            self.label("reverse_flow", "meter", self.mid(i), when, None)
+        else:
+            self.label("none", "meter", self.mid(i), when, when + DAY, decoy="replacement")
 
     def bypass(self, i: int, start: int, share: float = 0.9) -> None:
         self.plan.bypass[i] = (start, share)
@@ -316,8 +322,11 @@ class Town:
             events.append((when, DeviceEvent("pumproom", room, str(reg.rooms.ids[room]), "d01", when, "disinfection",
                                              {"tank_id": str(reg.tanks.ids[tank]), "work_order": "WO-1"})))
         for i, (when, new) in p.replacements.items():
-            events.append((when, DeviceEvent("meter", i, self.mid(i), "d01", when, "replacement",
-                                             {"register_m3": new, "work_order": "WO-2"})))
+            late = p.record_late.get(i, 0)
+            if late is None:
+                continue  # never recorded: to the detectors the register simply fell
+            events.append((when + late * NS, DeviceEvent("meter", i, self.mid(i), "d01", when, "replacement",
+                                                         {"register_m3": new, "work_order": "WO-2"})))
         self.tank_rows = TankReadings.from_columns(
             tank=np.repeat(np.arange(n_t), tq.size), ts_ns=np.tile(tq, n_t), level_m=lvl.ravel())
         self.events = sorted(events, key=lambda x: x[0])

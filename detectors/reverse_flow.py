@@ -22,6 +22,9 @@ class ReverseFlowParams(Params):
     min_reversed_m3: float = Field(0.05, gt=0, description="reversed volume that raises an incident …")
     window_s: int = Field(86400, gt=0, description="… when accumulated with no pause longer than this")
     clear_after_s: int = Field(3 * 86400, gt=0, description="clear when no reversal for this long")
+    record_wait_s: int = Field(86400, ge=0, description="a register that falls by more than half its reading (to "
+                                                         "near zero: a new meter?) waits this long for a replacement "
+                                                         "record that may come after the readings")
     meter_unit: str = Field("{district} water company district unit", description="route for meter incidents")
 
 
@@ -196,9 +199,14 @@ class ReverseFlowDetector(Detector):
         now = max(int(now_ns), int(self.now[0]))
         self.now[0] = now
         out = []
-        for i in np.flatnonzero(self.status == PENDING).tolist():
-            self.status[i] = OPEN
-            out.append(self._event("raised", i, now))
+        pend = self.status == PENDING
+        if pend.any():
+            with np.errstate(invalid="ignore"):
+                restart_like = self.acc >= 0.5 * self.first_total
+            wait = pend & restart_like & (now - self.first_ts < self.params.record_wait_s * NS)
+            for i in np.flatnonzero(pend & ~wait).tolist():
+                self.status[i] = OPEN
+                out.append(self._event("raised", i, now))
         stale = (self.status == OPEN) & (now - self.rev_ts > self.params.clear_after_s * NS)
         for i in np.flatnonzero(stale).tolist():
             out.append(self._event("cleared", i, now))

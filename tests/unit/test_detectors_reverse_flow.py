@@ -35,6 +35,20 @@ def test_wrap_replacement_and_transients_stay_quiet():
     assert _raised(t) == []
 
 
+def test_replacement_recorded_hours_after_the_new_meters_readings_is_not_reverse_flow():
+    # the crew's record reaches the system after the new meter has already reported from zero
+    t = Town(seed=2, days=14)
+    i = int(next(h for h in t.households if t.registry.meters.report_interval_s[h] == 3600))  # reports hourly
+    t.replace(i, t.t(5), 0.0, record_late_s=5 * 3600)
+    assert _raised(t) == []
+    # with no record at all, a register set back to zero is raised once the wait for a record is over
+    t = Town(seed=2, days=14)
+    t.replace(i, t.t(5), 0.0, record_late_s=None)
+    raised = _raised(t)
+    assert [e.subject_id for e in raised] == [t.mid(i)]
+    assert raised[0].detected_at_ns >= t.t(6)
+
+
 def test_reverse_flow_clears_once_the_register_runs_forward_again():
     t = Town(seed=3, days=14)
     i = int(t.households[6])
