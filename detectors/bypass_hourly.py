@@ -52,7 +52,8 @@ class HourlyBypassParams(Params):
     min_hours: int = Field(14, ge=6, le=24, description="usable hours a household needs in a day to be judged")
     beta_min: float = Field(0.7, gt=0, description="gap per metered m3 of the household (1 - f) / f at least this: "
                                                    "its meter registers at most 1 / (1 + beta_min) of its use")
-    beta_max: float = Field(30.0, gt=0, description="… and at most this (larger is a spike, not a pattern)")
+    beta_max: float = Field(100.0, gt=0, description="… and at most this (a meter still registering 1 % of the use; "
+                                                     "larger is a spike, not a pattern)")
     min_z: float = Field(5.0, gt=0, description="the fit must stand this many standard errors out of the noise")
     persist_days: int = Field(2, ge=1, description="consecutive days the same household must explain the gap")
     keep_z: float = Field(1.5, gt=0, description="after a first day at min_z, a day at this many standard errors "
