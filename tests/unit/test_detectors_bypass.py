@@ -24,10 +24,20 @@ def _biggest_household(t: Town, building: int) -> int:
     return int(members[int(np.argmax(use))])
 
 
+def _town_and_big_user(seed: int, days: int, building: int) -> tuple[Town, int]:
+    """A fresh town and its household in `building` whose use stands out most (found on a twin of the town)."""
+    return Town(seed=seed, days=days), _biggest_household(Town(seed=seed, days=days), building)
+
+
+def _partial_bypass_town() -> tuple[Town, int]:
+    # a meter that still registers 40 % of the use from day 7
+    t, i = _town_and_big_user(5, 16, 2)
+    t.bypass(i, t.t(7), 0.6)
+    return t, i
+
+
 def test_bypass_names_the_household_and_estimates_the_volume():
-    probe = Town(seed=4, days=18)
-    i = _biggest_household(probe, 1)
-    t = Town(seed=4, days=18)
+    t, i = _town_and_big_user(4, 18, 1)
     t.bypass(i, t.t(8), 0.9)
     raised = _raised(t)
     assert [e.subject_id for e in raised] == [t.mid(i)]
@@ -40,9 +50,7 @@ def test_bypass_names_the_household_and_estimates_the_volume():
 
 
 def test_vacancy_and_leak_are_not_bypass():
-    probe = Town(seed=4, days=18)
-    i = _biggest_household(probe, 1)
-    t = Town(seed=4, days=18)
+    t, i = _town_and_big_user(4, 18, 1)
     t.vacancy(i, t.t(8))
     t.leak(2, t.t(9), 0.03)
     assert _raised(t) == []
@@ -51,10 +59,7 @@ def test_vacancy_and_leak_are_not_bypass():
 def test_partial_bypass_is_found_by_its_hourly_pattern():
     # a meter that still registers 40 % of the use: the daily drop is small next to a household's day-to-day
     # swing, but the building gap now follows this household's hours
-    probe = Town(seed=5, days=16)
-    i = _biggest_household(probe, 2)
-    t = Town(seed=5, days=16)
-    t.bypass(i, t.t(7), 0.6)
+    t, i = _partial_bypass_town()
     raised = _raised(t)
     assert [e.subject_id for e in raised] == [t.mid(i)]
     assert t.t(6) <= raised[0].start_ns <= t.t(10)
@@ -81,9 +86,7 @@ def test_clean_town_and_silent_households_raise_nothing():
 def test_full_bypass_with_a_still_meter_is_found_and_a_vacancy_of_the_same_household_is_not():
     # all the water goes round the meter: there is no hourly pattern left to follow, but the household's metered
     # day collapses while the building gap rises by what it used to register
-    probe = Town(seed=4, days=18)
-    i = _biggest_household(probe, 1)
-    t = Town(seed=4, days=18)
+    t, i = _town_and_big_user(4, 18, 1)
     t.bypass(i, t.t(8), 1.0)
     raised = _raised(t)
     assert [e.subject_id for e in raised] == [t.mid(i)]
@@ -97,10 +100,7 @@ def test_full_bypass_with_a_still_meter_is_found_and_a_vacancy_of_the_same_house
 def test_meters_reading_a_few_minutes_off_the_hour_still_balance():
     # household meters whose clocks read up to five minutes either side of the hour: each whole hour's register is
     # interpolated between the readings around it, so the bypass is still named (and nothing else)
-    probe = Town(seed=5, days=16)
-    i = _biggest_household(probe, 2)
-    t = Town(seed=5, days=16)
-    t.bypass(i, t.t(7), 0.6)
+    t, i = _partial_bypass_town()
     t.build()
     rows, m = t.meter_rows, t.registry.meters
     skew = np.random.default_rng(3).integers(-300, 301, len(m)) * 1_000_000_000
