@@ -94,7 +94,8 @@ class HourlyBypassDetector(Detector):
         "cand": "building", "cand_day": "building", "cand_beta": "building", "streak": "building",
         "cand_use": "building", "cand_zmin": "building", "cand_zsum": "building",
         "open_h": "building", "open_beta": "building", "pend": "building", "start_day": "building",
-        "est": "building", "gap_after": "building", "use_after": "building", "gap_before": "building",
+        "est": "building", "strength": "building", "days_seen": "building", "gap_after": "building",
+        "use_after": "building", "gap_before": "building",
         "use_before": "building", "c_cand": "building", "c_day": "building", "c_streak": "building",
         "c_start": "building", "c_event": "building", "next_day": "scalar", "now": "scalar",
     }
@@ -150,6 +151,8 @@ class HourlyBypassDetector(Detector):
         self.open_beta = np.zeros(nb, dtype=np.float32)
         self.pend = np.full(nb, -1, dtype=np.int32)  # household of a raise decided, not yet emitted
         self.est = np.zeros(nb, dtype=np.float32)
+        self.strength = np.zeros(nb, dtype=np.float32)  # of the pending raise: pooled z, or loss / daily swing
+        self.days_seen = np.zeros(nb, dtype=np.int16)  # days that made it
         self.gap_after = np.zeros(nb, dtype=np.float32)
         self.use_after = np.zeros(nb, dtype=np.float32)
         self.gap_before = np.zeros(nb, dtype=np.float32)
@@ -410,6 +413,8 @@ class HourlyBypassDetector(Detector):
             hm = best[rb]
             self.pend[rb] = hm
             self.est[rb] = beta[k] * mean_use[rb]
+            self.strength[rb] = pooled[rb]
+            self.days_seen[rb] = self.streak[rb]
             self.gap_after[rb] = gap_day[rb]
             self.use_after[rb] = mean_use[rb]
             self.gap_before[rb] = self.gap_ref[rb]
@@ -461,6 +466,9 @@ class HourlyBypassDetector(Detector):
             self.pend[rb] = hm
             self.start_day[rb] = self.c_start[rb]
             self.est[rb] = c_lost[rb]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self.strength[rb] = c_lost[rb] / self.gap_dev[rb]  # the loss in units of the building's daily swing
+            self.days_seen[rb] = self.c_streak[rb]
             self.gap_after[rb] = gap_day[rb]
             self.use_after[rb] = self.use_ref[hm] - c_lost[rb]
             self.gap_before[rb] = self.gap_ref[rb]
@@ -519,6 +527,10 @@ class HourlyBypassDetector(Detector):
             "estimated_unmetered_m3_per_day": round_or_none(est),
             "estimated_registered_fraction": round_or_none(registered),
             "since_day": str(self.calendar.date_of(int(self.start_day[b]))),
+            # how sure: the hourly fit's weight of evidence in standard errors (a full bypass: its lost use in
+            # multiples of the building's usual day-to-day gap swing), and over how many days it was seen
+            "evidence_strength": round_or_none(self.strength[b]),
+            "days_observed": int(self.days_seen[b]),
         }
         addr = str(reg.buildings.address[b])
         where = f"{meter_id} ({reg.buildings.ids[b]}{', ' + addr if addr else ''})"

@@ -47,6 +47,7 @@ def test_bypass_names_the_household_and_estimates_the_volume():
     assert ev["household_use_m3_per_day_after"] < 0.5 * ev["household_use_m3_per_day_before"]
     assert ev["building_gap_m3_per_day_after"] > ev["building_gap_m3_per_day_before"]
     assert ev["estimated_unmetered_m3_per_day"] > 0.1
+    assert ev["evidence_strength"] >= 8 and ev["days_observed"] >= 2  # how sure, for the inspector
 
 
 def test_vacancy_and_leak_are_not_bypass():
@@ -92,6 +93,7 @@ def test_full_bypass_with_a_still_meter_is_found_and_a_vacancy_of_the_same_house
     assert [e.subject_id for e in raised] == [t.mid(i)]
     assert t.t(7) <= raised[0].start_ns <= t.t(11)
     assert raised[0].evidence["estimated_registered_fraction"] < 0.2
+    assert raised[0].evidence["evidence_strength"] >= 3 and raised[0].evidence["days_observed"] >= 3
     quiet = Town(seed=4, days=18)
     quiet.vacancy(i, quiet.t(8))
     assert _raised(quiet) == []
