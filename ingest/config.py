@@ -218,16 +218,6 @@ def load_settings(args: argparse.Namespace | None = None, environ: dict[str, str
             v = getattr(args, f"setting_{name}", None)
             if v is not None:
                 values[name] = v
-    dispatch_values = {k.removeprefix(DISPATCH_PREFIX): values.pop(k) for k in list(values)
-                       if k.startswith(DISPATCH_PREFIX) and k.removeprefix(DISPATCH_PREFIX) in
-                       DispatchSettings.model_fields}
-    try:
-        values["dispatch"] = DispatchSettings(**dispatch_values)
-    except ValidationError as e:
-        err = e.errors(include_url=False)[0]
-        field = DISPATCH_PREFIX + str(err["loc"][0])
-        raise ConfigError(f"{_setting_label(field)}: {err['msg'].removeprefix('Value error, ')} "
-                          f"(got {dispatch_values.get(field.removeprefix(DISPATCH_PREFIX))!r})") from None
     by_setting = detector_settings()
     detector_values: dict[str, dict[str, Any]] = {}
     for k in [k for k in values if k in by_setting]:
@@ -243,6 +233,19 @@ def load_settings(args: argparse.Namespace | None = None, environ: dict[str, str
                               f"(got {given.get(name)!r})") from None
         detector_values[det] = checked.model_dump(include=set(given))
     values["detectors"] = detector_values
+    dispatch_values = {k.removeprefix(DISPATCH_PREFIX): values.pop(k) for k in list(values)
+                       if k.startswith(DISPATCH_PREFIX) and k.removeprefix(DISPATCH_PREFIX) in
+                       DispatchSettings.model_fields}
+    if "interval_months" in detector_values.get("disinfection", {}):
+        # one tank regime: dispatch's due-date fallback follows the detector's interval unless set on its own
+        dispatch_values.setdefault("disinfection_interval_months", detector_values["disinfection"]["interval_months"])
+    try:
+        values["dispatch"] = DispatchSettings(**dispatch_values)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        field = DISPATCH_PREFIX + str(err["loc"][0])
+        raise ConfigError(f"{_setting_label(field)}: {err['msg'].removeprefix('Value error, ')} "
+                          f"(got {dispatch_values.get(field.removeprefix(DISPATCH_PREFIX))!r})") from None
     try:
         return Settings(**values)
     except ValidationError as e:

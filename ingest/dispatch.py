@@ -71,7 +71,8 @@ class DispatchSettings(BaseModel):
     unknown_days_min: int = Field(180, gt=0, description="Art. 43 days when the start is unknown (low)")
     unknown_days_max: int = Field(360, gt=0, description="Art. 43 days when the start is unknown (high)")
     disinfection_interval_months: int = Field(6, ge=1, le=24,
-                                              description="due date fallback for due-soon events with no due_date")
+                                              description="due date fallback for due-soon events with no due_date "
+                                                          "(follows CISTERN_DISINFECTION_INTERVAL_MONTHS when unset)")
     webhook_format: Literal["json", "cap"] = Field("json", description="webhook body: json (CONTRACT §8) or cap "
                                                                        "(OASIS CAP 1.2 XML)")
     webhook_timeout_s: float = Field(10.0, gt=0, le=300, description="one webhook request's timeout")

@@ -68,6 +68,7 @@ def test_detector_parameters_are_settings_that_reach_the_detectors(tmp_path):
     s = load_settings(parse(["--signal-missed-reports", "4"]), environ=env)
     ds = make_detectors(Registry.load(write_registry(tmp_path / "registry")), s)
     assert ds.detectors["disinfection"].params.interval_months == 3
+    assert s.dispatch.disinfection_interval_months == 3  # dispatch's due-date fallback follows the same regime
     assert ds.detectors["signal"].params.missed_reports == 4.0
     assert ds.detectors["bypass"].params.min_z == 6.5
     assert ds.detectors["reverse_flow"].params == type(ds.detectors["reverse_flow"].params)()  # the rest: defaults
