@@ -4,6 +4,7 @@ computed once, and each table is formatted in one pass of compiled f-strings ove
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -126,23 +127,68 @@ def _present(spec: FieldSpec, col: np.ndarray) -> np.ndarray:
 
 
 _SAMPLE = 2048
+_MIN_DISTINCT_ROWS = 64  # below this, sorting costs more than it saves
 
 
 def _few_distinct(col: np.ndarray) -> bool:
     """Whether a column repeats values enough that rendering each distinct value once pays for the sort.
 
     Sorting costs a fraction of one float repr per row, so a column pays off as soon as a quarter of a
-    sample repeats (signal in 0.1 dB steps, 3-decimal flows, shared timestamps); unique registers do not."""
+    sample repeats (signal in 0.1 dB steps, 3-decimal flows, shared timestamps); unique registers do not.
+    Groups of a few thousand rows are sampled whole: their status columns repeat just as much."""
     n = len(col)
-    if n < 2 * _SAMPLE:
+    if n < _MIN_DISTINCT_ROWS:
         return False
-    sample = col[:: n // _SAMPLE]
+    sample = col[:: max(1, n // _SAMPLE)]
     return len(np.unique(sample)) < 0.75 * len(sample)
 
 
 def _by_distinct(col: np.ndarray, render: Callable[[Any], str]) -> list[str]:
-    uniq, inverse = np.unique(col, return_inverse=True)
+    # Floats are told apart by their bits, so -0.0 keeps its own text instead of sharing 0.0's.
+    keys = col.view(np.int64) if col.dtype == np.float64 else col
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    if keys is not col:
+        uniq = uniq.view(np.float64)
     return np.array([render(v) for v in uniq.tolist()], dtype=object)[inverse].tolist()
+
+
+# Floats with at most 4 decimals and below 1e5 (registers, flows, balances as devices send them) are written
+# from tables of digit strings: that is exactly repr's text (the shortest digits that read back as x, in
+# positional notation), and repr costs more than everything else in a line. Other values keep repr.
+_DEC = 4
+_DEC_SCALE = 10.0**_DEC
+# Below 10**(15 - _DEC) distinct 4-decimal numbers are distinct doubles, so no shorter text reads back as x.
+_DEC_MAX = 10**5
+
+
+@functools.cache
+def _digit_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Integer parts "0".."99999" and fractions ".0", ".0001", … ".9999" (trailing zeros dropped), as objects."""
+    ints = np.array([str(i) for i in range(_DEC_MAX)], dtype=object)
+    fracs = np.array(["." + (f"{i:0{_DEC}d}".rstrip("0") or "0") for i in range(10**_DEC)], dtype=object)
+    return ints, fracs
+
+
+def _float_text(col: np.ndarray) -> list[str] | None:
+    """repr of each (finite) value as a list of str, or None when too few values fit the tables."""
+    mag = np.abs(col)
+    k = np.rint(mag * _DEC_SCALE)
+    ok = (mag < _DEC_MAX) & (k / _DEC_SCALE == mag)
+    n_ok = int(np.count_nonzero(ok))
+    if n_ok * 2 < len(col):
+        return None
+    q, f = np.divmod(np.where(ok, k, 0).astype(np.int64), 10**_DEC)
+    ints, fracs = _digit_tables()
+    text = ints[q] + fracs[f]
+    neg = np.signbit(col)  # -0.0 too, as repr writes it
+    if neg.any():
+        text[neg] = "-" + text[neg]
+    out = text.tolist()
+    if n_ok < len(col):
+        bad = ~ok
+        for i, v in zip(np.flatnonzero(bad).tolist(), col[bad].tolist(), strict=True):
+            out[i] = repr(v)
+    return out
 
 
 def _values(spec: FieldSpec, col: np.ndarray) -> tuple[list, bool]:
@@ -153,6 +199,9 @@ def _values(spec: FieldSpec, col: np.ndarray) -> tuple[list, bool]:
     if spec.kind == FLOAT:
         if _few_distinct(col):
             return _by_distinct(col, repr), True
+        text = _float_text(col)
+        if text is not None:
+            return text, True
         return col.tolist(), False
     if spec.kind == INT:
         return col.astype(np.int64).tolist(), False
