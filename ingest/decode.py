@@ -48,9 +48,12 @@ _BATCH_KEY = re.compile(rb'"readings"\s*:')
 
 
 
+_READINGS = b'"readings"'
+
+
 def _is_batch(payload: bytes) -> bool:
     # The plain substring test is cheap and almost always decides; the pattern only confirms a real key.
-    return b'"readings"' in payload and _BATCH_KEY.search(payload) is not None
+    return _READINGS in payload and _BATCH_KEY.search(payload) is not None
 
 
 INVALID = "invalid"  # never valid: dead letter
@@ -111,6 +114,7 @@ _ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _TS_MIN_NS = int(TS_MIN.timestamp()) * NS
 _TS_MAX_NS = int(TS_MAX.timestamp()) * NS
 _MAX_BATCH_READINGS = 10_000  # MeterBatch.readings max_length
+_VALVE_OR_ABSENT = {**VALVE_CODES, None: -1}  # other strings: 2
 
 # RFC 3339 layouts parsed in bulk: `YYYY-MM-DDTHH:MM:SSZ` and `YYYY-MM-DDTHH:MM:SS±hh:mm`. Anything else
 # (fractions, other separators, lower-case z…) goes through the schema's own parser one value at a time.
@@ -248,7 +252,7 @@ class _Status:
         if b is not None:
             bad |= b
             sig = [None if x else s for s, x in zip(sig, b.tolist(), strict=True)]
-        sigs = [s if s is not None else {} for s in sig]
+        sigs = [s if s is not None else {} for s in sig] if None in sig else sig
         rsrp, snr, ecl = _get(sigs, "rsrp_dbm"), _get(sigs, "snr_db"), _get(sigs, "ecl")
         battery, balance = _get(dicts, "battery_v"), _get(dicts, "balance_cny")
         cols = {}
@@ -269,13 +273,12 @@ class _Status:
         if b is not None:
             bad |= b
             valve = [None if x else v for v, x in zip(valve, b.tolist(), strict=True)]
-        get_code = VALVE_CODES.get
-        self.valve = np.array([-1 if v is None else get_code(v, 2) for v in valve], dtype=np.int8)
+        self.valve = np.fromiter(map(_VALVE_OR_ABSENT.get, valve, repeat(2)), np.int8, n)
         status = _get(dicts, "status")
         b = _bad_types(status, _LIST_OR_NONE)
         if b is not None:
             bad |= b
-        lists = [(i, s) for i, s in enumerate(status) if s and type(s) is list]
+        lists = [(i, s) for i, s in enumerate(status) if s and type(s) is list] if any(status) else None
         if lists:
             for i, s in lists:
                 if not set(map(type, s)) <= {str}:
@@ -356,7 +359,10 @@ class Decoder:
             parsed = [p if type(p) is dict else {} for p in parsed]  # {} has no id: it goes to the schemas
         ids = list(map(dict.get, parsed, repeat("meter_id")))
         device_ids = [routes[i][2] for i in cand]
-        peek = [_is_batch(p) for p in cand_payloads]  # the same peek the schema path uses
+        # The same peek the schema path uses; the plain substring test runs in C over the whole group first.
+        peek = list(map(operator.contains, cand_payloads, repeat(_READINGS)))
+        if any(peek):
+            peek = [_is_batch(p) for p in cand_payloads]
         if ids == device_ids and not any(peek):
             singles = (cand, parsed)
             batches: tuple[list[int], list[dict]] = ([], [])
