@@ -114,6 +114,7 @@ _ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _TS_MIN_NS = int(TS_MIN.timestamp()) * NS
 _TS_MAX_NS = int(TS_MAX.timestamp()) * NS
 _MAX_BATCH_READINGS = 10_000  # MeterBatch.readings max_length
+_FEW_TS = 16
 _VALVE_OR_ABSENT = {**VALVE_CODES, None: -1}  # other strings: 2
 
 # RFC 3339 layouts parsed in bulk: `YYYY-MM-DDTHH:MM:SSZ` and `YYYY-MM-DDTHH:MM:SS±hh:mm`. Anything else
@@ -198,12 +199,16 @@ def _timestamps(col: list) -> tuple[np.ndarray, np.ndarray]:
         distinct = list(dict.fromkeys(col))
         if len(distinct) * 2 <= n:
             ns, ok = _timestamps(distinct)
+            if len(distinct) == 1:
+                return np.full(n, ns[0]), np.full(n, ok[0])
             where = dict(zip(distinct, range(len(distinct)), strict=True))
             at = np.fromiter(map(where.__getitem__, col), np.intp, n)
             return ns[at], ok[at]
         lengths = np.fromiter(map(len, col), np.int64, n)
         rest = np.ones(n, bool)
-        for width in (20, 25):
+        # A handful of strings (the distinct hours of a group) costs less through the schema's own parser
+        # than the fixed cost of the bulk one.
+        for width in (20, 25) if n > _FEW_TS else ():
             at = np.flatnonzero(lengths == width)
             if len(at) == 0:
                 continue
