@@ -143,13 +143,22 @@ def _few_distinct(col: np.ndarray) -> bool:
     return len(np.unique(sample)) < 0.75 * len(sample)
 
 
-def _by_distinct(col: np.ndarray, render: Callable[[Any], str]) -> list[str]:
+def _by_distinct(col: np.ndarray, render: Callable[[np.ndarray], list[str]]) -> list[str]:
     # Floats are told apart by their bits, so -0.0 keeps its own text instead of sharing 0.0's.
     keys = col.view(np.int64) if col.dtype == np.float64 else col
     uniq, inverse = np.unique(keys, return_inverse=True)
     if keys is not col:
         uniq = uniq.view(np.float64)
-    return np.array([render(v) for v in uniq.tolist()], dtype=object)[inverse].tolist()
+    return np.array(render(uniq), dtype=object)[inverse].tolist()
+
+
+def _reprs(col: np.ndarray) -> list[str]:
+    text = _float_text(col)
+    return text if text is not None else list(map(repr, col.tolist()))
+
+
+def _strs(col: np.ndarray) -> list[str]:
+    return list(map(str, col.tolist()))
 
 
 # Floats with at most 4 decimals and below 1e5 (registers, flows, balances as devices send them) are written
@@ -198,7 +207,7 @@ def _values(spec: FieldSpec, col: np.ndarray) -> tuple[list, bool]:
     register and timestamps repeat a lot within a batch, so those are rendered once per distinct value."""
     if spec.kind == FLOAT:
         if _few_distinct(col):
-            return _by_distinct(col, repr), True
+            return _by_distinct(col, _reprs), True
         text = _float_text(col)
         if text is not None:
             return text, True
@@ -211,7 +220,7 @@ def _values(spec: FieldSpec, col: np.ndarray) -> tuple[list, bool]:
 
 
 def _timestamps(ts_ns: np.ndarray) -> list:
-    return _by_distinct(ts_ns, str) if _few_distinct(ts_ns) else ts_ns.tolist()
+    return _by_distinct(ts_ns, _strs) if _few_distinct(ts_ns) else ts_ns.tolist()
 
 
 def _format_rows(prefixes: list, ts_ns: np.ndarray, specs: Sequence[FieldSpec],
