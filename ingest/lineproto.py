@@ -161,6 +161,10 @@ def _strs(col: np.ndarray) -> list[str]:
     return list(map(str, col.tolist()))
 
 
+def _int_fields(col: np.ndarray) -> list[str]:
+    return [f"{v}i" for v in col.tolist()]
+
+
 # Floats with at most 4 decimals and below 1e5 (registers, flows, balances as devices send them) are written
 # from tables of digit strings: that is exactly repr's text (the shortest digits that read back as x, in
 # positional notation), and repr costs more than everything else in a line. Other values keep repr.
@@ -213,7 +217,10 @@ def _values(spec: FieldSpec, col: np.ndarray) -> tuple[list, bool]:
             return text, True
         return col.tolist(), False
     if spec.kind == INT:
-        return col.astype(np.int64).tolist(), False
+        ints = col.astype(np.int64)
+        if _few_distinct(ints):
+            return _by_distinct(ints, _int_fields), True
+        return ints.tolist(), False
     if spec.kind == BOOL:
         return _BOOL_TEXT[(col != 0).astype(np.intp)].tolist(), True
     return spec.text[col.astype(np.intp)].tolist(), True
