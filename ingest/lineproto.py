@@ -185,7 +185,7 @@ def _digit_tables() -> tuple[np.ndarray, np.ndarray]:
 def _float_text(col: np.ndarray) -> list[str] | None:
     """repr of each (finite) value as a list of str, or None when too few values fit the tables."""
     mag = np.abs(col)
-    k = np.rint(mag * _DEC_SCALE)
+    k = np.rint(np.minimum(mag, _DEC_MAX) * _DEC_SCALE)  # clamped: no overflow for huge values
     ok = (mag < _DEC_MAX) & (k / _DEC_SCALE == mag)
     n_ok = int(np.count_nonzero(ok))
     if n_ok * 2 < len(col):
