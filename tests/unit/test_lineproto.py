@@ -179,6 +179,34 @@ def test_floats_are_written_as_shortest_round_trip_text():
     assert b"total_m3=0.1 " in body and b"total_m3=9999.999 " in body
 
 
+_meter_value = st.one_of(
+    st.integers(-10**9 + 1, 10**9 - 1).map(lambda k: k / 10**4),  # what meters send: up to 4 decimals
+    st.floats(allow_nan=False, allow_infinity=False),  # anything else a payload may carry
+    st.sampled_from([0.0, -0.0, 1e-4, 5e-5, 99999.9999, 1e5, 2.0 / 3.0, 0.1 + 0.2]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_meter_value, min_size=1, max_size=300), st.booleans())
+def test_float_fields_are_exactly_repr_text(values, repeat):
+    # the encoder renders common decimals from digit tables and repeated values once: the text must still be
+    # Python's shortest round-trip repr, byte for byte (what InfluxDB stores is parsed back from it)
+    if repeat:
+        values = values * 3  # enough repeats for the once-per-distinct-value path
+    body = LineEncoder(registry()).encode(Batch(meters=meters(
+        meter=[0] * len(values), ts_ns=[T0 + i for i in range(len(values))], total_m3=values)))
+    got = [line.split(" ")[-2].removeprefix("total_m3=") for line in body.decode().splitlines()]
+    assert got == [repr(float(v)) for v in values]
+
+
+def test_every_four_decimal_fraction_is_repr_text():
+    # each entry of the digit tables, at both ends of their range and negated
+    values = [sign * (q + f / 10**4) for q in (0, 7, 99999) for f in range(10**4) for sign in (1, -1)]
+    body = LineEncoder(registry()).encode(Batch(meters=meters(
+        meter=[0] * len(values), ts_ns=[T0 + i for i in range(len(values))], total_m3=values)))
+    got = [line.split(" ")[-2].removeprefix("total_m3=") for line in body.decode().splitlines()]
+    assert got == [repr(v) for v in values]
+
+
 def test_infinite_values_are_not_written():
     # InfluxDB refuses inf/nan; a non-finite number is as good as absent
     enc = LineEncoder(registry())
