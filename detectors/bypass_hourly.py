@@ -178,31 +178,31 @@ class HourlyBypassDetector(Detector):
         if not self.all_in_balance:
             take &= self.in_balance[gm]
         if take.all():
+            # the usual case: the view's shared column and meter groups as they are (read only)
             tot = view.col("total_m3")
+            fi, la, fm = view.starts, view.ends, view.meters
         else:
             rows = np.flatnonzero(take)
             if rows.size == 0:
                 return []
             t, gm, tot = t[rows], gm[rows], view.col("total_m3")[rows]
+            first = np.ones(rows.size, dtype=bool)
+            np.not_equal(gm[1:], gm[:-1], out=first[1:])
+            fi = np.flatnonzero(first)
+            la = np.append(fi[1:] - 1, rows.size - 1)
+            fm = gm[fi]
+        # fi, la: each meter's first and latest row (the latest carries over to the next batch); fm: its meter
         self.now[0] = max(int(self.now[0]), int(t.max()))
         lit = np.rint(tot * 1000).astype(np.int64)
         n = t.size
         # The register at each whole hour, interpolated between the readings around it (a reading on the hour
         # gives it exactly), so meters that read at any minute balance alike. Rows run by meter, then time.
-        first = np.ones(n, dtype=bool)
-        np.not_equal(gm[1:], gm[:-1], out=first[1:])
         pt = np.empty_like(t)
         pt[1:] = t[:-1]
         pl = np.empty_like(lit)
         pl[1:] = lit[:-1]
-        fi = np.flatnonzero(first)
-        fm = gm[fi]
         pt[fi] = self.last_rt[fm].astype(np.int64) * NS
         pl[fi] = self.last_rl[fm]
-        la = np.empty(fi.size, dtype=np.int64)  # each meter's latest reading: carried over to the next batch
-        la[:-1] = fi[1:] - 1
-        la[-1] = n - 1
-        lm = gm[la]
         gap = t - pt
         span = (gap > 0) & (gap <= self.params.max_reading_gap_s * NS)
         span[fi] &= pt[fi] > 0
@@ -252,18 +252,18 @@ class HourlyBypassDetector(Detector):
         # the register at the whole hour before each meter's newest reading is held for the next batch: from this
         # batch when it reached that hour, kept when no hour has passed, unknown otherwise (a gap too long)
         new_h = th[la]
-        old_h = self.last_rt[lm].astype(np.int64) // 3600
-        hold = np.where(new_h == old_h, self.last_l[lm].astype(np.int64), -1)
+        old_h = self.last_rt[fm].astype(np.int64) // 3600
+        hold = np.where(new_h == old_h, self.last_l[fm].astype(np.int64), -1)
         if src.size:
             bl = np.empty(bfi.size, dtype=np.int64)
             bl[:-1] = bfi[1:] - 1
             bl[-1] = src.size - 1
-            at = np.searchsorted(lm, bm[bl])  # both in meter order
+            at = np.searchsorted(fm, bm[bl])  # both in meter order
             reach = hb[bl] == new_h[at]
             hold[at[reach]] = np.rint(rb[bl[reach]]).astype(np.int64) % np.maximum(self.max_l[bm[bl[reach]]], 1)
-        self.last_l[lm] = hold
-        self.last_rt[lm] = t[la] // NS
-        self.last_rl[lm] = lit[la]
+        self.last_l[fm] = hold
+        self.last_rt[fm] = t[la] // NS
+        self.last_rl[fm] = lit[la]
         gm, hr, inc = bm[ok], hb[ok], np.maximum(inc[ok], 0.0)
         h = hr - 1  # the increment is the use of the hour before the whole hour
         if gm.size == 0:
