@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from devices.alerts import parse_iso_ns
+
 NS = 1_000_000_000
 DAY_NS = 86_400 * NS
 KIND_COLORS = {"signal_blocking": "#d62728", "network_outage": "#9467bd", "reverse_flow": "#ff7f0e",
@@ -224,12 +226,9 @@ def _ns(text: Any) -> int | None:
     if not isinstance(text, str):
         return None
     try:
-        t = dt.datetime.fromisoformat(text)
+        return parse_iso_ns(text)
     except ValueError:
         return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return int(t.timestamp()) * NS
 
 
 class Data:
