@@ -96,6 +96,8 @@ def render_mosquitto_conf(source: str, *, port: int, data_dir: str, password_fil
 
     The file's first listener is plain MQTT, its second TLS. Without `tls_port` the TLS listener and its
     certificate settings are left out (the demo never leaves 127.0.0.1)."""
+    paths = {"persistence_location": f"{data_dir.rstrip('/')}/", "password_file": password_file,
+             "acl_file": acl_file, "cafile": cafile, "certfile": certfile, "keyfile": keyfile}
     out: list[str] = []
     listeners = 0
     for line in source.splitlines():
@@ -108,18 +110,8 @@ def render_mosquitto_conf(source: str, *, port: int, data_dir: str, password_fil
             line = f"listener {port if listeners == 1 else tls_port} 127.0.0.1"
         elif key in ("cafile", "certfile", "keyfile", "tls_version", "require_certificate") and tls_port is None:
             continue
-        elif key == "persistence_location":
-            line = f"persistence_location {data_dir.rstrip('/')}/"
-        elif key == "password_file":
-            line = f"password_file {password_file}"
-        elif key == "acl_file":
-            line = f"acl_file {acl_file}"
-        elif key == "cafile":
-            line = f"cafile {cafile}"
-        elif key == "certfile":
-            line = f"certfile {certfile}"
-        elif key == "keyfile":
-            line = f"keyfile {keyfile}"
+        elif key in paths:
+            line = f"{key} {paths[key]}"
         elif key in ("log_dest", "pid_file", "user", "include_dir"):
             continue
         out.append(line)
