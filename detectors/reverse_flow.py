@@ -21,7 +21,10 @@ class ReverseFlowParams(Params):
     step_noise_m3: float = Field(0.01, ge=0, description="a single backward step this small is a pressure transient")
     min_reversed_m3: float = Field(0.05, gt=0, description="reversed volume that raises an incident …")
     window_s: int = Field(86400, gt=0, description="… when accumulated with no pause longer than this")
-    clear_after_s: int = Field(3 * 86400, gt=0, description="clear when no reversal for this long")
+    clear_after_s: int = Field(3 * 86400, gt=0, description="clear when no reversal for this long …")
+    clear_forward_m3: float = Field(0.05, ge=0, description="… and the forward register has advanced this much since "
+                                                            "the last reversal (a backwards meter in an empty home "
+                                                            "stays reported)")
     record_wait_s: int = Field(86400, ge=0, description="a register that falls by more than half its reading (to "
                                                          "near zero: a new meter?) waits this long for a replacement "
                                                          "record that may come after the readings")
@@ -35,7 +38,7 @@ class ReverseFlowDetector(Detector):
     params: ReverseFlowParams
     state_axes: ClassVar[dict[str, str]] = {
         "last_ts": "meter", "last_total": "meter", "last_rev": "meter", "acc": "meter",
-        "first_ts": "meter", "first_total": "meter", "rev_ts": "meter", "status": "meter", "now": "scalar",
+        "first_ts": "meter", "first_total": "meter", "rev_ts": "meter", "rev_total": "meter", "status": "meter", "now": "scalar",
     }
 
     def __init__(self, registry: Registry, params: Params | dict | None, calendar: LocalCalendar):
@@ -53,6 +56,7 @@ class ReverseFlowDetector(Detector):
         self.first_ts = np.zeros(n, dtype=np.int64)  # first reversal of the run
         self.first_total = np.full(n, np.nan)  # forward register just before the run
         self.rev_ts = np.zeros(n, dtype=np.int64)  # latest reversal
+        self.rev_total = np.full(n, np.nan, dtype=np.float32)  # forward register just after it
         self.status = np.zeros(n, dtype=np.int8)
         self.now = np.zeros(1, dtype=np.int64)
 
@@ -117,11 +121,11 @@ class ReverseFlowDetector(Detector):
         # keep the last known reverse register when the newest reading lacks one
         self.last_rev[um] = np.where(np.isnan(lr), self.last_rev[um], lr)
 
-        self._track_runs(gm, gts, rr, v_r, prev_total)
+        self._track_runs(gm, gts, rr, v_r, prev_total, total)
         self._late_replacements(replacements)
         return []
 
-    def _track_runs(self, gm, gts, rr, v_r, prev_total) -> None:
+    def _track_runs(self, gm, gts, rr, v_r, prev_total, total) -> None:
         """Fold the reversals (rows rr of the batch's fresh readings, volumes v_r > 0) into each meter's run."""
         if rr.size == 0:
             return
@@ -167,6 +171,7 @@ class ReverseFlowDetector(Detector):
         self.first_ts[m_u] = run_first_ts[run_of]
         self.first_total[m_u] = run_first_total[run_of]
         self.rev_ts[m_u] = t_r[ends]
+        self.rev_total[m_u] = total[rr[ends]]
         self.status[m_u[raised]] = PENDING
 
     def _replacements_in_batch(self, events, gm, gts, prev_total, prev_rev) -> None:
@@ -194,6 +199,9 @@ class ReverseFlowDetector(Detector):
                 self.acc[i] = 0.0
             if self.status[i] == OK and self.first_ts[i] >= e.ts_ns - 3600 * NS:
                 self.acc[i] = 0.0
+            if self.status[i] == OPEN and e.ts_ns >= self.rev_ts[i]:
+                # a new meter: forward use from its register clears the incident
+                self.rev_total[i] = float(e.fields.get("register_m3", np.nan))
 
     def tick(self, now_ns: int) -> list[AlertEvent]:
         now = max(int(now_ns), int(self.now[0]))
@@ -208,6 +216,12 @@ class ReverseFlowDetector(Detector):
                 self.status[i] = OPEN
                 out.append(self._event("raised", i, now))
         stale = (self.status == OPEN) & (now - self.rev_ts > self.params.clear_after_s * NS)
+        if stale.any():
+            # cleared only once water runs forward through the meter again: idle is not fixed
+            fwd = self.last_total - self.rev_total.astype(np.float64)
+            fwd = np.where(fwd < -self.half_max, fwd + self.reg_max, fwd)
+            with np.errstate(invalid="ignore"):
+                stale &= ~(fwd < self.params.clear_forward_m3)
         for i in np.flatnonzero(stale).tolist():
             out.append(self._event("cleared", i, now))
             self.status[i] = OK

@@ -55,3 +55,18 @@ def test_reverse_flow_clears_once_the_register_runs_forward_again():
     t.wind_back(i, t.t(3), 10.0)
     ev = run(DetectorSet(t.registry, only=["reverse_flow"]), t.build())
     assert [e.event for e in ev] == ["raised", "cleared"]
+
+
+def test_a_backwards_meter_in_an_empty_home_stays_reported():
+    # no water used for days: no reversal, but nothing was fixed either, so the incident must not clear
+    t = Town(seed=3, days=14)
+    i = int(t.households[6])
+    t.backwards(i, t.t(3))
+    t.vacancy(i, t.t(5))
+    ev = run(DetectorSet(t.registry, only=["reverse_flow"]), t.build())
+    assert [e.event for e in ev] == ["raised"]
+    # the same meter with use going on keeps its one incident open as well (reversals keep coming)
+    t = Town(seed=3, days=14)
+    t.backwards(i, t.t(3))
+    ev = run(DetectorSet(t.registry, only=["reverse_flow"]), t.build())
+    assert [e.event for e in ev] == ["raised"]
