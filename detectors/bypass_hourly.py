@@ -59,7 +59,7 @@ class HourlyBypassParams(Params):
     keep_z: float = Field(1.5, gt=0, description="after a first day at min_z, a day at this many standard errors "
                                                  "keeps the household's streak going (even if a neighbour fits better)")
     beta_ratio: float = Field(2.0, ge=1, description="… with a day-to-day ratio of its beta within this factor")
-    pooled_z: float = Field(8.0, gt=0, description="the streak's days together (Stouffer: sum of z / sqrt(days)) "
+    pooled_z: float = Field(6.0, gt=0, description="the streak's days together (Stouffer: sum of z / sqrt(days)) "
                                                    "must stand this many standard errors out")
     drop_max: float = Field(0.75, gt=0, le=1,
                             description="the household's metered use over the streak must have fallen to at most this "
@@ -80,6 +80,14 @@ class HourlyBypassParams(Params):
                                                             "has less evidence than an hourly pattern)")
     collapse_noise_k: float = Field(3.0, gt=0, description="… and both the lost use and the gap's rise stand this "
                                                            "many times the building's usual day-to-day gap swing out")
+    lost_match: float = Field(2.0, ge=1, description="the unmetered use estimated from the gap may be at most this many "
+                                                     "times what the household's meter lost against its usual use")
+    rise_k: float = Field(3.0, ge=0, description="… and the building's gap over the streak must have risen by that "
+                                                 "estimate less this many of its usual daily swings (/ sqrt(days))")
+    cusum_k: float = Field(1.5, gt=0, description="slow evidence: each day a household's fit adds its z less this "
+                                                 "(a day out of the beta range subtracts it) …")
+    cusum_h: float = Field(14.0, gt=0, description="… and the sum, never below 0, names the household when it reaches "
+                                                   "this (a small household's pattern is weak on any one day)")
     meter_unit: str = Field("{district} water company district unit", description="route for meter incidents")
 
 
@@ -89,10 +97,11 @@ class HourlyBypassDetector(Detector):
     Params: ClassVar[type[Params]] = HourlyBypassParams
     params: HourlyBypassParams
     state_axes: ClassVar[dict[str, str]] = {
-        "code": "meter", "last_l": "meter", "last_rt": "meter", "last_rl": "meter", "use_ref": "meter", "h_open": "meter",
+        "code": "meter", "acc": "meter", "acc_start": "meter", "acc_use": "meter", "last_l": "meter",
+        "last_rt": "meter", "last_rl": "meter", "use_ref": "meter", "h_open": "meter",
         "m_ring": "building", "s_ring": "building", "gap_ref": "building", "gap_dev": "building",
         "cand": "building", "cand_day": "building", "cand_beta": "building", "streak": "building",
-        "cand_use": "building", "cand_zmin": "building", "cand_zsum": "building",
+        "cand_use": "building", "cand_gap": "building", "cand_zmin": "building", "cand_zsum": "building",
         "open_h": "building", "open_beta": "building", "pend": "building", "start_day": "building",
         "est": "building", "strength": "building", "days_seen": "building", "gap_after": "building",
         "use_after": "building", "gap_before": "building",
@@ -129,6 +138,9 @@ class HourlyBypassDetector(Detector):
         self.last_rt = np.zeros(n, dtype=np.uint32)  # latest reading, epoch seconds (0: none)
         self.last_rl = np.zeros(n, dtype=np.int32)  # its register, litres
         self.use_ref = np.full(n, np.nan, dtype=np.float16)  # usual metered m3/day
+        self.acc = np.zeros(n, dtype=np.float16)  # CUSUM of the household's daily z (slow evidence)
+        self.acc_start = np.zeros(n, dtype=np.uint16)  # day it last rose from 0 (days since 1970)
+        self.acc_use = np.zeros(n, dtype=np.float16)  # metered m3 summed since then
         self.h_open = np.zeros(n, dtype=np.int8)  # 1: a bypass was raised on this household
         self.m_ring = np.full((nb, R), np.nan, dtype=np.float16)  # master m3 per hour
         self.s_ring = np.zeros((nb, R), dtype=np.float16)  # households' summed m3 per hour (not log-coded; ~0.05 % steps)
@@ -139,6 +151,7 @@ class HourlyBypassDetector(Detector):
         self.cand_beta = np.zeros(nb, dtype=np.float32)
         self.streak = np.zeros(nb, dtype=np.int16)
         self.cand_use = np.zeros(nb, dtype=np.float32)  # its metered m3 summed over the streak's days
+        self.cand_gap = np.zeros(nb, dtype=np.float32)  # the building's daily gap summed over the streak's days
         self.cand_zmin = np.zeros(nb, dtype=np.float32)  # its weakest day's z in the streak
         self.cand_zsum = np.zeros(nb, dtype=np.float32)  # and their sum
         self.c_cand = np.full(nb, -1, dtype=np.int32)  # household whose metered use collapsed while the gap rose
@@ -381,6 +394,10 @@ class HourlyBypassDetector(Detector):
                     & (cr <= p.beta_ratio) & (cr >= 1 / p.beta_ratio) & (self.h_open[self.cand[cb]] == 0))
         best[cb[keep[cb]]] = self.cand[cb[keep[cb]]]
         best_i[cb[keep[cb]]] = ck[keep[cb]]
+        # daily gap (hours known, scaled to a day) and households' daily use, for the evidence, checks and baselines
+        with np.errstate(invalid="ignore", divide="ignore"):
+            nu = usable.sum(1)
+            gap_day = np.where(usable, G, 0.0).sum(1) * 24 / np.maximum(nu, 1)
         has = best >= 0
         bi = np.flatnonzero(has)
         k = best_i[bi]
@@ -388,6 +405,7 @@ class HourlyBypassDetector(Detector):
         self.streak[bi] = np.where(same, self.streak[bi] + 1, 1)
         self.start_day[bi] = np.where(same, self.start_day[bi], day)
         self.cand_use[bi] = np.where(same, self.cand_use[bi], 0.0) + day_use[k]
+        self.cand_gap[bi] = np.where(same, self.cand_gap[bi], 0.0) + gap_day[bi]
         self.cand_zmin[bi] = np.where(same, np.minimum(self.cand_zmin[bi], z[k]), z[k])
         self.cand_zsum[bi] = np.where(same, self.cand_zsum[bi], 0.0) + z[k]
         self.cand[bi] = best[bi]
@@ -396,17 +414,59 @@ class HourlyBypassDetector(Detector):
         self.streak[~has] = 0
         self.cand[~has] = -1
 
-        # daily gap (hours known, scaled to a day) and households' daily use, for the evidence and baselines
-        with np.errstate(invalid="ignore", divide="ignore"):
-            nu = usable.sum(1)
-            gap_day = np.where(usable, G, 0.0).sum(1) * 24 / np.maximum(nu, 1)
+        # slow evidence: days that each fit only weakly add up (CUSUM of z), for households too small to stand out
+        # on one day; a day that fits outside the beta range pulls the sum down, a day without data holds it
+        old = self.acc[hh].astype(np.float64)
+        inr = fit & (beta >= p.beta_min) & (beta <= p.beta_max)
+        step = np.where(inr, z, np.where(fit, np.minimum(z, 0.0), p.cusum_k)) - p.cusum_k
+        acc = np.where(self.h_open[hh] == 0, np.maximum(old + np.nan_to_num(step), 0.0), 0.0)
+        began = (old <= 0) & (acc > 0)
+        self.acc_start[hh[began]] = day
+        self.acc_use[hh] = np.where(acc > 0, np.where(began, 0.0, self.acc_use[hh].astype(np.float64))
+                                    + np.where(fit, day_use, 0.0), 0.0)
+        self.acc[hh] = acc
         # the household's metered use must have dropped, unless the hourly evidence alone is overwhelming
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_use = self.cand_use / np.maximum(self.streak, 1)
             dropped = mean_use <= p.drop_max * self.use_ref[np.maximum(self.cand, 0)]
             pooled = self.cand_zsum / np.sqrt(np.maximum(self.streak, 1))
+            # what the gap says bypasses the meter cannot be much more than what the meter lost
+            matched = (self.cand_beta * mean_use
+                       <= p.lost_match * (self.use_ref[np.maximum(self.cand, 0)] - mean_use))
+            # … and the building's gap must have risen by about as much (beyond its usual day-to-day swing)
+            rose = (self.cand_gap / np.maximum(self.streak, 1) - self.gap_ref
+                    >= self.cand_beta * mean_use - p.rise_k * self.gap_dev / np.sqrt(np.maximum(self.streak, 1)))
+            rose |= ~np.isfinite(self.gap_ref) | ~np.isfinite(self.gap_dev)
         ripe = (has & (self.streak >= p.persist_days) & (self.pend < 0) & (pooled >= p.pooled_z)
-                & (dropped | (self.cand_zmin >= p.strong_z)))
+                & (dropped | (self.cand_zmin >= p.strong_z)) & matched & rose)
+        # a household whose slow evidence reached cusum_h (the strongest in its building) when no streak ripened
+        with np.errstate(invalid="ignore", divide="ignore"):
+            a_days = np.maximum(day - self.acc_start[hh].astype(np.int64) + 1, 1)
+            a_mean = self.acc_use[hh] / a_days
+            a_drop = ((a_mean <= p.drop_max * self.use_ref[hh])
+                      & (beta * a_mean <= p.lost_match * (self.use_ref[hh] - a_mean)))
+        a_ok = np.flatnonzero((acc >= p.cusum_h) & a_drop & inr & (self.h_open[hh] == 0))
+        a_best = np.full(nb, -1, dtype=np.int64)
+        if a_ok.size:
+            order = a_ok[np.lexsort((-acc[a_ok], b[a_ok]))]
+            bo = b[order]
+            f = np.ones(order.size, dtype=bool)
+            f[1:] = bo[1:] != bo[:-1]
+            a_best[bo[f]] = order[f]
+        a_ripe = (a_best >= 0) & ~ripe & (self.pend < 0)
+        ab = np.flatnonzero(a_ripe)
+        if ab.size:
+            k = a_best[ab]
+            best[ab] = hh[k]
+            best_i[ab] = k
+            self.start_day[ab] = self.acc_start[hh[k]]
+            self.streak[ab] = a_days[k]
+            self.cand_use[ab] = self.acc_use[hh[k]]
+            self.cand_zsum[ab] = acc[k] * np.sqrt(a_days[k])  # the strength shown is the CUSUM itself
+            has[ab] = True
+            mean_use = self.cand_use / np.maximum(self.streak, 1)
+            pooled = self.cand_zsum / np.sqrt(np.maximum(self.streak, 1))
+            ripe = ripe | a_ripe
         rb = np.flatnonzero(ripe)
         if rb.size:
             k = best_i[rb]
@@ -489,7 +549,7 @@ class HourlyBypassDetector(Detector):
         self.gap_dev[quiet] = np.where(np.isfinite(d_old), (1 - a) * d_old + a * dev,
                                        np.where(np.isfinite(dev), dev, np.nan))
         self.gap_ref[quiet] = np.where(np.isfinite(g_old), (1 - a) * g_old + a * gap_day[quiet], gap_day[quiet])
-        hq = (n >= p.min_hours) & quiet[b] & (self.h_open[hh] == 0)
+        hq = (n >= p.min_hours) & quiet[b] & (self.h_open[hh] == 0) & (self.acc[hh] <= 0)
         u_old = self.use_ref[hh[hq]].astype(np.float64)
         self.use_ref[hh[hq]] = np.where(np.isfinite(u_old), (1 - a) * u_old + a * day_use[hq], day_use[hq])
         # the judged hours are free for the hours to come

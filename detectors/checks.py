@@ -33,6 +33,7 @@ class Plan:
     record_late: dict[int, int | None] = field(default_factory=dict)  # meter -> seconds its record comes late
     bypass: dict[int, tuple[int, float]] = field(default_factory=dict)  # household -> (from, share bypassed)
     vacancy: dict[int, int] = field(default_factory=dict)  # household -> from (nobody home)
+    use_scale: dict[int, float] = field(default_factory=dict)  # household -> factor on its usual use
     leak: dict[int, tuple[int, float]] = field(default_factory=dict)  # building -> (from, m3/h)
     disinfections: list[tuple[int, int, bool]] = field(default_factory=list)  # (tank, when, drawdown?)
 
@@ -164,6 +165,10 @@ class Town:
         self.plan.vacancy[i] = start
         self.label("none", "meter", self.mid(i), start, None, decoy="vacancy")
 
+    def scale_use(self, i: int, factor: float) -> None:
+        """The household uses `factor` times its drawn daily use (a single person, a large family)."""
+        self.plan.use_scale[i] = factor
+
     def leak(self, b: int, start: int, m3h: float) -> None:
         self.plan.leak[b] = (start, m3h)
         mi = int(self.registry.buildings.master_meter[b])
@@ -183,6 +188,8 @@ class Town:
         daily_m3 = rng.uniform(0.2, 0.6, n)
         use = daily_m3[:, None] / 24 * diurnal[None, :] / diurnal[:24].mean() * rng.gamma(4, 0.25, (n, hours))
         meters = reg.meters
+        for i, f in p.use_scale.items():
+            use[i] *= f
         true_use = use.copy()
         for i, st in p.vacancy.items():
             true_use[i, hts >= st] *= 0.01

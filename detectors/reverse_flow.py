@@ -51,7 +51,7 @@ class ReverseFlowDetector(Detector):
         n = len(self.registry.meters)
         self.last_ts = np.zeros(n, dtype=np.int64)
         self.last_total = np.full(n, np.nan)
-        self.last_rev = np.full(n, np.nan)
+        self.last_rev = np.full(n, np.nan, dtype=np.float32)  # reverse register (float32: steps of about 0.1 l up to 1000 m3)
         self.acc = np.zeros(n, dtype=np.float32)  # reversed volume of the current run (m3)
         self.first_ts = np.zeros(n, dtype=np.int64)  # first reversal of the run
         self.first_total = np.full(n, np.nan)  # forward register just before the run
