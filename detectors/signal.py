@@ -31,7 +31,7 @@ class SignalParams(Params):
     grace_fraction: float = Field(0.25, ge=0, description="jitter allowed on a schedule, as a fraction of the interval")
     grace_min_s: int = Field(1800, ge=0, description="jitter allowed on any schedule")
     rsrp_tau_s: int = Field(14 * 86400, gt=0, description="memory of the RSRP baseline")
-    rsrp_drop_db: float = Field(8.0, gt=0, description="RSRP this far below baseline before the silence raises severity")
+    rsrp_drop_db: float = Field(6.0, gt=0, description="RSRP this far below baseline before the silence raises severity")
     balance_empty_cny: float = Field(0.0, description="a prepaid balance at or below this had run out")
     battery_low_v: float = Field(3.3, gt=0, description="a battery this low before the silence: depleted, not theft")
     battery_drop_v: float = Field(0.15, gt=0, description="or this far below its own best voltage")
