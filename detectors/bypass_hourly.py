@@ -86,8 +86,12 @@ class HourlyBypassParams(Params):
                                                  "estimate less this many of its usual daily swings (/ sqrt(days))")
     cusum_k: float = Field(1.5, gt=0, description="slow evidence: each day a household's fit adds its z less this "
                                                  "(a day out of the beta range subtracts it) …")
+    cusum_zcap: float = Field(8.0, gt=0, description="… a day adding at most this z (one strong day is the streak's "
+                                                    "business, not slow evidence) …")
     cusum_h: float = Field(14.0, gt=0, description="… and the sum, never below 0, names the household when it reaches "
                                                    "this (a small household's pattern is weak on any one day)")
+    silent_at_usual_use: bool = Field(True, description="a household not heard on a day counts at its usual use in "
+                                                        "that day's building gap (off: its use stays in the gap)")
     meter_unit: str = Field("{district} water company district unit", description="route for meter incidents")
 
 
@@ -97,7 +101,8 @@ class HourlyBypassDetector(Detector):
     Params: ClassVar[type[Params]] = HourlyBypassParams
     params: HourlyBypassParams
     state_axes: ClassVar[dict[str, str]] = {
-        "code": "meter", "acc": "meter", "acc_start": "meter", "acc_use": "meter", "last_l": "meter",
+        "code": "meter", "acc": "meter", "acc_start": "meter", "acc_use": "meter", "acc_n": "meter",
+        "last_l": "meter",
         "last_rt": "meter", "last_rl": "meter", "use_ref": "meter", "h_open": "meter",
         "m_ring": "building", "s_ring": "building", "gap_ref": "building", "gap_dev": "building",
         "cand": "building", "cand_day": "building", "cand_beta": "building", "streak": "building",
@@ -141,6 +146,7 @@ class HourlyBypassDetector(Detector):
         self.acc = np.zeros(n, dtype=np.float16)  # CUSUM of the household's daily z (slow evidence)
         self.acc_start = np.zeros(n, dtype=np.uint16)  # day it last rose from 0 (days since 1970)
         self.acc_use = np.zeros(n, dtype=np.float16)  # metered m3 summed since then
+        self.acc_n = np.zeros(n, dtype=np.uint8)  # over this many judged days
         self.h_open = np.zeros(n, dtype=np.int8)  # 1: a bypass was raised on this household
         self.m_ring = np.full((nb, R), np.nan, dtype=np.float16)  # master m3 per hour
         self.s_ring = np.zeros((nb, R), dtype=np.float16)  # households' summed m3 per hour (not log-coded; ~0.05 % steps)
@@ -398,6 +404,12 @@ class HourlyBypassDetector(Detector):
         with np.errstate(invalid="ignore", divide="ignore"):
             nu = usable.sum(1)
             gap_day = np.where(usable, G, 0.0).sum(1) * 24 / np.maximum(nu, 1)
+        if p.silent_at_usual_use:
+            # a household not heard that day still used water: its usual use is taken out of the day's gap, so a
+            # meter falling silent (a dead battery, a shielded meter) does not look like a rise of the gap
+            unheard = (n < p.min_hours) & np.isfinite(self.use_ref[hh])
+            gap_day = gap_day - np.bincount(b[unheard], weights=self.use_ref[hh[unheard]].astype(np.float64),
+                                            minlength=nb)
         has = best >= 0
         bi = np.flatnonzero(has)
         k = best_i[bi]
@@ -418,12 +430,18 @@ class HourlyBypassDetector(Detector):
         # on one day; a day that fits outside the beta range pulls the sum down, a day without data holds it
         old = self.acc[hh].astype(np.float64)
         inr = fit & (beta >= p.beta_min) & (beta <= p.beta_max)
-        step = np.where(inr, z, np.where(fit, np.minimum(z, 0.0), p.cusum_k)) - p.cusum_k
+        # a day heard but with (almost) no use pulls it down too: an empty home is no bypass
+        idle = (n >= p.min_hours) & ~(day_use >= p.min_use_m3)
+        step = np.where(inr, np.minimum(z, p.cusum_zcap), np.where(fit, np.minimum(z, 0.0),
+                                                                   np.where(idle, 0.0, p.cusum_k))) - p.cusum_k
         acc = np.where(self.h_open[hh] == 0, np.maximum(old + np.nan_to_num(step), 0.0), 0.0)
         began = (old <= 0) & (acc > 0)
         self.acc_start[hh[began]] = day
-        self.acc_use[hh] = np.where(acc > 0, np.where(began, 0.0, self.acc_use[hh].astype(np.float64))
+        on = acc > 0
+        keep_on = on & ~began
+        self.acc_use[hh] = np.where(on, np.where(keep_on, self.acc_use[hh].astype(np.float64), 0.0)
                                     + np.where(fit, day_use, 0.0), 0.0)
+        self.acc_n[hh] = np.where(on, np.where(keep_on, self.acc_n[hh], 0) + fit, 0).clip(0, 255)
         self.acc[hh] = acc
         # the household's metered use must have dropped, unless the hourly evidence alone is overwhelming
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -441,7 +459,7 @@ class HourlyBypassDetector(Detector):
                 & (dropped | (self.cand_zmin >= p.strong_z)) & matched & rose)
         # a household whose slow evidence reached cusum_h (the strongest in its building) when no streak ripened
         with np.errstate(invalid="ignore", divide="ignore"):
-            a_days = np.maximum(day - self.acc_start[hh].astype(np.int64) + 1, 1)
+            a_days = np.maximum(self.acc_n[hh].astype(np.int64), 1)  # the judged days behind it
             a_mean = self.acc_use[hh] / a_days
             a_drop = ((a_mean <= p.drop_max * self.use_ref[hh])
                       & (beta * a_mean <= p.lost_match * (self.use_ref[hh] - a_mean)))

@@ -128,3 +128,18 @@ def test_a_small_households_partial_bypass_is_found_from_days_of_weak_evidence()
         assert t.t(5) <= e.start_ns <= t.t(8)
         assert e.evidence["days_observed"] >= 5  # the evidence says it took days
         assert e.evidence["household_use_m3_per_day_after"] < e.evidence["household_use_m3_per_day_before"]
+
+
+def test_a_vacancy_as_a_neighbour_falls_silent_is_not_bypass():
+    # the family leaves on the day a neighbour's meter is shielded: the neighbour's use now sits in the gap, about
+    # what the empty home stopped using. The silent neighbour counts at its usual use, so the gap did not rise.
+    for seed in (2, 4):
+        t = Town(seed=seed, days=20)
+        m = t.registry.meters
+        hs = np.flatnonzero((m.building == 1) & ~m.is_master)
+        away, shielded = int(hs[1]), int(hs[4])
+        t.scale_use(away, 2.5)
+        t.scale_use(shielded, 2.5)
+        t.vacancy(away, t.t(8))
+        t.block(shielded, t.t(8))
+        assert _raised(t) == [], seed
