@@ -78,8 +78,11 @@ class HourlyBypassParams(Params):
     collapse_min_m3: float = Field(0.5, ge=0, description="… and the lost use is at least this many m3 a day")
     collapse_persist_days: int = Field(3, ge=1, description="consecutive days a full bypass must show (a still meter "
                                                             "has less evidence than an hourly pattern)")
-    collapse_noise_k: float = Field(3.0, gt=0, description="… and both the lost use and the gap's rise stand this "
-                                                           "many times the building's usual day-to-day gap swing out")
+    collapse_pooled: bool = Field(True, description="judge the gap's rise and the noise over the streak's days "
+                                                    "together (off: every day on its own)")
+    collapse_noise_k: float = Field(5.0, gt=0, description="… and both the lost use and the gap's rise, averaged over "
+                                                           "the streak, stand this many times the building's usual "
+                                                           "day-to-day gap swing / sqrt(days) out")
     lost_match: float = Field(2.0, ge=1, description="the unmetered use estimated from the gap may be at most this many "
                                                      "times what the household's meter lost against its usual use")
     rise_k: float = Field(3.0, ge=0, description="… and the building's gap over the streak must have risen by that "
@@ -111,7 +114,7 @@ class HourlyBypassDetector(Detector):
         "est": "building", "strength": "building", "days_seen": "building", "gap_after": "building",
         "use_after": "building", "gap_before": "building",
         "use_before": "building", "c_cand": "building", "c_day": "building", "c_streak": "building",
-        "c_start": "building", "c_event": "building", "next_day": "scalar", "now": "scalar",
+        "c_start": "building", "c_event": "building", "c_lsum": "building", "c_rsum": "building", "next_day": "scalar", "now": "scalar",
     }
 
     def __init__(self, registry: Registry, params: Params | dict | None, calendar: LocalCalendar):
@@ -164,6 +167,8 @@ class HourlyBypassDetector(Detector):
         self.c_day = np.zeros(nb, dtype=np.int32)
         self.c_streak = np.zeros(nb, dtype=np.int16)
         self.c_start = np.zeros(nb, dtype=np.int32)
+        self.c_lsum = np.zeros(nb, dtype=np.float32)  # its lost use summed over the collapse streak's days
+        self.c_rsum = np.zeros(nb, dtype=np.float32)  # and the building gap's rise
         self.c_event = np.zeros(nb, dtype=np.int8)  # 1: the pending raise is a full bypass (meter nearly still)
         self.start_day = np.zeros(nb, dtype=np.int32)
         self.open_h = np.full(nb, -1, dtype=np.int32)  # an open bypass whose share is taken out of the gap
@@ -508,21 +513,25 @@ class HourlyBypassDetector(Detector):
         lost = self.use_ref[hh].astype(np.float64) - day_use
         with np.errstate(invalid="ignore"):
             rise = gap_day[b] - self.gap_ref[b]
+            # the day's own tests; the gap's rise and the noise are judged over the streak's days together
             collapsed = ((n >= p.min_hours) & np.isfinite(lost) & (lost >= p.collapse_min_m3)
                          & (day_use <= p.collapse_fraction * self.use_ref[hh]) & usable.any(1)[b]
-                         & (rise >= p.collapse_gap_match * lost) & (rise <= lost / p.collapse_gap_match)
-                         & (lost >= p.collapse_noise_k * self.gap_dev[b])
-                         & (rise >= p.collapse_noise_k * self.gap_dev[b])
-                         & (self.h_open[hh] == 0) & (self.pend[b] < 0) & ~ripe[b]
+                         & np.isfinite(rise) & (self.h_open[hh] == 0) & (self.pend[b] < 0) & ~ripe[b]
                          # a household whose hours the gap follows already explains the rise
                          & ~has[b])
+            if not p.collapse_pooled:
+                collapsed &= ((rise >= p.collapse_gap_match * lost) & (rise <= lost / p.collapse_gap_match)
+                              & (lost >= p.collapse_noise_k * self.gap_dev[b])
+                              & (rise >= p.collapse_noise_k * self.gap_dev[b]))
         c_best = np.full(nb, -1, dtype=np.int64)
         c_lost = np.zeros(nb)
         ci = np.flatnonzero(collapsed)
         if ci.size:
-            # several at once in one building: the one whose loss is closest to the gap's rise
+            # several at once in one building: yesterday's household if it still collapsed, else the one whose loss
+            # is closest to the gap's rise
             miss = np.abs(rise[ci] - lost[ci])
-            order = ci[np.lexsort((miss, b[ci]))]
+            held = (self.c_cand[b[ci]] == hh[ci]) & (self.c_day[b[ci]] == day - 1)
+            order = ci[np.lexsort((miss, ~held, b[ci]))]
             bo = b[order]
             f = np.ones(order.size, dtype=bool)
             f[1:] = bo[1:] != bo[:-1]
@@ -533,11 +542,21 @@ class HourlyBypassDetector(Detector):
         c_same = (self.c_cand[cb] == c_best[cb]) & (self.c_day[cb] == day - 1)
         self.c_streak[cb] = np.where(c_same, self.c_streak[cb] + 1, 1)
         self.c_start[cb] = np.where(c_same, self.c_start[cb], day)
+        self.c_lsum[cb] = np.where(c_same, self.c_lsum[cb], 0.0) + c_lost[cb]
+        self.c_rsum[cb] = np.where(c_same, self.c_rsum[cb], 0.0) + (gap_day[cb] - self.gap_ref[cb])
         self.c_cand[cb] = c_best[cb]
         self.c_day[cb] = day
         self.c_streak[~c_has] = 0
         self.c_cand[~c_has] = -1
         c_ripe = c_has & (self.c_streak >= p.collapse_persist_days) & (self.pend < 0) & ~ripe
+        if p.collapse_pooled:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cs = np.maximum(self.c_streak, 1).astype(np.float64)
+                ml, mr = self.c_lsum / cs, self.c_rsum / cs
+                noise = p.collapse_noise_k * self.gap_dev / np.sqrt(cs)
+                c_ripe &= ((mr >= p.collapse_gap_match * ml) & (mr <= ml / p.collapse_gap_match)
+                           & (ml >= noise) & (mr >= noise))
+            c_lost = np.where(c_ripe, ml, c_lost)
         rb = np.flatnonzero(c_ripe)
         if rb.size:
             hm = c_best[rb]
