@@ -94,8 +94,8 @@ class SignalDetector(Detector):
         self.last_total = np.full(n, np.nan)
         self.rsrp_ref = np.full(n, np.nan, dtype=np.float32)
         self.rsrp_last = np.full(n, np.nan, dtype=np.float32)
-        self.bat_max = np.full(n, np.nan, dtype=np.float32)
-        self.bat_last = np.full(n, np.nan, dtype=np.float32)
+        self.bat_max = np.full(n, np.nan, dtype=np.float16)  # volts: 2 mV steps, shown to 10 mV
+        self.bat_last = np.full(n, np.nan, dtype=np.float16)
         self.balance = np.full(n, np.nan, dtype=np.float32)
         self.status = np.zeros(n, dtype=np.int8)
         self.open_start = np.zeros(n, dtype=np.int64)
