@@ -78,6 +78,8 @@ class HourlyBypassParams(Params):
     collapse_min_m3: float = Field(0.5, ge=0, description="… and the lost use is at least this many m3 a day")
     collapse_persist_days: int = Field(3, ge=1, description="consecutive days a full bypass must show (a still meter "
                                                             "has less evidence than an hourly pattern)")
+    collapse_baseline_days: int = Field(5, ge=0, description="… once the building's gap baseline has learned this many "
+                                                             "days (its usual swing is not known before)")
     collapse_pooled: bool = Field(True, description="judge the gap's rise and the noise over the streak's days "
                                                     "together (off: every day on its own)")
     collapse_noise_k: float = Field(5.0, gt=0, description="… and both the lost use and the gap's rise, averaged over "
@@ -85,7 +87,7 @@ class HourlyBypassParams(Params):
                                                            "day-to-day gap swing / sqrt(days) out")
     lost_match: float = Field(2.0, ge=1, description="the unmetered use estimated from the gap may be at most this many "
                                                      "times what the household's meter lost against its usual use")
-    rise_k: float = Field(3.0, ge=0, description="… and the building's gap over the streak must have risen by that "
+    rise_k: float = Field(2.5, ge=0, description="… and the building's gap over the streak must have risen by that "
                                                  "estimate less this many of its usual daily swings (/ sqrt(days))")
     cusum_k: float = Field(1.5, gt=0, description="slow evidence: each day a household's fit adds its z less this "
                                                  "(a day out of the beta range subtracts it) …")
@@ -107,7 +109,7 @@ class HourlyBypassDetector(Detector):
         "code": "meter", "acc": "meter", "acc_start": "meter", "acc_use": "meter", "acc_n": "meter",
         "last_l": "meter",
         "last_rt": "meter", "last_rl": "meter", "use_ref": "meter", "h_open": "meter",
-        "m_ring": "building", "s_ring": "building", "gap_ref": "building", "gap_dev": "building",
+        "m_ring": "building", "s_ring": "building", "gap_ref": "building", "gap_dev": "building", "base_n": "building",
         "cand": "building", "cand_day": "building", "cand_beta": "building", "streak": "building",
         "cand_use": "building", "cand_gap": "building", "cand_zmin": "building", "cand_zsum": "building",
         "open_h": "building", "open_beta": "building", "pend": "building", "start_day": "building",
@@ -155,6 +157,7 @@ class HourlyBypassDetector(Detector):
         self.s_ring = np.zeros((nb, R), dtype=np.float16)  # households' summed m3 per hour (not log-coded; ~0.05 % steps)
         self.gap_ref = np.full(nb, np.nan, dtype=np.float32)  # usual gap m3/day
         self.gap_dev = np.full(nb, np.nan, dtype=np.float32)  # its usual day-to-day swing (mean absolute deviation)
+        self.base_n = np.zeros(nb, dtype=np.int16)  # days the gap baselines have learned (capped)
         self.cand = np.full(nb, -1, dtype=np.int32)  # household that explained the gap on the latest days
         self.cand_day = np.zeros(nb, dtype=np.int32)
         self.cand_beta = np.zeros(nb, dtype=np.float32)
@@ -548,7 +551,8 @@ class HourlyBypassDetector(Detector):
         self.c_day[cb] = day
         self.c_streak[~c_has] = 0
         self.c_cand[~c_has] = -1
-        c_ripe = c_has & (self.c_streak >= p.collapse_persist_days) & (self.pend < 0) & ~ripe
+        c_ripe = (c_has & (self.c_streak >= p.collapse_persist_days) & (self.pend < 0) & ~ripe
+                  & (self.base_n >= p.collapse_baseline_days))
         if p.collapse_pooled:
             with np.errstate(invalid="ignore", divide="ignore"):
                 cs = np.maximum(self.c_streak, 1).astype(np.float64)
@@ -585,6 +589,7 @@ class HourlyBypassDetector(Detector):
         dev = np.abs(gap_day[quiet] - g_old)
         self.gap_dev[quiet] = np.where(np.isfinite(d_old), (1 - a) * d_old + a * dev,
                                        np.where(np.isfinite(dev), dev, np.nan))
+        self.base_n[quiet] = np.minimum(self.base_n[quiet] + 1, 10000)
         self.gap_ref[quiet] = np.where(np.isfinite(g_old), (1 - a) * g_old + a * gap_day[quiet], gap_day[quiet])
         hq = (n >= p.min_hours) & quiet[b] & (self.h_open[hh] == 0) & (self.acc[hh] <= 0)
         u_old = self.use_ref[hh[hq]].astype(np.float64)
