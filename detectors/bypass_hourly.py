@@ -106,9 +106,8 @@ class HourlyBypassDetector(Detector):
     Params: ClassVar[type[Params]] = HourlyBypassParams
     params: HourlyBypassParams
     state_axes: ClassVar[dict[str, str]] = {
-        "code": "meter", "acc": "meter", "acc_start": "meter", "acc_use": "meter", "acc_n": "meter",
-        "last_l": "meter",
-        "last_rt": "meter", "last_rl": "meter", "use_ref": "meter", "h_open": "meter",
+        "code": "meter", "last_l": "meter", "last_rt": "meter", "last_rl": "meter", "use_ref": "meter",
+        "h_open": "meter", "acc": "meter", "acc_start": "meter", "acc_use": "meter", "acc_n": "meter",
         "m_ring": "building", "s_ring": "building", "gap_ref": "building", "gap_dev": "building", "base_n": "building",
         "cand": "building", "cand_day": "building", "cand_beta": "building", "streak": "building",
         "cand_use": "building", "cand_gap": "building", "cand_zmin": "building", "cand_zsum": "building",
@@ -116,7 +115,8 @@ class HourlyBypassDetector(Detector):
         "est": "building", "strength": "building", "days_seen": "building", "gap_after": "building",
         "use_after": "building", "gap_before": "building",
         "use_before": "building", "c_cand": "building", "c_day": "building", "c_streak": "building",
-        "c_start": "building", "c_event": "building", "c_lsum": "building", "c_rsum": "building", "next_day": "scalar", "now": "scalar",
+        "c_start": "building", "c_event": "building", "c_lsum": "building", "c_rsum": "building",
+        "next_day": "scalar", "now": "scalar",
     }
 
     def __init__(self, registry: Registry, params: Params | dict | None, calendar: LocalCalendar):
