@@ -187,6 +187,10 @@ class HourlyBypassDetector(Detector):
         self.next_day = np.full(1, -1, dtype=np.int64)
         self.now = np.zeros(1, dtype=np.int64)
 
+    def _after_restore(self) -> None:
+        # a checkpoint from before base_n was kept: a building with a learned swing has learned enough days
+        self.base_n[(self.base_n == 0) & np.isfinite(self.gap_dev)] = self.params.collapse_baseline_days
+
     def _lo_hour(self) -> int:
         return self.calendar.day_start_ns(int(self.next_day[0])) // HOUR_NS
 
