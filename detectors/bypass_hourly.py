@@ -95,6 +95,8 @@ class HourlyBypassParams(Params):
                                                     "business, not slow evidence) …")
     cusum_h: float = Field(14.0, gt=0, description="… and the sum, never below 0, names the household when it reaches "
                                                    "this (a small household's pattern is weak on any one day)")
+    cusum_lost_match: float = Field(3.0, ge=1, description="… and the unmetered use it implies (that day's beta x its "
+                                                           "metered use) at most this many times what its meter lost")
     silent_at_usual_use: bool = Field(True, description="a household not heard on a day counts at its usual use in "
                                                         "that day's building gap (off: its use stays in the gap)")
     meter_unit: str = Field("{district} water company district unit", description="route for meter incidents")
@@ -473,8 +475,9 @@ class HourlyBypassDetector(Detector):
         with np.errstate(invalid="ignore", divide="ignore"):
             a_days = np.maximum(self.acc_n[hh].astype(np.int64), 1)  # the judged days behind it
             a_mean = self.acc_use[hh] / a_days
+            # (the day's beta is noisy next to a streak's, so the loss check is looser here)
             a_drop = ((a_mean <= p.drop_max * self.use_ref[hh])
-                      & (beta * a_mean <= p.lost_match * (self.use_ref[hh] - a_mean)))
+                      & (beta * a_mean <= p.cusum_lost_match * (self.use_ref[hh] - a_mean)))
         a_ok = np.flatnonzero((acc >= p.cusum_h) & a_drop & inr & (self.h_open[hh] == 0))
         a_best = np.full(nb, -1, dtype=np.int64)
         if a_ok.size:
