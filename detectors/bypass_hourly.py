@@ -37,6 +37,19 @@ def encode_litres(litres: np.ndarray) -> np.ndarray:
     return out
 
 
+def first_per_building(rows: np.ndarray, building: np.ndarray, nb: int, *keys: np.ndarray) -> np.ndarray:
+    """Per building, the one of `rows` (household positions) that sorts first by `keys` (given for those rows, the
+    last key primary, as np.lexsort); -1 for a building with none."""
+    out = np.full(nb, -1, dtype=np.int64)
+    if rows.size:
+        order = rows[np.lexsort((*keys, building[rows]))]
+        bo = building[order]
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = bo[1:] != bo[:-1]
+        out[bo[first]] = order[first]
+    return out
+
+
 # code -> m3 (a missing hour as 0: callers mask it with code != MISSING)
 M3_OF_CODE = np.where(np.arange(256) == MISSING, 0.0, (np.exp2(np.arange(256) / CODE_STEPS) - 1.0) / 1000.0)
 
@@ -392,17 +405,10 @@ class HourlyBypassDetector(Detector):
             day_use = hx.sum(1) * 24 / nn
         fit = (n >= p.min_hours) & (det > 0) & (shh > 1e-9 * hh2) & np.isfinite(z) & (day_use >= p.min_use_m3)
         elig = fit & (beta >= p.beta_min) & (beta <= p.beta_max) & (z >= p.min_z) & (self.h_open[hh] == 0)
-        best = np.full(nb, -1, dtype=np.int64)
-        best_i = np.full(nb, -1, dtype=np.int64)
+        # the household that explains the gap best (its neighbours share the rhythm, less well)
         ei = np.flatnonzero(elig)
-        if ei.size:
-            # the household that explains the gap best (its neighbours share the rhythm, less well)
-            order = ei[np.lexsort((-z[ei], b[ei]))]
-            bo = b[order]
-            f = np.ones(order.size, dtype=bool)
-            f[1:] = bo[1:] != bo[:-1]
-            best[bo[f]] = hh[order[f]]
-            best_i[bo[f]] = order[f]
+        best_i = first_per_building(ei, b, nb, -z[ei])
+        best = np.where(best_i >= 0, hh[np.maximum(best_i, 0)], -1)
         # yesterday's household keeps its streak on a day it still fits (z >= keep_z), even if a neighbour whose
         # rhythm is alike fits better that day; otherwise the day's best household starts a new one
         cb = np.flatnonzero((self.cand >= 0) & (self.cand_day == day - 1))
@@ -479,13 +485,7 @@ class HourlyBypassDetector(Detector):
             a_drop = ((a_mean <= p.drop_max * self.use_ref[hh])
                       & (beta * a_mean <= p.cusum_lost_match * (self.use_ref[hh] - a_mean)))
         a_ok = np.flatnonzero((acc >= p.cusum_h) & a_drop & inr & (self.h_open[hh] == 0))
-        a_best = np.full(nb, -1, dtype=np.int64)
-        if a_ok.size:
-            order = a_ok[np.lexsort((-acc[a_ok], b[a_ok]))]
-            bo = b[order]
-            f = np.ones(order.size, dtype=bool)
-            f[1:] = bo[1:] != bo[:-1]
-            a_best[bo[f]] = order[f]
+        a_best = first_per_building(a_ok, b, nb, -acc[a_ok])
         a_ripe = (a_best >= 0) & ~ripe & (self.pend < 0)
         ab = np.flatnonzero(a_ripe)
         if ab.size:
@@ -533,20 +533,13 @@ class HourlyBypassDetector(Detector):
                 collapsed &= ((rise >= p.collapse_gap_match * lost) & (rise <= lost / p.collapse_gap_match)
                               & (lost >= p.collapse_noise_k * self.gap_dev[b])
                               & (rise >= p.collapse_noise_k * self.gap_dev[b]))
-        c_best = np.full(nb, -1, dtype=np.int64)
-        c_lost = np.zeros(nb)
+        # several at once in one building: yesterday's household if it still collapsed, else the one whose loss is
+        # closest to the gap's rise
         ci = np.flatnonzero(collapsed)
-        if ci.size:
-            # several at once in one building: yesterday's household if it still collapsed, else the one whose loss
-            # is closest to the gap's rise
-            miss = np.abs(rise[ci] - lost[ci])
-            held = (self.c_cand[b[ci]] == hh[ci]) & (self.c_day[b[ci]] == day - 1)
-            order = ci[np.lexsort((miss, ~held, b[ci]))]
-            bo = b[order]
-            f = np.ones(order.size, dtype=bool)
-            f[1:] = bo[1:] != bo[:-1]
-            c_best[bo[f]] = hh[order[f]]
-            c_lost[bo[f]] = lost[order[f]]
+        held = (self.c_cand[b[ci]] == hh[ci]) & (self.c_day[b[ci]] == day - 1)
+        c_pos = first_per_building(ci, b, nb, np.abs(rise[ci] - lost[ci]), ~held)
+        c_best = np.where(c_pos >= 0, hh[np.maximum(c_pos, 0)], -1)
+        c_lost = np.where(c_pos >= 0, lost[np.maximum(c_pos, 0)], 0.0)
         c_has = c_best >= 0
         cb = np.flatnonzero(c_has)
         c_same = (self.c_cand[cb] == c_best[cb]) & (self.c_day[cb] == day - 1)
