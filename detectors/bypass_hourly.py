@@ -72,7 +72,7 @@ class HourlyBypassParams(Params):
     keep_z: float = Field(1.5, gt=0, description="after a first day at min_z, a day at this many standard errors "
                                                  "keeps the household's streak going (even if a neighbour fits better)")
     beta_ratio: float = Field(2.0, ge=1, description="… with a day-to-day ratio of its beta within this factor")
-    pooled_z: float = Field(6.0, gt=0, description="the streak's days together (Stouffer: sum of z / sqrt(days)) "
+    pooled_z: float = Field(8.0, gt=0, description="the streak's days together (Stouffer: sum of z / sqrt(days)) "
                                                    "must stand this many standard errors out")
     drop_max: float = Field(0.75, gt=0, le=1,
                             description="the household's metered use over the streak must have fallen to at most this "
