@@ -93,8 +93,6 @@ class HourlyBypassParams(Params):
                                                             "has less evidence than an hourly pattern)")
     collapse_baseline_days: int = Field(5, ge=0, description="… once the building's gap baseline has learned this many "
                                                              "days (its usual swing is not known before)")
-    collapse_pooled: bool = Field(True, description="judge the gap's rise and the noise over the streak's days "
-                                                    "together (off: every day on its own)")
     collapse_noise_k: float = Field(5.0, gt=0, description="… and both the lost use and the gap's rise, averaged over "
                                                            "the streak, stand this many times the building's usual "
                                                            "day-to-day gap swing / sqrt(days) out")
@@ -529,10 +527,6 @@ class HourlyBypassDetector(Detector):
                          & np.isfinite(rise) & (self.h_open[hh] == 0) & (self.pend[b] < 0) & ~ripe[b]
                          # a household whose hours the gap follows already explains the rise
                          & ~has[b])
-            if not p.collapse_pooled:
-                collapsed &= ((rise >= p.collapse_gap_match * lost) & (rise <= lost / p.collapse_gap_match)
-                              & (lost >= p.collapse_noise_k * self.gap_dev[b])
-                              & (rise >= p.collapse_noise_k * self.gap_dev[b]))
         # several at once in one building: yesterday's household if it still collapsed, else the one whose loss is
         # closest to the gap's rise
         ci = np.flatnonzero(collapsed)
@@ -553,14 +547,13 @@ class HourlyBypassDetector(Detector):
         self.c_cand[~c_has] = -1
         c_ripe = (c_has & (self.c_streak >= p.collapse_persist_days) & (self.pend < 0) & ~ripe
                   & (self.base_n >= p.collapse_baseline_days))
-        if p.collapse_pooled:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                cs = np.maximum(self.c_streak, 1).astype(np.float64)
-                ml, mr = self.c_lsum / cs, self.c_rsum / cs
-                noise = p.collapse_noise_k * self.gap_dev / np.sqrt(cs)
-                c_ripe &= ((mr >= p.collapse_gap_match * ml) & (mr <= ml / p.collapse_gap_match)
-                           & (ml >= noise) & (mr >= noise))
-            c_lost = np.where(c_ripe, ml, c_lost)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cs = np.maximum(self.c_streak, 1).astype(np.float64)
+            ml, mr = self.c_lsum / cs, self.c_rsum / cs
+            noise = p.collapse_noise_k * self.gap_dev / np.sqrt(cs)
+            c_ripe &= ((mr >= p.collapse_gap_match * ml) & (mr <= ml / p.collapse_gap_match)
+                       & (ml >= noise) & (mr >= noise))
+        c_lost = np.where(c_ripe, ml, c_lost)
         rb = np.flatnonzero(c_ripe)
         if rb.size:
             hm = c_best[rb]
