@@ -50,6 +50,12 @@ def first_per_building(rows: np.ndarray, building: np.ndarray, nb: int, *keys: n
     return out
 
 
+def loss_matches(beta: np.ndarray, use: np.ndarray, usual: np.ndarray, factor: float) -> np.ndarray:
+    """The unmetered use the gap implies (beta x metered use) is at most `factor` times what the meter lost against
+    the household's usual use."""
+    return beta * use <= factor * (usual - use)
+
+
 # code -> m3 (a missing hour as 0: callers mask it with code != MISSING)
 M3_OF_CODE = np.where(np.arange(256) == MISSING, 0.0, (np.exp2(np.arange(256) / CODE_STEPS) - 1.0) / 1000.0)
 
@@ -464,11 +470,11 @@ class HourlyBypassDetector(Detector):
         # the household's metered use must have dropped, unless the hourly evidence alone is overwhelming
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_use = self.cand_use / np.maximum(self.streak, 1)
-            dropped = mean_use <= p.drop_max * self.use_ref[np.maximum(self.cand, 0)]
+            usual = self.use_ref[np.maximum(self.cand, 0)]
+            dropped = mean_use <= p.drop_max * usual
             pooled = self.cand_zsum / np.sqrt(np.maximum(self.streak, 1))
             # what the gap says bypasses the meter cannot be much more than what the meter lost
-            matched = (self.cand_beta * mean_use
-                       <= p.lost_match * (self.use_ref[np.maximum(self.cand, 0)] - mean_use))
+            matched = loss_matches(self.cand_beta, mean_use, usual, p.lost_match)
             # … and the building's gap must have risen by about as much (beyond its usual day-to-day swing)
             rose = (self.cand_gap / np.maximum(self.streak, 1) - self.gap_ref
                     >= self.cand_beta * mean_use - p.rise_k * self.gap_dev / np.sqrt(np.maximum(self.streak, 1)))
@@ -481,7 +487,7 @@ class HourlyBypassDetector(Detector):
             a_mean = self.acc_use[hh] / a_days
             # (the day's beta is noisy next to a streak's, so the loss check is looser here)
             a_drop = ((a_mean <= p.drop_max * self.use_ref[hh])
-                      & (beta * a_mean <= p.cusum_lost_match * (self.use_ref[hh] - a_mean)))
+                      & loss_matches(beta, a_mean, self.use_ref[hh], p.cusum_lost_match))
         a_ok = np.flatnonzero((acc >= p.cusum_h) & a_drop & inr & (self.h_open[hh] == 0))
         a_best = first_per_building(a_ok, b, nb, -acc[a_ok])
         a_ripe = (a_best >= 0) & ~ripe & (self.pend < 0)
