@@ -106,6 +106,11 @@ class HourlyBypassParams(Params):
                                                      "times what the household's meter lost against its usual use")
     rise_k: float = Field(2.5, ge=0, description="… and the building's gap over the streak must have risen by that "
                                                  "estimate less this many of its usual daily swings (/ sqrt(days))")
+    vouch_share: float = Field(0.5, gt=0, le=1, description="a streak whose loss check fails still counts when the "
+                                                           "building gap over its days rose by at least this share of "
+                                                           "the estimate …")
+    vouch_k: float = Field(5.0, gt=0, description="… and by this many of its usual daily swings (/ sqrt(days)): a "
+                                                 "business's changeable week can hide what its meter lost")
     cusum_k: float = Field(1.5, gt=0, description="slow evidence: each day a household's fit adds its z less this "
                                                  "(a day out of the beta range subtracts it) …")
     cusum_zcap: float = Field(8.0, gt=0, description="… a day adding at most this z (one strong day is the streak's "
@@ -297,8 +302,12 @@ class HourlyBypassDetector(Detector):
         step[bfi] = np.where(self.last_l[bfm] >= 0, hb[bfi] - self.last_rt[bfm].astype(np.int64) // 3600, 0)
         inc = rb - prev_r
         neg = np.flatnonzero(inc < -0.5)  # across a wrap at register_max (rare)
-        inc[neg] += np.where(inc[neg] < -self.max_l[bm[neg]] / 2, self.max_l[bm[neg]], 0)
-        ok = (step == 1) & (inc >= -0.5) & (inc <= self.cap_l[bm])
+        if neg.size:
+            inc[neg] += np.where(inc[neg] < -self.max_l[bm[neg]] / 2, self.max_l[bm[neg]], 0)
+            # a meter installed backwards counts down the water that passes it: for the building's balance its fall
+            # is its use; a fall beyond what the pipe can carry in an hour is a wound-back register (dropped below)
+            inc[neg] = np.abs(inc[neg])
+        ok = (step == 1) & (inc <= self.cap_l[bm])
         # the register at the whole hour before each meter's newest reading is held for the next batch: from this
         # batch when it reached that hour, kept when no hour has passed, unknown otherwise (a gap too long)
         new_h = th[la]
@@ -479,6 +488,11 @@ class HourlyBypassDetector(Detector):
             rose = (self.cand_gap / np.maximum(self.streak, 1) - self.gap_ref
                     >= self.cand_beta * mean_use - p.rise_k * self.gap_dev / np.sqrt(np.maximum(self.streak, 1)))
             rose |= ~np.isfinite(self.gap_ref) | ~np.isfinite(self.gap_dev)
+            # a gap risen by about the estimate and far beyond its usual swing vouches for it where the household's
+            # own use is too changeable for the loss check (a business's week)
+            g_rise = self.cand_gap / np.maximum(self.streak, 1) - self.gap_ref
+            matched |= ((g_rise >= p.vouch_share * self.cand_beta * mean_use)
+                        & (g_rise >= p.vouch_k * self.gap_dev / np.sqrt(np.maximum(self.streak, 1))))
         ripe = (has & (self.streak >= p.persist_days) & (self.pend < 0) & (pooled >= p.pooled_z)
                 & (dropped | (self.cand_zmin >= p.strong_z)) & matched & rose)
         # a household whose slow evidence reached cusum_h (the strongest in its building) when no streak ripened

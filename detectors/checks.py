@@ -33,7 +33,7 @@ class Plan:
     record_late: dict[int, int | None] = field(default_factory=dict)  # meter -> seconds its record comes late
     bypass: dict[int, tuple[int, float]] = field(default_factory=dict)  # household -> (from, share bypassed)
     vacancy: dict[int, int] = field(default_factory=dict)  # household -> from (nobody home)
-    use_scale: dict[int, float] = field(default_factory=dict)  # household -> factor on its usual use
+    use_scale: dict[int, tuple[float, int]] = field(default_factory=dict)  # household -> (factor on its use, from)
     leak: dict[int, tuple[int, float]] = field(default_factory=dict)  # building -> (from, m3/h)
     disinfections: list[tuple[int, int, bool]] = field(default_factory=list)  # (tank, when, drawdown?)
 
@@ -165,9 +165,10 @@ class Town:
         self.plan.vacancy[i] = start
         self.label("none", "meter", self.mid(i), start, None, decoy="vacancy")
 
-    def scale_use(self, i: int, factor: float) -> None:
-        """The household uses `factor` times its drawn daily use (a single person, a large family)."""
-        self.plan.use_scale[i] = factor
+    def scale_use(self, i: int, factor: float, since: int | None = None) -> None:
+        """The household uses `factor` times its drawn daily use (a single person, a large family), from `since`
+        (a relative moving in) or all along."""
+        self.plan.use_scale[i] = (factor, self.start if since is None else since)
 
     def leak(self, b: int, start: int, m3h: float) -> None:
         self.plan.leak[b] = (start, m3h)
@@ -188,8 +189,8 @@ class Town:
         daily_m3 = rng.uniform(0.2, 0.6, n)
         use = daily_m3[:, None] / 24 * diurnal[None, :] / diurnal[:24].mean() * rng.gamma(4, 0.25, (n, hours))
         meters = reg.meters
-        for i, f in p.use_scale.items():
-            use[i] *= f
+        for i, (f, since) in p.use_scale.items():
+            use[i, hts >= since] *= f
         true_use = use.copy()
         for i, st in p.vacancy.items():
             true_use[i, hts >= st] *= 0.01
