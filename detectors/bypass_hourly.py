@@ -102,6 +102,11 @@ class HourlyBypassParams(Params):
     collapse_noise_k: float = Field(5.0, gt=0, description="… and both the lost use and the gap's rise, averaged over "
                                                            "the streak, stand this many times the building's usual "
                                                            "day-to-day gap swing / sqrt(days) out")
+    collapse_first_k: float = Field(2.0, ge=0, description="… and on its first day the gap rose by collapse_gap_match "
+                                                           "of the loss less this many daily swings (a home empty for "
+                                                           "days before the gap rose is a vacancy)")
+    collapse_max_days: int = Field(7, ge=1, description="… within this many days of its start (a home whose meter "
+                                                        "stopped longer ago without that is empty, not bypassed)")
     lost_match: float = Field(2.0, ge=1, description="the unmetered use estimated from the gap may be at most this many "
                                                      "times what the household's meter lost against its usual use")
     rise_k: float = Field(2.5, ge=0, description="… and the building's gap over the streak must have risen by that "
@@ -131,7 +136,7 @@ class HourlyBypassDetector(Detector):
     params: HourlyBypassParams
     state_axes: ClassVar[dict[str, str]] = {
         "code": "meter", "last_l": "meter", "last_rt": "meter", "last_rl": "meter", "use_ref": "meter",
-        "h_open": "meter", "acc": "meter", "acc_start": "meter", "acc_use": "meter", "acc_n": "meter",
+        "h_open": "meter", "c_was": "meter", "acc": "meter", "acc_start": "meter", "acc_use": "meter", "acc_n": "meter",
         "m_ring": "building", "s_ring": "building", "gap_ref": "building", "gap_dev": "building", "base_n": "building",
         "cand": "building", "cand_day": "building", "cand_beta": "building", "streak": "building",
         "cand_use": "building", "cand_gap": "building", "cand_zmin": "building", "cand_zsum": "building",
@@ -139,7 +144,7 @@ class HourlyBypassDetector(Detector):
         "est": "building", "strength": "building", "days_seen": "building", "gap_after": "building",
         "use_after": "building", "gap_before": "building",
         "use_before": "building", "c_cand": "building", "c_day": "building", "c_streak": "building",
-        "c_start": "building", "c_event": "building", "c_lsum": "building", "c_rsum": "building",
+        "c_start": "building", "c_first": "building", "c_event": "building", "c_lsum": "building", "c_rsum": "building",
         "next_day": "scalar", "now": "scalar",
     }
 
@@ -177,6 +182,7 @@ class HourlyBypassDetector(Detector):
         self.acc_use = np.zeros(n, dtype=np.float16)  # metered m3 summed since then
         self.acc_n = np.zeros(n, dtype=np.uint8)  # over this many judged days
         self.h_open = np.zeros(n, dtype=np.int8)  # 1: a bypass was raised on this household
+        self.c_was = np.zeros(n, dtype=np.int8)  # 1: its metered day collapsed on the last day judged
         self.m_ring = np.full((nb, R), np.nan, dtype=np.float16)  # master m3 per hour
         self.s_ring = np.zeros((nb, R), dtype=np.float16)  # households' summed m3 per hour (not log-coded; ~0.05 % steps)
         self.gap_ref = np.full(nb, np.nan, dtype=np.float32)  # usual gap m3/day
@@ -194,6 +200,8 @@ class HourlyBypassDetector(Detector):
         self.c_day = np.zeros(nb, dtype=np.int32)
         self.c_streak = np.zeros(nb, dtype=np.int16)
         self.c_start = np.zeros(nb, dtype=np.int32)
+        self.c_first = np.zeros(nb, dtype=np.int8)  # 1: the gap rose on the collapse streak's first day (and it is
+        #                                            not older than collapse_max_days)
         self.c_lsum = np.zeros(nb, dtype=np.float32)  # its lost use summed over the collapse streak's days
         self.c_rsum = np.zeros(nb, dtype=np.float32)  # and the building gap's rise
         self.c_event = np.zeros(nb, dtype=np.int8)  # 1: the pending raise is a full bypass (meter nearly still)
@@ -544,13 +552,14 @@ class HourlyBypassDetector(Detector):
             # the day's own tests; the gap's rise and the noise are judged over the streak's days together
             collapsed = ((n >= p.min_hours) & np.isfinite(lost) & (lost >= p.collapse_min_m3)
                          & (day_use <= p.collapse_fraction * self.use_ref[hh]) & usable.any(1)[b]
-                         & np.isfinite(rise) & (self.h_open[hh] == 0) & (self.pend[b] < 0) & ~ripe[b]
-                         # a household whose hours the gap follows already explains the rise
-                         & ~has[b])
-        # several at once in one building: yesterday's household if it still collapsed, else the one whose loss is
-        # closest to the gap's rise
-        ci = np.flatnonzero(collapsed)
-        held = (self.c_cand[b[ci]] == hh[ci]) & (self.c_day[b[ci]] == day - 1)
+                         & np.isfinite(rise) & (self.h_open[hh] == 0))
+        # A collapse is followed from its first day only, and only if the gap rose that day by about what the meter
+        # lost (less collapse_first_k daily swings): a home that fell still days before the gap rose for another
+        # reason is empty, and it is not taken up then. Several at once in one building: yesterday's household if
+        # it still collapsed, else the one whose loss is closest to the gap's rise.
+        held_h = (self.c_cand[b] == hh) & (self.c_day[b] == day - 1) & (self.c_first[b] == 1)
+        ci = np.flatnonzero(collapsed & (held_h | (self.c_was[hh] == 0)))
+        held = held_h[ci]
         c_pos = first_per_building(ci, b, nb, np.abs(rise[ci] - lost[ci]), ~held)
         c_best = np.where(c_pos >= 0, hh[np.maximum(c_pos, 0)], -1)
         c_lost = np.where(c_pos >= 0, lost[np.maximum(c_pos, 0)], 0.0)
@@ -560,12 +569,27 @@ class HourlyBypassDetector(Detector):
         self.c_streak[cb] = np.where(c_same, self.c_streak[cb] + 1, 1)
         self.c_start[cb] = np.where(c_same, self.c_start[cb], day)
         self.c_lsum[cb] = np.where(c_same, self.c_lsum[cb], 0.0) + c_lost[cb]
-        self.c_rsum[cb] = np.where(c_same, self.c_rsum[cb], 0.0) + (gap_day[cb] - self.gap_ref[cb])
+        # a day's rise counts up to what its loss could explain (a swing of the gap from elsewhere is no evidence),
+        # less the share (beta x use) of another household whose hours the gap follows that day
+        c_rise = rise[np.maximum(c_pos[cb], 0)]
+        bk = best_i[cb]
+        with np.errstate(invalid="ignore"):
+            c_expl = np.where((bk >= 0) & (best[cb] != c_best[cb]),
+                              np.maximum(beta[np.maximum(bk, 0)] * day_use[np.maximum(bk, 0)], 0.0), 0.0)
+        c_cap = c_lost[cb] / p.collapse_gap_match
+        self.c_rsum[cb] = np.where(c_same, self.c_rsum[cb], 0.0) + np.clip(c_rise - c_expl, -c_cap, c_cap)
+        with np.errstate(invalid="ignore"):
+            first_ok = ~(c_rise < p.collapse_gap_match * c_lost[cb] - p.collapse_first_k * self.gap_dev[cb])
+        # a streak that has not shown a bypass within collapse_max_days is let go (an empty home)
+        self.c_first[cb] = np.where(c_same, self.c_first[cb], first_ok) & (self.c_streak[cb] <= p.collapse_max_days)
+        self.c_was[hh] = collapsed
         self.c_cand[cb] = c_best[cb]
         self.c_day[cb] = day
         self.c_streak[~c_has] = 0
         self.c_cand[~c_has] = -1
-        c_ripe = (c_has & (self.c_streak >= p.collapse_persist_days) & (self.pend < 0) & ~ripe
+        # not on a day a household whose hours the gap follows explains it (the streak goes on meanwhile)
+        c_ripe = (c_has & (self.c_streak >= p.collapse_persist_days) & (self.pend < 0) & ~ripe & ~has
+                  & (self.c_first == 1)
                   & (self.base_n >= p.collapse_baseline_days))
         with np.errstate(invalid="ignore", divide="ignore"):
             cs = np.maximum(self.c_streak, 1).astype(np.float64)

@@ -170,3 +170,21 @@ def test_a_bypass_as_the_household_uses_more_is_vouched_for_by_the_gap():
     ev = raised[0].evidence
     assert ev["building_gap_m3_per_day_after"] - ev["building_gap_m3_per_day_before"] > 0.5 * ev[
         "estimated_unmetered_m3_per_day"]
+
+
+def test_a_vacancy_is_not_named_when_a_neighbours_full_bypass_raises_the_gap_days_later():
+    # a family leaves on day 5 (the gap stays); on day 10 a neighbour's meter stops behind a full bypass (the gap
+    # rises by about what the family used to use). Only the neighbour is named: the empty home collapsed days before
+    # the gap rose
+    for seed in (4, 6):
+        t = Town(seed=seed, days=20)
+        m = t.registry.meters
+        hs = np.flatnonzero((m.building == 1) & ~m.is_master)
+        away, culprit = int(hs[2]), int(hs[5])
+        t.scale_use(away, 2.0)
+        t.scale_use(culprit, 2.0)
+        t.vacancy(away, t.t(5))
+        t.bypass(culprit, t.t(10), 1.0)
+        raised = _raised(t)
+        assert [e.subject_id for e in raised] == [t.mid(culprit)], seed
+        assert t.t(9) <= raised[0].start_ns <= t.t(13)
