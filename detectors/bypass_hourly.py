@@ -87,6 +87,9 @@ class HourlyBypassParams(Params):
                                                    "out (a household's use swings too much day to day to rely on)")
     min_use_m3: float = Field(0.002, ge=0, description="a household using less than this in a day is not judged "
                                                       "(a vacancy has no pattern to follow)")
+    recent_alpha: float = Field(0.3, gt=0, le=1, description="weight of a new day in the gap's recent level, which "
+                                                            "learns every day: a full bypass rises above the higher of "
+                                                            "it and the usual gap")
     baseline_alpha: float = Field(0.2, gt=0, le=1, description="weight of a new day in the daily baselines")
     collapse_fraction: float = Field(0.15, ge=0, lt=1,
                                      description="a full bypass: the household's metered day falls below this share "
@@ -120,8 +123,10 @@ class HourlyBypassParams(Params):
                                                  "(a day out of the beta range subtracts it) …")
     cusum_zcap: float = Field(8.0, gt=0, description="… a day adding at most this z (one strong day is the streak's "
                                                     "business, not slow evidence) …")
-    cusum_h: float = Field(14.0, gt=0, description="… and the sum, never below 0, names the household when it reaches "
+    cusum_h: float = Field(13.0, gt=0, description="… and the sum, never below 0, names the household when it reaches "
                                                    "this (a small household's pattern is weak on any one day)")
+    cusum_hold: float = Field(0.25, gt=0, le=1, description="… the building's gap baselines do not learn while a "
+                                                            "household heard that day has this share of cusum_h")
     cusum_lost_match: float = Field(3.0, ge=1, description="… and the unmetered use it implies (that day's beta x its "
                                                            "metered use) at most this many times what its meter lost")
     silent_at_usual_use: bool = Field(True, description="a household not heard on a day counts at its usual use in "
@@ -144,7 +149,7 @@ class HourlyBypassDetector(Detector):
         "est": "building", "strength": "building", "days_seen": "building", "gap_after": "building",
         "use_after": "building", "gap_before": "building",
         "use_before": "building", "c_cand": "building", "c_day": "building", "c_streak": "building",
-        "c_start": "building", "c_first": "building", "c_event": "building", "c_lsum": "building", "c_rsum": "building",
+        "c_start": "building", "c_ref": "building", "gap_recent": "building", "c_first": "building", "c_event": "building", "c_lsum": "building", "c_rsum": "building",
         "next_day": "scalar", "now": "scalar",
     }
 
@@ -200,6 +205,8 @@ class HourlyBypassDetector(Detector):
         self.c_day = np.zeros(nb, dtype=np.int32)
         self.c_streak = np.zeros(nb, dtype=np.int16)
         self.c_start = np.zeros(nb, dtype=np.int32)
+        self.c_ref = np.zeros(nb, dtype=np.float32)  # the gap level the collapse streak's rise is measured from
+        self.gap_recent = np.full(nb, np.nan, dtype=np.float32)  # the gap's recent level (learns every day)
         self.c_first = np.zeros(nb, dtype=np.int8)  # 1: the gap rose on the collapse streak's first day (and it is
         #                                            not older than collapse_max_days)
         self.c_lsum = np.zeros(nb, dtype=np.float32)  # its lost use summed over the collapse streak's days
@@ -548,7 +555,11 @@ class HourlyBypassDetector(Detector):
         # collapses too, but the master falls with it and the gap stays.
         lost = self.use_ref[hh].astype(np.float64) - day_use
         with np.errstate(invalid="ignore"):
-            rise = gap_day[b] - self.gap_ref[b]
+            # against the building's usual gap, or its recent level if that is higher (a neighbour's bypass not yet
+            # named raises it, and a family leaving then must not look like one); a streak keeps its first day's
+            c_open = (self.c_cand >= 0) & (self.c_day == day - 1) & (self.c_first == 1)
+            ref_b = np.where(c_open, self.c_ref, np.fmax(self.gap_ref, self.gap_recent))
+            rise = gap_day[b] - ref_b[b]
             # the day's own tests; the gap's rise and the noise are judged over the streak's days together
             collapsed = ((n >= p.min_hours) & np.isfinite(lost) & (lost >= p.collapse_min_m3)
                          & (day_use <= p.collapse_fraction * self.use_ref[hh]) & usable.any(1)[b]
@@ -568,6 +579,7 @@ class HourlyBypassDetector(Detector):
         c_same = (self.c_cand[cb] == c_best[cb]) & (self.c_day[cb] == day - 1)
         self.c_streak[cb] = np.where(c_same, self.c_streak[cb] + 1, 1)
         self.c_start[cb] = np.where(c_same, self.c_start[cb], day)
+        self.c_ref[cb] = ref_b[cb]
         self.c_lsum[cb] = np.where(c_same, self.c_lsum[cb], 0.0) + c_lost[cb]
         # a day's rise counts up to what its loss could explain (a swing of the gap from elsewhere is no evidence),
         # less the share (beta x use) of another household whose hours the gap follows that day
@@ -621,6 +633,10 @@ class HourlyBypassDetector(Detector):
         # baselines learn on days no household is suspected
         a = p.baseline_alpha
         quiet = (nu >= p.min_hours) & (self.streak == 0) & (self.c_streak == 0) & ~ripe
+        # … nor while a household heard that day has slow evidence on its way (its unmetered use would become the
+        # building's norm before the evidence is in)
+        building_up = (self.acc[hh] >= p.cusum_hold * p.cusum_h) & (n >= p.min_hours)
+        quiet &= np.bincount(b, weights=building_up, minlength=nb) == 0
         g_old = self.gap_ref[quiet]
         d_old = self.gap_dev[quiet]
         dev = np.abs(gap_day[quiet] - g_old)
@@ -631,6 +647,11 @@ class HourlyBypassDetector(Detector):
         hq = (n >= p.min_hours) & quiet[b] & (self.h_open[hh] == 0) & (self.acc[hh] <= 0)
         u_old = self.use_ref[hh[hq]].astype(np.float64)
         self.use_ref[hh[hq]] = np.where(np.isfinite(u_old), (1 - a) * u_old + a * day_use[hq], day_use[hq])
+        # the gap's recent level learns every day the building is heard
+        heard_b = nu >= p.min_hours
+        r_old = self.gap_recent[heard_b]
+        self.gap_recent[heard_b] = np.where(np.isfinite(r_old), (1 - p.recent_alpha) * r_old
+                                            + p.recent_alpha * gap_day[heard_b], gap_day[heard_b])
         # the judged hours are free for the hours to come
         self.code[:, slots[in_day]] = MISSING
         self.m_ring[:, slots[in_day]] = np.nan

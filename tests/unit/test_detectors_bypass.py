@@ -188,3 +188,4 @@ def test_a_vacancy_is_not_named_when_a_neighbours_full_bypass_raises_the_gap_day
         raised = _raised(t)
         assert [e.subject_id for e in raised] == [t.mid(culprit)], seed
         assert t.t(9) <= raised[0].start_ns <= t.t(13)
+
