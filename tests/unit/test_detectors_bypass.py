@@ -29,6 +29,17 @@ def _town_and_big_user(seed: int, days: int, building: int) -> tuple[Town, int]:
     return Town(seed=seed, days=days), _biggest_household(Town(seed=seed, days=days), building)
 
 
+def _town_with_two_big_users(seed: int, first: int, second: int, scale: float) -> tuple[Town, int, int]:
+    """A fresh town and two households of building 1 (by position) using `scale` times the usual water."""
+    t = Town(seed=seed, days=20)
+    m = t.registry.meters
+    hs = np.flatnonzero((m.building == 1) & ~m.is_master)
+    x, y = int(hs[first]), int(hs[second])
+    t.scale_use(x, scale)
+    t.scale_use(y, scale)
+    return t, x, y
+
+
 def _partial_bypass_town() -> tuple[Town, int]:
     # a meter that still registers 40 % of the use from day 7
     t, i = _town_and_big_user(5, 16, 2)
@@ -134,12 +145,7 @@ def test_a_vacancy_as_a_neighbour_falls_silent_is_not_bypass():
     # the family leaves on the day a neighbour's meter is shielded: the neighbour's use now sits in the gap, about
     # what the empty home stopped using. The silent neighbour counts at its usual use, so the gap did not rise.
     for seed in (2, 4):
-        t = Town(seed=seed, days=20)
-        m = t.registry.meters
-        hs = np.flatnonzero((m.building == 1) & ~m.is_master)
-        away, shielded = int(hs[1]), int(hs[4])
-        t.scale_use(away, 2.5)
-        t.scale_use(shielded, 2.5)
+        t, away, shielded = _town_with_two_big_users(seed, 1, 4, 2.5)
         t.vacancy(away, t.t(8))
         t.block(shielded, t.t(8))
         assert _raised(t) == [], seed
@@ -177,12 +183,7 @@ def test_a_vacancy_is_not_named_when_a_neighbours_full_bypass_raises_the_gap_day
     # rises by about what the family used to use). Only the neighbour is named: the empty home collapsed days before
     # the gap rose
     for seed in (4, 6):
-        t = Town(seed=seed, days=20)
-        m = t.registry.meters
-        hs = np.flatnonzero((m.building == 1) & ~m.is_master)
-        away, culprit = int(hs[2]), int(hs[5])
-        t.scale_use(away, 2.0)
-        t.scale_use(culprit, 2.0)
+        t, away, culprit = _town_with_two_big_users(seed, 2, 5, 2.0)
         t.vacancy(away, t.t(5))
         t.bypass(culprit, t.t(10), 1.0)
         raised = _raised(t)
