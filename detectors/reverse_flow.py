@@ -37,8 +37,8 @@ class ReverseFlowDetector(Detector):
     Params: ClassVar[type[Params]] = ReverseFlowParams
     params: ReverseFlowParams
     state_axes: ClassVar[dict[str, str]] = {
-        "last_ts": "meter", "last_total": "meter", "last_rev": "meter", "acc": "meter",
-        "first_ts": "meter", "first_total": "meter", "rev_ts": "meter", "rev_total": "meter", "status": "meter", "now": "scalar",
+        "last_s": "meter", "last_total": "meter", "last_rev": "meter", "acc": "meter",
+        "first_s": "meter", "first_total": "meter", "rev_s": "meter", "rev_total": "meter", "status": "meter", "now": "scalar",
     }
 
     def __init__(self, registry: Registry, params: Params | dict | None, calendar: LocalCalendar):
@@ -49,16 +49,26 @@ class ReverseFlowDetector(Detector):
 
     def _init_state(self) -> None:
         n = len(self.registry.meters)
-        self.last_ts = np.zeros(n, dtype=np.int64)
+        # times are epoch seconds (uint32, 0: none): readings carry whole seconds, and 4 bytes a meter each is
+        # what keeps the state within its budget
+        self.last_s = np.zeros(n, dtype=np.uint32)  # latest reading
         self.last_total = np.full(n, np.nan)
         self.last_rev = np.full(n, np.nan, dtype=np.float32)  # reverse register (float32: steps of about 0.1 l up to 1000 m3)
         self.acc = np.zeros(n, dtype=np.float32)  # reversed volume of the current run (m3)
-        self.first_ts = np.zeros(n, dtype=np.int64)  # first reversal of the run
+        self.first_s = np.zeros(n, dtype=np.uint32)  # first reversal of the run
         self.first_total = np.full(n, np.nan)  # forward register just before the run
-        self.rev_ts = np.zeros(n, dtype=np.int64)  # latest reversal
+        self.rev_s = np.zeros(n, dtype=np.uint32)  # latest reversal
         self.rev_total = np.full(n, np.nan, dtype=np.float32)  # forward register just after it
         self.status = np.zeros(n, dtype=np.int8)
         self.now = np.zeros(1, dtype=np.int64)
+
+    def restore(self, blob: dict[str, np.ndarray], remap: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        # a checkpoint from before the times were seconds holds them as nanoseconds under their old names
+        blob = dict(blob)
+        for old, new in (("last_ts", "last_s"), ("first_ts", "first_s"), ("rev_ts", "rev_s")):
+            if old in blob and new not in blob:
+                blob[new] = np.asarray(blob.pop(old)) // NS
+        super().restore(blob, remap)
 
     def update(self, batch: Batch, view: MeterView) -> list[AlertEvent]:
         replacements = [e for e in batch.events if e.device == "meter" and e.type == "replacement"]
@@ -66,9 +76,9 @@ class ReverseFlowDetector(Detector):
             self._late_replacements(replacements)
             return []
         meter, ts = view.meter, view.ts
-        fresh = ts > self.last_ts[meter]
-        all_fresh = bool(fresh.all())
-        rows = None if all_fresh else np.flatnonzero(fresh)
+        # rows run by meter, then time: when each meter's first row is newer than its latest reading, all are
+        all_fresh = bool(np.all(ts[view.starts] > self.last_s[view.meters].astype(np.int64) * NS))
+        rows = None if all_fresh else np.flatnonzero(ts > self.last_s[meter].astype(np.int64) * NS)
         if rows is not None and rows.size == 0:
             self._late_replacements(replacements)
             return []
@@ -115,7 +125,7 @@ class ReverseFlowDetector(Detector):
         v_r = np.where(d_r < -noise, -d_r, 0.0) + np.where(dr_r > noise, dr_r, 0.0)
 
         # state of each meter after the batch: its latest reading
-        self.last_ts[um] = gts[last]
+        self.last_s[um] = gts[last] // NS
         self.last_total[um] = total[last]
         lr = rev[last]
         # keep the last known reverse register when the newest reading lacks one
@@ -136,7 +146,7 @@ class ReverseFlowDetector(Detector):
         np.not_equal(m_r[1:], m_r[:-1], out=f_r[1:])
         prev_t = np.empty_like(t_r)
         prev_t[1:] = t_r[:-1]
-        prev_t[f_r] = self.rev_ts[m_r[f_r]]
+        prev_t[f_r] = self.rev_s[m_r[f_r]].astype(np.int64) * NS
         st = self.status[m_r]
         win = np.where(st == OK, self.params.window_s, self.params.clear_after_s) * NS
         carry_in = f_r & (self.acc[m_r] > 0) & (t_r - prev_t <= win)
@@ -145,7 +155,7 @@ class ReverseFlowDetector(Detector):
         seg = group_index(run_start)
         starts = np.flatnonzero(run_start)
         init = np.where(carry_in[starts], self.acc[m_r[starts]], 0.0)
-        run_first_ts = np.where(carry_in[starts], self.first_ts[m_r[starts]], t_r[starts])
+        run_first_ts = np.where(carry_in[starts], self.first_s[m_r[starts]].astype(np.int64) * NS, t_r[starts])
         run_first_total = np.where(carry_in[starts], self.first_total[m_r[starts]], prev_total[rr[starts]])
         cum = np.cumsum(v_r)
         acc = cum - (cum[starts] - v_r[starts])[seg] + init[seg]
@@ -168,9 +178,9 @@ class ReverseFlowDetector(Detector):
         acc_end = np.where(raised, cum[ends] - (cum[starts[np.maximum(raise_run, 0)]] - v_r[starts[np.maximum(raise_run, 0)]])
                            + init[np.maximum(raise_run, 0)], acc[ends])
         self.acc[m_u] = acc_end
-        self.first_ts[m_u] = run_first_ts[run_of]
+        self.first_s[m_u] = run_first_ts[run_of] // NS
         self.first_total[m_u] = run_first_total[run_of]
-        self.rev_ts[m_u] = t_r[ends]
+        self.rev_s[m_u] = t_r[ends] // NS
         self.rev_total[m_u] = total[rr[ends]]
         self.status[m_u[raised]] = PENDING
 
@@ -188,18 +198,19 @@ class ReverseFlowDetector(Detector):
     def _late_replacements(self, events) -> None:
         for e in events:
             i = e.index
-            if e.ts_ns >= self.last_ts[i]:
+            first_ns, last_ns, rev_ns = (int(x) * NS for x in (self.first_s[i], self.last_s[i], self.rev_s[i]))
+            if e.ts_ns >= last_ns:
                 # announced before the new meter's readings: they continue from the new register
-                self.last_ts[i] = e.ts_ns
+                self.last_s[i] = e.ts_ns // NS
                 self.last_total[i] = float(e.fields.get("register_m3", np.nan))
                 self.last_rev[i] = np.nan
-            if self.status[i] == PENDING and self.first_ts[i] >= e.ts_ns - 3600 * NS:
+            if self.status[i] == PENDING and first_ns >= e.ts_ns - 3600 * NS:
                 # the record came after the readings it explains: not a reversal after all
                 self.status[i] = OK
                 self.acc[i] = 0.0
-            if self.status[i] == OK and self.first_ts[i] >= e.ts_ns - 3600 * NS:
+            if self.status[i] == OK and first_ns >= e.ts_ns - 3600 * NS:
                 self.acc[i] = 0.0
-            if self.status[i] == OPEN and e.ts_ns >= self.rev_ts[i]:
+            if self.status[i] == OPEN and e.ts_ns >= rev_ns:
                 # a new meter: forward use from its register clears the incident
                 self.rev_total[i] = float(e.fields.get("register_m3", np.nan))
 
@@ -211,11 +222,11 @@ class ReverseFlowDetector(Detector):
         if pend.any():
             with np.errstate(invalid="ignore"):
                 restart_like = self.acc >= 0.5 * self.first_total
-            wait = pend & restart_like & (now - self.first_ts < self.params.record_wait_s * NS)
+            wait = pend & restart_like & (now // NS - self.first_s.astype(np.int64) < self.params.record_wait_s)
             for i in np.flatnonzero(pend & ~wait).tolist():
                 self.status[i] = OPEN
                 out.append(self._event("raised", i, now))
-        stale = (self.status == OPEN) & (now - self.rev_ts > self.params.clear_after_s * NS)
+        stale = (self.status == OPEN) & (now // NS - self.rev_s.astype(np.int64) > self.params.clear_after_s)
         if stale.any():
             # cleared only once water runs forward through the meter again: idle is not fixed
             fwd = self.last_total - self.rev_total.astype(np.float64)
@@ -231,13 +242,13 @@ class ReverseFlowDetector(Detector):
     def _event(self, event: str, i: int, now: int) -> AlertEvent:
         m = self.registry.meters
         meter_id, district = str(m.ids[i]), str(m.district[i])
-        start = int(self.first_ts[i])
+        start = int(self.first_s[i]) * NS
         vol = float(self.acc[i])
         ev = {
             "volume_reversed_m3": round_or_none(vol),
             "first_reading": {"ts": iso_utc(start), "total_m3_before": round_or_none(self.first_total[i])},
-            "last_reading": {"ts": iso_utc(int(self.last_ts[i])), "total_m3": round_or_none(self.last_total[i])},
-            "last_reversal": iso_utc(int(self.rev_ts[i])),
+            "last_reading": {"ts": iso_utc(int(self.last_s[i]) * NS), "total_m3": round_or_none(self.last_total[i])},
+            "last_reversal": iso_utc(int(self.rev_s[i]) * NS),
             "register_max_m3": float(m.register_max_m3[i]),
         }
         b = int(m.building[i])
@@ -247,7 +258,7 @@ class ReverseFlowDetector(Detector):
             summary = (f"Meter {where}: {vol:.3f} m3 ran backwards since {since}: check for a meter installed "
                        f"backwards or wound back")
         else:
-            summary = f"Meter {where}: no reverse flow since {self.calendar.local_text(int(self.rev_ts[i]))}"
+            summary = f"Meter {where}: no reverse flow since {self.calendar.local_text(int(self.rev_s[i]) * NS)}"
         severity = "critical" if vol >= 1.0 else "warning"
         return AlertEvent(
             alert_id=alert_id("reverse_flow", meter_id, start), event=event, kind="reverse_flow",
