@@ -50,6 +50,11 @@ def first_per_building(rows: np.ndarray, building: np.ndarray, nb: int, *keys: n
     return out
 
 
+def ewma(old: np.ndarray, new: np.ndarray, alpha: float) -> np.ndarray:
+    """An exponentially weighted average's next value; one not yet started (NaN) takes the new value."""
+    return np.where(np.isfinite(old), (1 - alpha) * old + alpha * new, new)
+
+
 def loss_matches(beta: np.ndarray, use: np.ndarray, usual: np.ndarray, factor: float) -> np.ndarray:
     """The unmetered use the gap implies (beta x metered use) is at most `factor` times what the meter lost against
     the household's usual use."""
@@ -141,7 +146,8 @@ class HourlyBypassDetector(Detector):
     params: HourlyBypassParams
     state_axes: ClassVar[dict[str, str]] = {
         "code": "meter", "last_l": "meter", "last_rt": "meter", "last_rl": "meter", "use_ref": "meter",
-        "h_open": "meter", "c_was": "meter", "acc": "meter", "acc_start": "meter", "acc_use": "meter", "acc_n": "meter",
+        "h_open": "meter", "c_was": "meter", "acc": "meter", "acc_start": "meter", "acc_use": "meter",
+        "acc_n": "meter",
         "m_ring": "building", "s_ring": "building", "gap_ref": "building", "gap_dev": "building", "base_n": "building",
         "cand": "building", "cand_day": "building", "cand_beta": "building", "streak": "building",
         "cand_use": "building", "cand_gap": "building", "cand_zmin": "building", "cand_zsum": "building",
@@ -149,7 +155,8 @@ class HourlyBypassDetector(Detector):
         "est": "building", "strength": "building", "days_seen": "building", "gap_after": "building",
         "use_after": "building", "gap_before": "building",
         "use_before": "building", "c_cand": "building", "c_day": "building", "c_streak": "building",
-        "c_start": "building", "c_ref": "building", "gap_recent": "building", "c_first": "building", "c_event": "building", "c_lsum": "building", "c_rsum": "building",
+        "c_start": "building", "c_ref": "building", "gap_recent": "building", "c_first": "building",
+        "c_event": "building", "c_lsum": "building", "c_rsum": "building",
         "next_day": "scalar", "now": "scalar",
     }
 
@@ -500,14 +507,13 @@ class HourlyBypassDetector(Detector):
             # what the gap says bypasses the meter cannot be much more than what the meter lost
             matched = loss_matches(self.cand_beta, mean_use, usual, p.lost_match)
             # … and the building's gap must have risen by about as much (beyond its usual day-to-day swing)
-            rose = (self.cand_gap / np.maximum(self.streak, 1) - self.gap_ref
-                    >= self.cand_beta * mean_use - p.rise_k * self.gap_dev / np.sqrt(np.maximum(self.streak, 1)))
+            g_rise = self.cand_gap / np.maximum(self.streak, 1) - self.gap_ref
+            swing = self.gap_dev / np.sqrt(np.maximum(self.streak, 1))
+            rose = g_rise >= self.cand_beta * mean_use - p.rise_k * swing
             rose |= ~np.isfinite(self.gap_ref) | ~np.isfinite(self.gap_dev)
             # a gap risen by about the estimate and far beyond its usual swing vouches for it where the household's
             # own use is too changeable for the loss check (a business's week)
-            g_rise = self.cand_gap / np.maximum(self.streak, 1) - self.gap_ref
-            matched |= ((g_rise >= p.vouch_share * self.cand_beta * mean_use)
-                        & (g_rise >= p.vouch_k * self.gap_dev / np.sqrt(np.maximum(self.streak, 1))))
+            matched |= (g_rise >= p.vouch_share * self.cand_beta * mean_use) & (g_rise >= p.vouch_k * swing)
         ripe = (has & (self.streak >= p.persist_days) & (self.pend < 0) & (pooled >= p.pooled_z)
                 & (dropped | (self.cand_zmin >= p.strong_z)) & matched & rose)
         # a household whose slow evidence reached cusum_h (the strongest in its building) when no streak ripened
@@ -640,18 +646,15 @@ class HourlyBypassDetector(Detector):
         g_old = self.gap_ref[quiet]
         d_old = self.gap_dev[quiet]
         dev = np.abs(gap_day[quiet] - g_old)
-        self.gap_dev[quiet] = np.where(np.isfinite(d_old), (1 - a) * d_old + a * dev,
-                                       np.where(np.isfinite(dev), dev, np.nan))
+        self.gap_dev[quiet] = ewma(d_old, dev, a)
         self.base_n[quiet] = np.minimum(self.base_n[quiet] + 1, 10000)
-        self.gap_ref[quiet] = np.where(np.isfinite(g_old), (1 - a) * g_old + a * gap_day[quiet], gap_day[quiet])
+        self.gap_ref[quiet] = ewma(g_old, gap_day[quiet], a)
         hq = (n >= p.min_hours) & quiet[b] & (self.h_open[hh] == 0) & (self.acc[hh] <= 0)
         u_old = self.use_ref[hh[hq]].astype(np.float64)
-        self.use_ref[hh[hq]] = np.where(np.isfinite(u_old), (1 - a) * u_old + a * day_use[hq], day_use[hq])
+        self.use_ref[hh[hq]] = ewma(u_old, day_use[hq], a)
         # the gap's recent level learns every day the building is heard
         heard_b = nu >= p.min_hours
-        r_old = self.gap_recent[heard_b]
-        self.gap_recent[heard_b] = np.where(np.isfinite(r_old), (1 - p.recent_alpha) * r_old
-                                            + p.recent_alpha * gap_day[heard_b], gap_day[heard_b])
+        self.gap_recent[heard_b] = ewma(self.gap_recent[heard_b], gap_day[heard_b], p.recent_alpha)
         # the judged hours are free for the hours to come
         self.code[:, slots[in_day]] = MISSING
         self.m_ring[:, slots[in_day]] = np.nan
