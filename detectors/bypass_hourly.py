@@ -132,6 +132,9 @@ class HourlyBypassParams(Params):
                                                    "this (a small household's pattern is weak on any one day)")
     cusum_hold: float = Field(0.25, gt=0, le=1, description="… the building's gap baselines do not learn while a "
                                                             "household heard that day has this share of cusum_h")
+    cusum_strong: float = Field(2.0, ge=1, description="… or, once the sum is this many times cusum_h, when the "
+                                                       "building gap over those days vouches (vouch_share, vouch_k) "
+                                                       "though the household's own use did not fall")
     cusum_lost_match: float = Field(3.0, ge=1, description="… and the unmetered use it implies (that day's beta x its "
                                                            "metered use) at most this many times what its meter lost")
     silent_at_usual_use: bool = Field(True, description="a household not heard on a day counts at its usual use in "
@@ -147,7 +150,7 @@ class HourlyBypassDetector(Detector):
     state_axes: ClassVar[dict[str, str]] = {
         "code": "meter", "last_l": "meter", "last_rt": "meter", "last_rl": "meter", "use_ref": "meter",
         "h_open": "meter", "c_was": "meter", "acc": "meter", "acc_start": "meter", "acc_use": "meter",
-        "acc_n": "meter",
+        "acc_gap": "meter", "acc_n": "meter",
         "m_ring": "building", "s_ring": "building", "gap_ref": "building", "gap_dev": "building", "base_n": "building",
         "cand": "building", "cand_day": "building", "cand_beta": "building", "streak": "building",
         "cand_use": "building", "cand_gap": "building", "cand_zmin": "building", "cand_zsum": "building",
@@ -192,6 +195,7 @@ class HourlyBypassDetector(Detector):
         self.acc = np.zeros(n, dtype=np.float16)  # CUSUM of the household's daily z (slow evidence)
         self.acc_start = np.zeros(n, dtype=np.uint16)  # day it last rose from 0 (days since 1970)
         self.acc_use = np.zeros(n, dtype=np.float16)  # metered m3 summed since then
+        self.acc_gap = np.zeros(n, dtype=np.float16)  # the building gap's rise summed over those days
         self.acc_n = np.zeros(n, dtype=np.uint8)  # over this many judged days
         self.h_open = np.zeros(n, dtype=np.int8)  # 1: a bypass was raised on this household
         self.c_was = np.zeros(n, dtype=np.int8)  # 1: its metered day collapsed on the last day judged
@@ -497,6 +501,8 @@ class HourlyBypassDetector(Detector):
         self.acc_use[hh] = np.where(on, np.where(keep_on, self.acc_use[hh].astype(np.float64), 0.0)
                                     + np.where(fit, day_use, 0.0), 0.0)
         self.acc_n[hh] = np.where(on, np.where(keep_on, self.acc_n[hh], 0) + fit, 0).clip(0, 255)
+        self.acc_gap[hh] = np.where(on, np.where(keep_on, self.acc_gap[hh].astype(np.float64), 0.0)
+                                    + np.where(fit, np.nan_to_num(gap_day[b] - self.gap_ref[b]), 0.0), 0.0)
         self.acc[hh] = acc
         # the household's metered use must have dropped, unless the hourly evidence alone is overwhelming
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -523,6 +529,10 @@ class HourlyBypassDetector(Detector):
             # (the day's beta is noisy next to a streak's, so the loss check is looser here)
             a_drop = ((a_mean <= p.drop_max * self.use_ref[hh])
                       & loss_matches(beta, a_mean, self.use_ref[hh], p.cusum_lost_match))
+            # … or the slow evidence is overwhelming and the building's gap rose by about what the fits imply
+            a_rise = self.acc_gap[hh] / a_days
+            a_drop |= ((a_rise >= p.vouch_share * beta * a_mean)
+                       & (a_rise >= p.vouch_k * self.gap_dev[b] / np.sqrt(a_days)) & (acc >= p.cusum_strong * p.cusum_h))
         a_ok = np.flatnonzero((acc >= p.cusum_h) & a_drop & inr & (self.h_open[hh] == 0))
         a_best = first_per_building(a_ok, b, nb, -acc[a_ok])
         a_ripe = (a_best >= 0) & ~ripe & (self.pend < 0)

@@ -190,3 +190,23 @@ def test_a_vacancy_is_not_named_when_a_neighbours_full_bypass_raises_the_gap_day
         assert [e.subject_id for e in raised] == [t.mid(culprit)], seed
         assert t.t(9) <= raised[0].start_ns <= t.t(13)
 
+
+
+def test_strong_slow_evidence_is_named_when_the_gap_vouches_though_the_households_use_rose():
+    # the household's use doubles as its bypass starts, so its meter shows no loss; a silent neighbour's use in the
+    # gap keeps each day's fit weak. Day after day the gap follows its hours, and the gap rose by what the fits
+    # imply: once the slow evidence is twice the bar, that is enough
+    for seed in (8, 9):
+        t = Town(seed=seed, days=26)
+        m = t.registry.meters
+        hs = np.flatnonzero((m.building == 1) & ~m.is_master)
+        i = int(hs[2])
+        t.scale_use(i, 2.0, since=t.t(6))
+        t.bypass(i, t.t(6), 0.6)
+        t.block(int(hs[4]), t.t(3))
+        raised = _raised(t)
+        assert [e.subject_id for e in raised] == [t.mid(i)], seed
+        e = raised[0]
+        assert t.t(5) <= e.start_ns <= t.t(8)
+        assert e.evidence["days_observed"] >= 5
+        assert e.evidence["household_use_m3_per_day_after"] >= 0.75 * e.evidence["household_use_m3_per_day_before"]
