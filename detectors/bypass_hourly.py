@@ -61,6 +61,18 @@ def loss_matches(beta: np.ndarray, use: np.ndarray, usual: np.ndarray, factor: f
     return beta * use <= factor * (usual - use)
 
 
+def gap_vouches(rise: np.ndarray, est: np.ndarray, dev: np.ndarray, days: np.ndarray, share: float,
+                k: float) -> np.ndarray:
+    """The building gap, averaged over `days`, rose by at least `share` of the estimated unmetered use and by `k`
+    of its usual daily swing / sqrt(days): the gap itself vouches for the estimate."""
+    return (rise >= share * est) & (rise >= k * dev / np.sqrt(days))
+
+
+def run_sum(old: np.ndarray, add: np.ndarray, on: np.ndarray, restart: np.ndarray) -> np.ndarray:
+    """A sum over a run of days: `add` joins it while `on`, it starts afresh where `restart`, and is 0 when off."""
+    return np.where(on, np.where(restart, 0, old) + add, 0)
+
+
 # code -> m3 (a missing hour as 0: callers mask it with code != MISSING)
 M3_OF_CODE = np.where(np.arange(256) == MISSING, 0.0, (np.exp2(np.arange(256) / CODE_STEPS) - 1.0) / 1000.0)
 
@@ -497,12 +509,10 @@ class HourlyBypassDetector(Detector):
         began = (old <= 0) & (acc > 0)
         self.acc_start[hh[began]] = day
         on = acc > 0
-        keep_on = on & ~began
-        self.acc_use[hh] = np.where(on, np.where(keep_on, self.acc_use[hh].astype(np.float64), 0.0)
-                                    + np.where(fit, day_use, 0.0), 0.0)
-        self.acc_n[hh] = np.where(on, np.where(keep_on, self.acc_n[hh], 0) + fit, 0).clip(0, 255)
-        self.acc_gap[hh] = np.where(on, np.where(keep_on, self.acc_gap[hh].astype(np.float64), 0.0)
-                                    + np.where(fit, np.nan_to_num(gap_day[b] - self.gap_ref[b]), 0.0), 0.0)
+        self.acc_use[hh] = run_sum(self.acc_use[hh].astype(np.float64), np.where(fit, day_use, 0.0), on, began)
+        self.acc_n[hh] = run_sum(self.acc_n[hh].astype(np.int64), fit, on, began).clip(0, 255)
+        self.acc_gap[hh] = run_sum(self.acc_gap[hh].astype(np.float64),
+                                   np.where(fit, np.nan_to_num(gap_day[b] - self.gap_ref[b]), 0.0), on, began)
         self.acc[hh] = acc
         # the household's metered use must have dropped, unless the hourly evidence alone is overwhelming
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -513,13 +523,13 @@ class HourlyBypassDetector(Detector):
             # what the gap says bypasses the meter cannot be much more than what the meter lost
             matched = loss_matches(self.cand_beta, mean_use, usual, p.lost_match)
             # … and the building's gap must have risen by about as much (beyond its usual day-to-day swing)
-            g_rise = self.cand_gap / np.maximum(self.streak, 1) - self.gap_ref
-            swing = self.gap_dev / np.sqrt(np.maximum(self.streak, 1))
-            rose = g_rise >= self.cand_beta * mean_use - p.rise_k * swing
+            s_days = np.maximum(self.streak, 1)
+            g_rise = self.cand_gap / s_days - self.gap_ref
+            rose = g_rise >= self.cand_beta * mean_use - p.rise_k * self.gap_dev / np.sqrt(s_days)
             rose |= ~np.isfinite(self.gap_ref) | ~np.isfinite(self.gap_dev)
             # a gap risen by about the estimate and far beyond its usual swing vouches for it where the household's
             # own use is too changeable for the loss check (a business's week)
-            matched |= (g_rise >= p.vouch_share * self.cand_beta * mean_use) & (g_rise >= p.vouch_k * swing)
+            matched |= gap_vouches(g_rise, self.cand_beta * mean_use, self.gap_dev, s_days, p.vouch_share, p.vouch_k)
         ripe = (has & (self.streak >= p.persist_days) & (self.pend < 0) & (pooled >= p.pooled_z)
                 & (dropped | (self.cand_zmin >= p.strong_z)) & matched & rose)
         # a household whose slow evidence reached cusum_h (the strongest in its building) when no streak ripened
@@ -530,9 +540,8 @@ class HourlyBypassDetector(Detector):
             a_drop = ((a_mean <= p.drop_max * self.use_ref[hh])
                       & loss_matches(beta, a_mean, self.use_ref[hh], p.cusum_lost_match))
             # … or the slow evidence is overwhelming and the building's gap rose by about what the fits imply
-            a_rise = self.acc_gap[hh] / a_days
-            a_drop |= ((a_rise >= p.vouch_share * beta * a_mean)
-                       & (a_rise >= p.vouch_k * self.gap_dev[b] / np.sqrt(a_days)) & (acc >= p.cusum_strong * p.cusum_h))
+            a_drop |= (gap_vouches(self.acc_gap[hh] / a_days, beta * a_mean, self.gap_dev[b], a_days, p.vouch_share,
+                                   p.vouch_k) & (acc >= p.cusum_strong * p.cusum_h))
         a_ok = np.flatnonzero((acc >= p.cusum_h) & a_drop & inr & (self.h_open[hh] == 0))
         a_best = first_per_building(a_ok, b, nb, -acc[a_ok])
         a_ripe = (a_best >= 0) & ~ripe & (self.pend < 0)
