@@ -136,6 +136,11 @@ class HourlyBypassParams(Params):
                                                            "the estimate …")
     vouch_k: float = Field(5.0, gt=0, description="… and by this many of its usual daily swings (/ sqrt(days)): a "
                                                  "business's changeable week can hide what its meter lost")
+    support_share: float = Field(0.0, ge=-1, description="a day's fit counts for a household (a streak's first day, "
+                                                         "slow evidence) only if its meter lost, or the building gap "
+                                                         "rose, by more than this share of the unmetered use the fit "
+                                                         "implies: a day it used as usual while the gap fell is a "
+                                                         "chance fit; -1 turns the check off")
     cusum_k: float = Field(1.5, gt=0, description="slow evidence: each day a household's fit adds its z less this "
                                                  "(a day out of the beta range subtracts it) …")
     cusum_zcap: float = Field(8.0, gt=0, description="… a day adding at most this z (one strong day is the streak's "
@@ -455,7 +460,24 @@ class HourlyBypassDetector(Detector):
             z = beta / np.maximum(se, 1e-12)
             day_use = hx.sum(1) * 24 / nn
         fit = (n >= p.min_hours) & (det > 0) & (shh > 1e-9 * hh2) & np.isfinite(z) & (day_use >= p.min_use_m3)
-        elig = fit & (beta >= p.beta_min) & (beta <= p.beta_max) & (z >= p.min_z) & (self.h_open[hh] == 0)
+        # daily gap (hours known, scaled to a day) and households' daily use, for the evidence, checks and baselines
+        with np.errstate(invalid="ignore", divide="ignore"):
+            nu = usable.sum(1)
+            gap_day = np.where(usable, G, 0.0).sum(1) * 24 / np.maximum(nu, 1)
+        if p.silent_at_usual_use:
+            # a household not heard that day still used water: its usual use is taken out of the day's gap, so a
+            # meter falling silent (a dead battery, a shielded meter) does not look like a rise of the gap
+            unheard = (n < p.min_hours) & np.isfinite(self.use_ref[hh])
+            gap_day = gap_day - np.bincount(b[unheard], weights=self.use_ref[hh[unheard]].astype(np.float64),
+                                            minlength=nb)
+        # a day the household used as much as usual while the gap fell is a chance fit: with nothing lost on its
+        # meter and nothing gained in the gap, it neither starts a streak nor adds to the slow evidence
+        supported = np.ones(hh.size, dtype=bool)
+        if p.support_share > -1:
+            with np.errstate(invalid="ignore"):
+                shown = np.fmax(self.use_ref[hh] - day_use, gap_day[b] - self.gap_ref[b])
+                supported = ~(shown <= p.support_share * beta * day_use)  # unknown baselines: the day counts
+        elig = fit & supported & (beta >= p.beta_min) & (beta <= p.beta_max) & (z >= p.min_z) & (self.h_open[hh] == 0)
         # the household that explains the gap best (its neighbours share the rhythm, less well)
         ei = np.flatnonzero(elig)
         best_i = first_per_building(ei, b, nb, -z[ei])
@@ -471,16 +493,6 @@ class HourlyBypassDetector(Detector):
                     & (cr <= p.beta_ratio) & (cr >= 1 / p.beta_ratio) & (self.h_open[self.cand[cb]] == 0))
         best[cb[keep[cb]]] = self.cand[cb[keep[cb]]]
         best_i[cb[keep[cb]]] = ck[keep[cb]]
-        # daily gap (hours known, scaled to a day) and households' daily use, for the evidence, checks and baselines
-        with np.errstate(invalid="ignore", divide="ignore"):
-            nu = usable.sum(1)
-            gap_day = np.where(usable, G, 0.0).sum(1) * 24 / np.maximum(nu, 1)
-        if p.silent_at_usual_use:
-            # a household not heard that day still used water: its usual use is taken out of the day's gap, so a
-            # meter falling silent (a dead battery, a shielded meter) does not look like a rise of the gap
-            unheard = (n < p.min_hours) & np.isfinite(self.use_ref[hh])
-            gap_day = gap_day - np.bincount(b[unheard], weights=self.use_ref[hh[unheard]].astype(np.float64),
-                                            minlength=nb)
         has = best >= 0
         bi = np.flatnonzero(has)
         k = best_i[bi]
@@ -500,7 +512,7 @@ class HourlyBypassDetector(Detector):
         # slow evidence: days that each fit only weakly add up (CUSUM of z), for households too small to stand out
         # on one day; a day that fits outside the beta range pulls the sum down, a day without data holds it
         old = self.acc[hh].astype(np.float64)
-        inr = fit & (beta >= p.beta_min) & (beta <= p.beta_max)
+        inr = fit & supported & (beta >= p.beta_min) & (beta <= p.beta_max)
         # a day heard but with (almost) no use pulls it down too: an empty home is no bypass
         idle = (n >= p.min_hours) & ~(day_use >= p.min_use_m3)
         step = np.where(inr, np.minimum(z, p.cusum_zcap), np.where(fit, np.minimum(z, 0.0),

@@ -210,3 +210,18 @@ def test_strong_slow_evidence_is_named_when_the_gap_vouches_though_the_household
         assert t.t(5) <= e.start_ns <= t.t(8)
         assert e.evidence["days_observed"] >= 5
         assert e.evidence["household_use_m3_per_day_after"] >= 0.75 * e.evidence["household_use_m3_per_day_before"]
+
+
+def test_a_chance_fit_the_day_before_a_bypass_does_not_set_its_start():
+    # the day before the bypass the gap follows a small household's hours by chance, but it used twice its usual
+    # water and the building's gap fell: nothing was lost and nothing gained, so the evidence starts with the bypass
+    for seed in (8, 9):
+        t = Town(seed=seed, days=20)
+        m = t.registry.meters
+        i = int(np.flatnonzero((m.building == 1) & ~m.is_master)[2])
+        t.scale_use(i, 0.25)
+        t.chance_fit(i, t.t(5), 1.5)
+        t.bypass(i, t.t(6), 0.6)
+        raised = _raised(t)
+        assert [e.subject_id for e in raised] == [t.mid(i)], seed
+        assert t.t(6) <= raised[0].start_ns <= t.t(8), seed
