@@ -166,7 +166,8 @@ class HourlyBypassDetector(Detector):
     params: HourlyBypassParams
     state_axes: ClassVar[dict[str, str]] = {
         "code": "meter", "last_l": "meter", "last_rt": "meter", "last_rl": "meter", "use_ref": "meter",
-        "h_open": "meter", "c_was": "meter", "acc": "meter", "acc_start": "meter", "acc_use": "meter",
+        "h_open": "meter", "c_was": "meter", "acc": "meter", "acc_start": "meter", "acc_drop": "meter",
+        "acc_use": "meter",
         "acc_gap": "meter", "acc_n": "meter",
         "m_ring": "building", "s_ring": "building", "gap_ref": "building", "gap_dev": "building", "base_n": "building",
         "cand": "building", "cand_day": "building", "cand_beta": "building", "streak": "building",
@@ -211,6 +212,7 @@ class HourlyBypassDetector(Detector):
         self.use_ref = np.full(n, np.nan, dtype=np.float16)  # usual metered m3/day
         self.acc = np.zeros(n, dtype=np.float16)  # CUSUM of the household's daily z (slow evidence)
         self.acc_start = np.zeros(n, dtype=np.uint16)  # day it last rose from 0 (days since 1970)
+        self.acc_drop = np.zeros(n, dtype=np.uint16)  # first day since then its metered use dropped (0: none yet)
         self.acc_use = np.zeros(n, dtype=np.float16)  # metered m3 summed since then
         self.acc_gap = np.zeros(n, dtype=np.float16)  # the building gap's rise summed over those days
         self.acc_n = np.zeros(n, dtype=np.uint8)  # over this many judged days
@@ -521,6 +523,11 @@ class HourlyBypassDetector(Detector):
         began = (old <= 0) & (acc > 0)
         self.acc_start[hh[began]] = day
         on = acc > 0
+        # the bypass began when the meter first lost use within the run, not on a chance good day before it
+        with np.errstate(invalid="ignore"):
+            fell = on & (n >= p.min_hours) & (day_use <= p.drop_max * self.use_ref[hh])
+        self.acc_drop[hh] = np.where(began | ~on, 0, self.acc_drop[hh])
+        self.acc_drop[hh[fell & (self.acc_drop[hh] == 0)]] = day
         self.acc_use[hh] = run_sum(self.acc_use[hh].astype(np.float64), np.where(fit, day_use, 0.0), on, began)
         self.acc_n[hh] = run_sum(self.acc_n[hh].astype(np.int64), fit, on, began).clip(0, 255)
         self.acc_gap[hh] = run_sum(self.acc_gap[hh].astype(np.float64),
@@ -562,7 +569,8 @@ class HourlyBypassDetector(Detector):
             k = a_best[ab]
             best[ab] = hh[k]
             best_i[ab] = k
-            self.start_day[ab] = self.acc_start[hh[k]]
+            dropped_on = self.acc_drop[hh[k]]
+            self.start_day[ab] = np.where(dropped_on > 0, dropped_on, self.acc_start[hh[k]])
             self.streak[ab] = a_days[k]
             self.cand_use[ab] = self.acc_use[hh[k]]
             self.cand_zsum[ab] = acc[k] * np.sqrt(a_days[k])  # the strength shown is the CUSUM itself

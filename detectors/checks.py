@@ -35,7 +35,7 @@ class Plan:
     vacancy: dict[int, int] = field(default_factory=dict)  # household -> from (nobody home)
     use_scale: dict[int, tuple[float, int]] = field(default_factory=dict)  # household -> (factor on its use, from)
     leak: dict[int, tuple[int, float]] = field(default_factory=dict)  # building -> (from, m3/h)
-    chance_fit: dict[int, tuple[int, float]] = field(default_factory=dict)  # household -> (day from, beta)
+    chance_fit: dict[int, tuple[int, float, bool]] = field(default_factory=dict)  # household -> (day, beta, falls)
     disinfections: list[tuple[int, int, bool]] = field(default_factory=list)  # (tank, when, drawdown?)
 
 
@@ -171,11 +171,11 @@ class Town:
         (a relative moving in) or all along."""
         self.plan.use_scale[i] = (factor, self.start if since is None else since)
 
-    def chance_fit(self, i: int, start: int, beta: float) -> None:
+    def chance_fit(self, i: int, start: int, beta: float, gap_falls: bool = True) -> None:
         """For one day from `start` the building's gap follows household i's hours (beta x its use) by chance,
-        while the household uses twice its usual water and the day's gap falls by twice what the fit implies:
-        nothing was lost on its meter and nothing was gained in the gap."""
-        self.plan.chance_fit[i] = (start, beta)
+        while the household uses twice its usual water: nothing was lost on its meter. With `gap_falls` the day's
+        gap also falls by twice what the fit implies (nothing gained in the gap); otherwise it rises by the fit."""
+        self.plan.chance_fit[i] = (start, beta, gap_falls)
 
     def leak(self, b: int, start: int, m3h: float) -> None:
         self.plan.leak[b] = (start, m3h)
@@ -198,7 +198,7 @@ class Town:
         meters = reg.meters
         for i, (f, since) in p.use_scale.items():
             use[i, hts >= since] *= f
-        for i, (st, _beta) in p.chance_fit.items():
+        for i, (st, _beta, _falls) in p.chance_fit.items():
             use[i, (hts >= st) & (hts < st + DAY)] *= 2.0
         true_use = use.copy()
         for i, st in p.vacancy.items():
@@ -213,10 +213,11 @@ class Town:
             total = true_use[members].sum(axis=0)
             # unaccounted water: a few percent, plus any injected leak
             extra = total * 0.04 + rng.normal(0, 0.002, hours).clip(-0.001)
-            for i, (st, beta) in p.chance_fit.items():
+            for i, (st, beta, falls) in p.chance_fit.items():
                 if meters.building[i] == b:
                     day = (hts >= st) & (hts < st + DAY)
-                    extra = extra + np.where(day, beta * true_use[i] - 2 * beta * true_use[i, day].sum() / 24, 0.0)
+                    fall = 2 * beta * true_use[i, day].sum() / 24 if falls else 0.0
+                    extra = extra + np.where(day, beta * true_use[i] - fall, 0.0)
             if b in p.leak:
                 st, m3h = p.leak[b]
                 extra = extra + np.where(hts >= st, m3h, 0.0)

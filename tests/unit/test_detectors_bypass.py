@@ -225,3 +225,18 @@ def test_a_chance_fit_the_day_before_a_bypass_does_not_set_its_start():
         raised = _raised(t)
         assert [e.subject_id for e in raised] == [t.mid(i)], seed
         assert t.t(6) <= raised[0].start_ns <= t.t(8), seed
+
+
+def test_slow_evidence_dates_the_bypass_from_the_first_day_the_meter_lost_use():
+    # the day before the bypass the gap rises and follows a small household's hours a little, while it used twice
+    # its usual water: its slow evidence starts that day, but the bypass is dated from the first day its meter fell
+    for seed in (6, 9, 12, 13):
+        t = Town(seed=seed, days=20)
+        m = t.registry.meters
+        i = int(np.flatnonzero((m.building == 1) & ~m.is_master)[2])
+        t.scale_use(i, 0.25)
+        t.chance_fit(i, t.t(5), 0.9, gap_falls=False)
+        t.bypass(i, t.t(6), 0.6)
+        raised = _raised(t)
+        assert [e.subject_id for e in raised] == [t.mid(i)], seed
+        assert raised[0].start_ns == t.t(6), seed  # the town's days start at local midnight
