@@ -154,6 +154,9 @@ class HourlyBypassParams(Params):
                                                        "though the household's own use did not fall")
     cusum_lost_match: float = Field(3.0, ge=1, description="… and the unmetered use it implies (that day's beta x its "
                                                            "metered use) at most this many times what its meter lost")
+    collapse_other_lost: bool = Field(True, description="a full bypass: on a day another household's hours explain "
+                                                        "the gap, the rise it takes off is the larger of its fitted "
+                                                        "share (beta x use) and what its own meter lost")
     silent_at_usual_use: bool = Field(True, description="a household not heard on a day counts at its usual use in "
                                                         "that day's building gap (off: its use stays in the gap)")
     meter_unit: str = Field("{district} water company district unit", description="route for meter incidents")
@@ -631,8 +634,11 @@ class HourlyBypassDetector(Detector):
         c_rise = rise[np.maximum(c_pos[cb], 0)]
         bk = best_i[cb]
         with np.errstate(invalid="ignore"):
-            c_expl = np.where((bk >= 0) & (best[cb] != c_best[cb]),
-                              np.maximum(beta[np.maximum(bk, 0)] * day_use[np.maximum(bk, 0)], 0.0), 0.0)
+            kk = np.maximum(bk, 0)
+            share = beta[kk] * day_use[kk]
+            if p.collapse_other_lost:
+                share = np.fmax(share, lost[kk])  # … or what its own meter lost, if more
+            c_expl = np.where((bk >= 0) & (best[cb] != c_best[cb]), np.maximum(share, 0.0), 0.0)
         c_cap = c_lost[cb] / p.collapse_gap_match
         self.c_rsum[cb] = np.where(c_same, self.c_rsum[cb], 0.0) + np.clip(c_rise - c_expl, -c_cap, c_cap)
         with np.errstate(invalid="ignore"):
