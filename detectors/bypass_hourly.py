@@ -477,10 +477,11 @@ class HourlyBypassDetector(Detector):
                                             minlength=nb)
         # a day the household used as much as usual while the gap fell is a chance fit: with nothing lost on its
         # meter and nothing gained in the gap, it neither starts a streak nor adds to the slow evidence
+        lost = self.use_ref[hh].astype(np.float64) - day_use  # what each household's meter lost against its usual
         supported = np.ones(hh.size, dtype=bool)
         if p.support_share > -1:
             with np.errstate(invalid="ignore"):
-                shown = np.fmax(self.use_ref[hh] - day_use, gap_day[b] - self.gap_ref[b])
+                shown = np.fmax(lost, gap_day[b] - self.gap_ref[b])
                 supported = ~(shown <= p.support_share * beta * day_use)  # unknown baselines: the day counts
         elig = fit & supported & (beta >= p.beta_min) & (beta <= p.beta_max) & (z >= p.min_z) & (self.h_open[hh] == 0)
         # the household that explains the gap best (its neighbours share the rhythm, less well)
@@ -601,7 +602,6 @@ class HourlyBypassDetector(Detector):
         # A full bypass leaves the meter (almost) still, so there is no hourly pattern to fit: the household's day
         # collapses against its own usual use while the building gap rises by about what it lost. A vacancy
         # collapses too, but the master falls with it and the gap stays.
-        lost = self.use_ref[hh].astype(np.float64) - day_use
         with np.errstate(invalid="ignore"):
             # against the building's usual gap, or its recent level if that is higher (a neighbour's bypass not yet
             # named raises it, and a family leaving then must not look like one); a streak keeps its first day's
