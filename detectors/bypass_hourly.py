@@ -136,6 +136,8 @@ class HourlyBypassParams(Params):
                                                            "the estimate …")
     vouch_k: float = Field(5.0, gt=0, description="… and by this many of its usual daily swings (/ sqrt(days)): a "
                                                  "business's changeable week can hide what its meter lost")
+    vouch_all_heard: bool = Field(True, description="… for a streak only on a day every household of the building "
+                                                    "was heard (a silent household's use in the gap is a guess)")
     support_share: float = Field(0.0, ge=-1, description="a day's fit counts for a household (a streak's first day, "
                                                          "slow evidence) only if its meter lost, or the building gap "
                                                          "rose, by more than this share of the unmetered use the fit "
@@ -469,10 +471,13 @@ class HourlyBypassDetector(Detector):
         with np.errstate(invalid="ignore", divide="ignore"):
             nu = usable.sum(1)
             gap_day = np.where(usable, G, 0.0).sum(1) * 24 / np.maximum(nu, 1)
+        unheard = (n < p.min_hours) & np.isfinite(self.use_ref[hh])
+        # the gap vouches for a streak only on a day every household was heard: a silent one's use in it is a guess
+        # (slow evidence at twice its bar still may: weeks of fits outweigh it)
+        may_vouch = (np.bincount(b[unheard], minlength=nb) == 0) | (not p.vouch_all_heard)
         if p.silent_at_usual_use:
             # a household not heard that day still used water: its usual use is taken out of the day's gap, so a
             # meter falling silent (a dead battery, a shielded meter) does not look like a rise of the gap
-            unheard = (n < p.min_hours) & np.isfinite(self.use_ref[hh])
             gap_day = gap_day - np.bincount(b[unheard], weights=self.use_ref[hh[unheard]].astype(np.float64),
                                             minlength=nb)
         # a day the household used as much as usual while the gap fell is a chance fit: with nothing lost on its
@@ -552,7 +557,8 @@ class HourlyBypassDetector(Detector):
             rose |= ~np.isfinite(self.gap_ref) | ~np.isfinite(self.gap_dev)
             # a gap risen by about the estimate and far beyond its usual swing vouches for it where the household's
             # own use is too changeable for the loss check (a business's week)
-            matched |= gap_vouches(g_rise, self.cand_beta * mean_use, self.gap_dev, s_days, p.vouch_share, p.vouch_k)
+            matched |= may_vouch & gap_vouches(g_rise, self.cand_beta * mean_use, self.gap_dev, s_days, p.vouch_share,
+                                               p.vouch_k)
         ripe = (has & (self.streak >= p.persist_days) & (self.pend < 0) & (pooled >= p.pooled_z)
                 & (dropped | (self.cand_zmin >= p.strong_z)) & matched & rose)
         # a household whose slow evidence reached cusum_h (the strongest in its building) when no streak ripened
