@@ -212,17 +212,23 @@ def test_strong_slow_evidence_is_named_when_the_gap_vouches_though_the_household
         assert e.evidence["household_use_m3_per_day_after"] >= 0.75 * e.evidence["household_use_m3_per_day_before"]
 
 
+def _bypass_after_a_chance_fit(seed: int, beta: float, gap_falls: bool) -> tuple[Town, int, list]:
+    """A small household of building 1 (a quarter of the usual use) with a chance fit on day 5 and a bypass
+    (40 % still registered) from day 6; returns the town, the household and the raised events."""
+    t = Town(seed=seed, days=20)
+    m = t.registry.meters
+    i = int(np.flatnonzero((m.building == 1) & ~m.is_master)[2])
+    t.scale_use(i, 0.25)
+    t.chance_fit(i, t.t(5), beta, gap_falls=gap_falls)
+    t.bypass(i, t.t(6), 0.6)
+    return t, i, _raised(t)
+
+
 def test_a_chance_fit_the_day_before_a_bypass_does_not_set_its_start():
     # the day before the bypass the gap follows a small household's hours by chance, but it used twice its usual
     # water and the building's gap fell: nothing was lost and nothing gained, so the evidence starts with the bypass
     for seed in (8, 9):
-        t = Town(seed=seed, days=20)
-        m = t.registry.meters
-        i = int(np.flatnonzero((m.building == 1) & ~m.is_master)[2])
-        t.scale_use(i, 0.25)
-        t.chance_fit(i, t.t(5), 1.5)
-        t.bypass(i, t.t(6), 0.6)
-        raised = _raised(t)
+        t, i, raised = _bypass_after_a_chance_fit(seed, 1.5, gap_falls=True)
         assert [e.subject_id for e in raised] == [t.mid(i)], seed
         assert t.t(6) <= raised[0].start_ns <= t.t(8), seed
 
@@ -231,12 +237,6 @@ def test_slow_evidence_dates_the_bypass_from_the_first_day_the_meter_lost_use():
     # the day before the bypass the gap rises and follows a small household's hours a little, while it used twice
     # its usual water: its slow evidence starts that day, but the bypass is dated from the first day its meter fell
     for seed in (6, 9, 12, 13):
-        t = Town(seed=seed, days=20)
-        m = t.registry.meters
-        i = int(np.flatnonzero((m.building == 1) & ~m.is_master)[2])
-        t.scale_use(i, 0.25)
-        t.chance_fit(i, t.t(5), 0.9, gap_falls=False)
-        t.bypass(i, t.t(6), 0.6)
-        raised = _raised(t)
+        t, i, raised = _bypass_after_a_chance_fit(seed, 0.9, gap_falls=False)
         assert [e.subject_id for e in raised] == [t.mid(i)], seed
         assert raised[0].start_ns == t.t(6), seed  # the town's days start at local midnight
