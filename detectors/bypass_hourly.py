@@ -379,14 +379,24 @@ class HourlyBypassDetector(Detector):
             return []
         if self.next_day[0] < 0:
             self.next_day[0] = self.calendar.day_of_one(int(h.min()) * HOUR_NS) + 1
-        # a batch reaching beyond the ring (no tick in between): judge the old days first
+        # a batch reaching beyond the ring (a backlog, no tick in between): the hours that fit are stored, the oldest
+        # day is judged with them, and so on (judging before storing would lose that day's hours in this batch)
         while int(h.max()) >= self._lo_hour() + R:
+            fits = h < self._lo_hour() + R
+            self._store(gm[fits], h[fits], inc[fits])
+            gm, h, inc = gm[~fits], h[~fits], inc[~fits]
             self._judge(int(self.next_day[0]))
             self.next_day[0] += 1
-        lo = self._lo_hour()
-        w = h >= lo
+        self._store(gm, h, inc)
+        return []
+
+    def _store(self, gm: np.ndarray, h: np.ndarray, inc: np.ndarray) -> None:
+        """Hourly uses (meter, hour, litres) into the rings; hours of days already judged are dropped."""
+        w = h >= self._lo_hour()
         if not w.all():
             gm, h, inc = gm[w], h[w], inc[w]
+        if gm.size == 0:
+            return
         slot = h & (R - 1)  # h % R (R is a power of two)
         mb = self.master_of[gm]
         ism = mb >= 0
@@ -404,7 +414,6 @@ class HourlyBypassDetector(Detector):
         nb = len(self.registry.buildings)
         add = np.bincount(self.bld[hm] * R + hs, weights=hinc / 1000.0, minlength=nb * R)
         self.s_ring += add.reshape(nb, R).astype(np.float16)
-        return []
 
     # ------------------------------------------------------------------ daily judgement
     def tick(self, now_ns: int) -> list[AlertEvent]:
