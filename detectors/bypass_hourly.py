@@ -177,7 +177,7 @@ class HourlyBypassDetector(Detector):
         "m_ring": "building", "s_ring": "building", "gap_ref": "building", "gap_dev": "building", "base_n": "building",
         "cand": "building", "cand_day": "building", "cand_beta": "building", "streak": "building",
         "cand_use": "building", "cand_gap": "building", "cand_zmin": "building", "cand_zsum": "building",
-        "open_h": "building", "open_beta": "building", "pend": "building", "start_day": "building",
+        "open_share": "meter", "pend": "building", "start_day": "building",
         "est": "building", "strength": "building", "days_seen": "building", "gap_after": "building",
         "use_after": "building", "gap_before": "building",
         "use_before": "building", "c_cand": "building", "c_day": "building", "c_streak": "building",
@@ -222,6 +222,7 @@ class HourlyBypassDetector(Detector):
         self.acc_gap = np.zeros(n, dtype=np.float16)  # the building gap's rise summed over those days
         self.acc_n = np.zeros(n, dtype=np.uint8)  # over this many judged days
         self.h_open = np.zeros(n, dtype=np.int8)  # 1: a bypass was raised on this household
+        self.open_share = np.zeros(n, dtype=np.float16)  # its beta (unmetered per metered m3), taken out of the gap
         self.c_was = np.zeros(n, dtype=np.int8)  # 1: its metered day collapsed on the last day judged
         self.m_ring = np.full((nb, R), np.nan, dtype=np.float16)  # master m3 per hour
         self.s_ring = np.zeros((nb, R), dtype=np.float16)  # households' summed m3 per hour (not log-coded; ~0.05 % steps)
@@ -248,8 +249,6 @@ class HourlyBypassDetector(Detector):
         self.c_rsum = np.zeros(nb, dtype=np.float32)  # and the building gap's rise
         self.c_event = np.zeros(nb, dtype=np.int8)  # 1: the pending raise is a full bypass (meter nearly still)
         self.start_day = np.zeros(nb, dtype=np.int32)
-        self.open_h = np.full(nb, -1, dtype=np.int32)  # an open bypass whose share is taken out of the gap
-        self.open_beta = np.zeros(nb, dtype=np.float32)
         self.pend = np.full(nb, -1, dtype=np.int32)  # household of a raise decided, not yet emitted
         self.est = np.zeros(nb, dtype=np.float32)
         self.strength = np.zeros(nb, dtype=np.float32)  # of the pending raise: pooled z, or loss / daily swing
@@ -260,6 +259,13 @@ class HourlyBypassDetector(Detector):
         self.use_before = np.zeros(nb, dtype=np.float32)
         self.next_day = np.full(1, -1, dtype=np.int64)
         self.now = np.zeros(1, dtype=np.int64)
+
+    def restore(self, blob: dict[str, np.ndarray], remap: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        super().restore(blob, remap)
+        if "open_h" in blob and "open_share" not in blob and remap is None:
+            # a checkpoint from when one open bypass per building was held: its share moves to its household
+            oh, ob = np.asarray(blob["open_h"]), np.asarray(blob["open_beta"])
+            self.open_share[oh[oh >= 0]] = ob[oh >= 0]
 
     def _after_restore(self) -> None:
         # a checkpoint from before base_n was kept: a building with a learned swing has learned enough days
@@ -445,13 +451,17 @@ class HourlyBypassDetector(Detector):
         S = self.s_ring[:, slots].astype(np.float64)
         usable = np.isfinite(M) & (cnt >= p.min_reported_fraction * self.n_households[:, None]) & in_day[None, :]
         G = M - S
-        # an open bypass's share is taken out of the gap, so a second one in the building still shows
-        ob = np.flatnonzero(self.open_h >= 0)
-        if ob.size:
-            oh = self.open_h[ob]
-            co = self.code[oh][:, slots]
-            usable[ob] &= co != MISSING
-            G[ob] -= self.open_beta[ob, None] * M3_OF_CODE[co]
+        # every open bypass's share is taken out of the gap, so another one in the building still shows (an hour
+        # one of them was not heard is not usable)
+        oi = np.flatnonzero(self.open_share[hh] > 0)
+        if oi.size:
+            co = c[oi]
+            taken = np.zeros((nb, T))
+            np.add.at(taken, b[oi], self.open_share[hh[oi], None].astype(np.float64) * M3_OF_CODE[co])
+            unheard_h = np.zeros((nb, T), dtype=np.int64)
+            np.add.at(unheard_h, b[oi], co == MISSING)
+            usable &= unheard_h == 0
+            G -= taken
         w = known & usable[b]
         x = np.where(w, S[b] - hv, 0.0)  # the other households: the building's own rhythm
         y = np.where(w, G[b], 0.0)
@@ -610,8 +620,7 @@ class HourlyBypassDetector(Detector):
             self.gap_before[rb] = self.gap_ref[rb]
             self.use_before[rb] = self.use_ref[hm]
             self.h_open[hm] = 1
-            self.open_h[rb] = hm
-            self.open_beta[rb] = beta[k]
+            self.open_share[hm] = beta[k]
             self.streak[rb] = 0
             self.cand[rb] = -1
         # A full bypass leaves the meter (almost) still, so there is no hourly pattern to fit: the household's day
@@ -739,7 +748,7 @@ class HourlyBypassDetector(Detector):
             before, after = float(self.use_before[b]), float(self.use_after[b])
             registered = max(after, 0.0) / before if before > 0 else 0.0
         else:
-            registered = 1.0 / (1.0 + float(self.open_beta[b]))
+            registered = 1.0 / (1.0 + float(self.open_share[h]))
         ev = {
             "building_id": str(reg.buildings.ids[b]),
             "master_meter_id": str(reg.buildings.master_meter_id[b]),
