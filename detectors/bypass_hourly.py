@@ -156,6 +156,8 @@ class HourlyBypassParams(Params):
                                                        "though the household's own use did not fall")
     cusum_lost_match: float = Field(3.0, ge=1, description="… and the unmetered use it implies (that day's beta x its "
                                                            "metered use) at most this many times what its meter lost")
+    broken_hour_unusable: bool = Field(True, description="an hour a household's reading was broken (more than its pipe "
+                                                         "can carry) is left out of its building's balance")
     collapse_other_lost: bool = Field(True, description="a full bypass: on a day another household's hours explain "
                                                         "the gap, the rise it takes off is the larger of its fitted "
                                                         "share (beta x use) and what its own meter lost")
@@ -182,7 +184,7 @@ class HourlyBypassDetector(Detector):
         "use_after": "building", "gap_before": "building",
         "use_before": "building", "c_cand": "building", "c_day": "building", "c_streak": "building",
         "c_start": "building", "c_ref": "building", "gap_recent": "building", "c_first": "building",
-        "c_event": "building", "c_lsum": "building", "c_rsum": "building",
+        "c_event": "building", "c_lsum": "building", "c_rsum": "building", "taint": "building",
         "next_day": "scalar", "now": "scalar",
     }
 
@@ -248,6 +250,7 @@ class HourlyBypassDetector(Detector):
         self.c_lsum = np.zeros(nb, dtype=np.float32)  # its lost use summed over the collapse streak's days
         self.c_rsum = np.zeros(nb, dtype=np.float32)  # and the building gap's rise
         self.c_event = np.zeros(nb, dtype=np.int8)  # 1: the pending raise is a full bypass (meter nearly still)
+        self.taint = np.zeros(nb, dtype=np.uint64)  # bit per ring hour: a household's reading that hour was broken
         self.start_day = np.zeros(nb, dtype=np.int32)
         self.pend = np.full(nb, -1, dtype=np.int32)  # household of a raise decided, not yet emitted
         self.est = np.zeros(nb, dtype=np.float32)
@@ -363,7 +366,10 @@ class HourlyBypassDetector(Detector):
             # a meter installed backwards counts down the water that passes it: for the building's balance its fall
             # is its use; a fall beyond what the pipe can carry in an hour is a wound-back register (dropped below)
             inc[neg] = np.abs(inc[neg])
-        ok = (step == 1) & (inc <= self.cap_l[bm])
+        ok = step == 1
+        # an increment beyond what the pipe can carry is a broken reading: its hour is unknown, and so is the
+        # building's balance that hour (the master may have seen the water), so it is kept as NaN to mark it
+        inc[ok & ~(inc <= self.cap_l[bm])] = np.nan
         # the register at the whole hour before each meter's newest reading is held for the next batch: from this
         # batch when it reached that hour, kept when no hour has passed, unknown otherwise (a gap too long)
         new_h = th[la]
@@ -379,7 +385,7 @@ class HourlyBypassDetector(Detector):
         self.last_l[fm] = hold
         self.last_rt[fm] = t[la] // NS
         self.last_rl[fm] = lit[la]
-        gm, hr, inc = bm[ok], hb[ok], np.maximum(inc[ok], 0.0)
+        gm, hr, inc = bm[ok], hb[ok], np.maximum(inc[ok], 0.0)  # (NaN stays NaN)
         h = hr - 1  # the increment is the use of the hour before the whole hour
         if gm.size == 0:
             return []
@@ -409,6 +415,12 @@ class HourlyBypassDetector(Detector):
         mi = np.flatnonzero(ism)
         self.m_ring[mb[mi], slot[mi]] = inc[mi] / 1000.0
         hi = np.flatnonzero(~ism)
+        broken = np.isnan(inc[hi])
+        if broken.any():
+            # a household's broken hour: the building cannot be balanced that hour
+            bh = hi[broken]
+            np.bitwise_or.at(self.taint, self.bld[gm[bh]], np.left_shift(np.uint64(1), slot[bh].astype(np.uint64)))
+            hi = hi[~broken]
         hm, hs = gm[hi], slot[hi]
         cell = hm * R + hs  # flat index into the (meter, hour) code ring
         codes = self.code.reshape(-1)
@@ -450,6 +462,8 @@ class HourlyBypassDetector(Detector):
         M = self.m_ring[:, slots].astype(np.float64)
         S = self.s_ring[:, slots].astype(np.float64)
         usable = np.isfinite(M) & (cnt >= p.min_reported_fraction * self.n_households[:, None]) & in_day[None, :]
+        if p.broken_hour_unusable:
+            usable &= (np.right_shift(self.taint[:, None], slots[None, :].astype(np.uint64)) & np.uint64(1)) == 0
         G = M - S
         # every open bypass's share is taken out of the gap, so another one in the building still shows (an hour
         # one of them was not heard is not usable)
@@ -728,6 +742,7 @@ class HourlyBypassDetector(Detector):
         self.code[:, slots[in_day]] = MISSING
         self.m_ring[:, slots[in_day]] = np.nan
         self.s_ring[:, slots[in_day]] = 0.0
+        self.taint &= ~np.bitwise_or.reduce(np.left_shift(np.uint64(1), slots[in_day].astype(np.uint64)))
 
     def _emit(self, now: int) -> list[AlertEvent]:
         out = []

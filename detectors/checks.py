@@ -36,6 +36,7 @@ class Plan:
     use_scale: dict[int, tuple[float, int]] = field(default_factory=dict)  # household -> (factor on its use, from)
     leak: dict[int, tuple[int, float]] = field(default_factory=dict)  # building -> (from, m3/h)
     chance_fit: dict[int, tuple[int, float, bool]] = field(default_factory=dict)  # household -> (day, beta, falls)
+    burst: dict[int, tuple[int, float]] = field(default_factory=dict)  # household -> (hour, m3 used in it)
     disinfections: list[tuple[int, int, bool]] = field(default_factory=list)  # (tank, when, drawdown?)
 
 
@@ -177,6 +178,11 @@ class Town:
         gap also falls by twice what the fit implies (nothing gained in the gap); otherwise it rises by the fit."""
         self.plan.chance_fit[i] = (start, beta, gap_falls)
 
+    def burst(self, i: int, when: int, m3: float) -> None:
+        """Household i draws `m3` in the hour from `when` (filling a tank): more than its pipe carries at 1 m/s, so
+        its meter's hour reads as broken, while the master sees the water."""
+        self.plan.burst[i] = (when, m3)
+
     def leak(self, b: int, start: int, m3h: float) -> None:
         self.plan.leak[b] = (start, m3h)
         mi = int(self.registry.buildings.master_meter[b])
@@ -200,6 +206,8 @@ class Town:
             use[i, hts >= since] *= f
         for i, (st, _beta, _falls) in p.chance_fit.items():
             use[i, (hts >= st) & (hts < st + DAY)] *= 2.0
+        for i, (when, m3) in p.burst.items():
+            use[i, np.searchsorted(hts, when)] += m3
         true_use = use.copy()
         for i, st in p.vacancy.items():
             true_use[i, hts >= st] *= 0.01
