@@ -131,6 +131,8 @@ class HourlyBypassParams(Params):
                                                      "times what the household's meter lost against its usual use")
     rise_k: float = Field(2.5, ge=0, description="… and the building's gap over the streak must have risen by that "
                                                  "estimate less this many of its usual daily swings (/ sqrt(days))")
+    rise_min_share: float = Field(0.25, ge=-1, description="… and by at least this share of it whatever the swing "
+                                                           "(a short streak on a gap that fell is chance; -1: off)")
     vouch_share: float = Field(0.5, gt=0, le=1, description="a streak whose loss check fails still counts when the "
                                                            "building gap over its days rose by at least this share of "
                                                            "the estimate …")
@@ -147,7 +149,7 @@ class HourlyBypassParams(Params):
                                                  "(a day out of the beta range subtracts it) …")
     cusum_zcap: float = Field(8.0, gt=0, description="… a day adding at most this z (one strong day is the streak's "
                                                     "business, not slow evidence) …")
-    cusum_h: float = Field(13.0, gt=0, description="… and the sum, never below 0, names the household when it reaches "
+    cusum_h: float = Field(11.0, gt=0, description="… and the sum, never below 0, names the household when it reaches "
                                                    "this (a small household's pattern is weak on any one day)")
     cusum_hold: float = Field(0.25, gt=0, le=1, description="… the building's gap baselines do not learn while a "
                                                             "household heard that day has this share of cusum_h")
@@ -587,6 +589,8 @@ class HourlyBypassDetector(Detector):
             s_days = np.maximum(self.streak, 1)
             g_rise = self.cand_gap / s_days - self.gap_ref
             rose = g_rise >= self.cand_beta * mean_use - p.rise_k * self.gap_dev / np.sqrt(s_days)
+            if p.rise_min_share > -1:
+                rose &= g_rise >= p.rise_min_share * self.cand_beta * mean_use  # (the rise, not only the swing)
             rose |= ~np.isfinite(self.gap_ref) | ~np.isfinite(self.gap_dev)
             # a gap risen by about the estimate and far beyond its usual swing vouches for it where the household's
             # own use is too changeable for the loss check (a business's week)

@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from detectors import DetectorSet
+from detectors.bypass_hourly import HourlyBypassParams
 from detectors.checks import Town, run
+
+_P = HourlyBypassParams()
 
 
 def _raised(t: Town) -> list:
@@ -258,7 +261,9 @@ def test_strong_slow_evidence_is_named_when_the_gap_vouches_though_the_household
         assert [e.subject_id for e in raised] == [t.mid(i)], seed
         e = raised[0]
         assert t.t(5) <= e.start_ns <= t.t(8)
-        assert e.evidence["days_observed"] >= 5
+        # named by the slow evidence at twice its bar, over more days than a streak needs
+        assert e.evidence["evidence_strength"] >= _P.cusum_strong * _P.cusum_h
+        assert e.evidence["days_observed"] >= 3
         assert e.evidence["household_use_m3_per_day_after"] >= 0.75 * e.evidence["household_use_m3_per_day_before"]
 
 
