@@ -151,6 +151,13 @@ class HourlyBypassParams(Params):
                                                     "business, not slow evidence) …")
     cusum_h: float = Field(11.0, gt=0, description="… and the sum, never below 0, names the household when it reaches "
                                                    "this (a small household's pattern is weak on any one day)")
+    cusum_drop_h: float = Field(6.0, gt=0, description="… or this, once the household's metered use over the "
+                                                       "evidence's days has fallen to cusum_drop_share of its usual on "
+                                                       "at least cusum_drop_days of them: a bypass takes water off the "
+                                                       "meter, and so deep a drop needs less of the hourly evidence")
+    cusum_drop_share: float = Field(0.4, ge=0, lt=1, description="… (see cusum_drop_h; 0 turns it off)")
+    cusum_drop_days: int = Field(3, ge=1, description="… (see cusum_drop_h: one strong day and a low one or two are "
+                                                      "chance)")
     cusum_hold: float = Field(0.25, gt=0, le=1, description="… the building's gap baselines do not learn while a "
                                                             "household heard that day has this share of cusum_h")
     cusum_strong: float = Field(2.0, ge=1, description="… or, once the sum is this many times cusum_h, when the "
@@ -608,7 +615,10 @@ class HourlyBypassDetector(Detector):
             # … or the slow evidence is overwhelming and the building's gap rose by about what the fits imply
             a_drop |= (gap_vouches(self.acc_gap[hh] / a_days, beta * a_mean, self.gap_dev[b], a_days, p.vouch_share,
                                    p.vouch_k) & (acc >= p.cusum_strong * p.cusum_h))
-        a_ok = np.flatnonzero((acc >= p.cusum_h) & a_drop & inr & (self.h_open[hh] == 0))
+            # a deep drop of the meter over enough days needs less of the hourly evidence
+            deep = ((acc >= p.cusum_drop_h) & (a_days >= p.cusum_drop_days)
+                    & (a_mean <= p.cusum_drop_share * self.use_ref[hh]))
+        a_ok = np.flatnonzero(((acc >= p.cusum_h) | deep) & a_drop & inr & (self.h_open[hh] == 0))
         a_best = first_per_building(a_ok, b, nb, -acc[a_ok])
         a_ripe = (a_best >= 0) & ~ripe & (self.pend < 0)
         ab = np.flatnonzero(a_ripe)
