@@ -746,7 +746,10 @@ class HourlyBypassDetector(Detector):
         self.gap_dev[quiet] = ewma(d_old, dev, a)
         self.base_n[quiet] = np.minimum(self.base_n[quiet] + 1, 10000)
         self.gap_ref[quiet] = ewma(g_old, gap_day[quiet], a)
-        hq = (n >= p.min_hours) & quiet[b] & (self.h_open[hh] == 0) & (self.acc[hh] <= 0)
+        # a household's usual use learns on those days too; one not known yet learns on any day it was heard and is not
+        # suspected itself (a large building may have some household under suspicion on every day)
+        first_use = ~np.isfinite(self.use_ref[hh]) & (self.cand[b] != hh) & (self.c_cand[b] != hh)
+        hq = (n >= p.min_hours) & (quiet[b] | first_use) & (self.h_open[hh] == 0) & (self.acc[hh] <= 0)
         u_old = self.use_ref[hh[hq]].astype(np.float64)
         self.use_ref[hh[hq]] = ewma(u_old, day_use[hq], a)
         # the gap's recent level learns every day the building is heard

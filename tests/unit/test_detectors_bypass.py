@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from detectors import DetectorSet
+from detectors.base import HOUR_NS
 from detectors.bypass_hourly import HourlyBypassParams
 from detectors.checks import Town, run
 
@@ -210,6 +211,19 @@ def test_a_deep_drop_of_the_meter_needs_fewer_days_of_hourly_evidence():
         t = Town(seed=seed, days=20)
         t.scale_use(i, 0.25, since=t.t(start))
         assert _raised(t) == [], seed
+
+
+def test_a_building_with_a_household_under_suspicion_every_day_still_learns_its_households_usual_use():
+    # a chance fit every other day keeps some household of the building under suspicion from the start, so the
+    # building never has a quiet day; a household's usual use is still learned, and its bypass is then found
+    for seed in (1, 2, 4):
+        t = Town(seed=seed, days=20)
+        hs = _biggest_households(Town(seed=seed, days=20), 1, 5)
+        for k, day in enumerate((1, 3, 5, 7)):
+            t.chance_fit(hs[k + 1], t.t(day) + 10 * HOUR_NS, 3.0, gap_falls=False)
+        t.bypass(hs[0], t.t(9), 0.8)
+        raised = _raised(t)
+        assert [(e.subject_id, e.start_ns) for e in raised] == [(t.mid(hs[0]), t.t(9))], seed
 
 
 def test_a_vacancy_as_a_neighbour_falls_silent_is_not_bypass():
