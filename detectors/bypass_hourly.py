@@ -158,6 +158,11 @@ class HourlyBypassParams(Params):
     cusum_drop_share: float = Field(0.4, ge=0, lt=1, description="… (see cusum_drop_h; 0 turns it off)")
     cusum_drop_days: int = Field(3, ge=1, description="… (see cusum_drop_h: one strong day and a low one or two are "
                                                       "chance)")
+    cusum_deeper_h: float = Field(2.0, gt=0, description="… and this, once it has fallen to cusum_deeper_share on at "
+                                                         "least cusum_deeper_days (a meter left with a trickle shows "
+                                                         "little hourly pattern to follow)")
+    cusum_deeper_share: float = Field(0.3, ge=0, lt=1, description="… (see cusum_deeper_h; 0 turns it off)")
+    cusum_deeper_days: int = Field(4, ge=1, description="… (see cusum_deeper_h)")
     cusum_hold: float = Field(0.25, gt=0, le=1, description="… the building's gap baselines do not learn while a "
                                                             "household heard that day has this share of cusum_h")
     cusum_strong: float = Field(2.0, ge=1, description="… or, once the sum is this many times cusum_h, when the "
@@ -618,6 +623,8 @@ class HourlyBypassDetector(Detector):
             # a deep drop of the meter over enough days needs less of the hourly evidence
             deep = ((acc >= p.cusum_drop_h) & (a_days >= p.cusum_drop_days)
                     & (a_mean <= p.cusum_drop_share * self.use_ref[hh]))
+            deep |= ((acc >= p.cusum_deeper_h) & (a_days >= p.cusum_deeper_days)
+                     & (a_mean <= p.cusum_deeper_share * self.use_ref[hh]))
         a_ok = np.flatnonzero(((acc >= p.cusum_h) | deep) & a_drop & inr & (self.h_open[hh] == 0))
         a_best = first_per_building(a_ok, b, nb, -acc[a_ok])
         a_ripe = (a_best >= 0) & ~ripe & (self.pend < 0)

@@ -213,6 +213,26 @@ def test_a_deep_drop_of_the_meter_needs_fewer_days_of_hourly_evidence():
         assert _raised(t) == [], seed
 
 
+def test_a_meter_left_with_a_trickle_needs_even_less_hourly_evidence_over_more_days():
+    # a small household's bypass that leaves its meter a tenth: the trickle barely shows its hours in the gap, but
+    # four days of a meter that lost nine tenths of its use, while the gap follows what is left, name it
+    for seed, scale, start in ((8, 0.15, 13), (8, 0.25, 14)):
+        t = Town(seed=seed, days=20)
+        m = t.registry.meters
+        i = int(np.flatnonzero((m.building == 1) & ~m.is_master)[2])
+        t.scale_use(i, scale)
+        t.bypass(i, t.t(start), 0.9)
+        raised = _raised(t)
+        assert [(e.subject_id, e.start_ns) for e in raised] == [(t.mid(i), t.t(start))], seed
+        e = raised[0]
+        assert e.evidence["days_observed"] >= _P.cusum_deeper_days
+        assert e.evidence["evidence_strength"] < _P.cusum_drop_h  # less than the deep drop's bar
+        # the household using a tenth of its water from that day, with no bypass: the gap does not follow it
+        t = Town(seed=seed, days=20)
+        t.scale_use(i, 0.1, since=t.t(start))
+        assert _raised(t) == [], seed
+
+
 def test_a_building_with_a_household_under_suspicion_every_day_still_learns_its_households_usual_use():
     # a chance fit every other day keeps some household of the building under suspicion from the start, so the
     # building never has a quiet day; a household's usual use is still learned, and its bypass is then found
