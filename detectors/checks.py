@@ -44,8 +44,13 @@ class Town:
     """`Town(seed).build()` then `chunks(n)` yields (Batch, watermark) in publish order."""
 
     def __init__(self, seed: int = 0, buildings: int = 4, households: int = 8, days: int = 20, cells: int = 3,
-                 start_ns: int = T0, overdue_tanks: int = 0):
+                 start_ns: int = T0, overdue_tanks: int = 0, hourly_every: int = 3,
+                 upload_hours: tuple[int, int] = (0, 24), masters_in_cell: bool = True):
+        """`hourly_every`: every k-th household of a building reports hourly, the rest daily (0: all daily);
+        `upload_hours`: the UTC hours within which each daily meter has its own upload time; `masters_in_cell`:
+        the master meters report over the NB-IoT cell too (otherwise wired, as in the simulated city)."""
         self.rng = np.random.default_rng(seed)
+        self.upload_hours = upload_hours
         self.days = days
         self.start = start_ns
         self.plan = Plan()
@@ -86,9 +91,9 @@ class Town:
         for bi in range(buildings):
             bid = f"B{bi:03d}"
             cell = f"C{bi % cells}"
-            meter(f"M{bi:03d}00", bid, "master", 900, cell, 99999.0)
+            meter(f"M{bi:03d}00", bid, "master", 900, cell if masters_in_cell else "", 99999.0)
             for h in range(households):
-                interval = 3600 if h % 3 == 0 else 86400
+                interval = 3600 if hourly_every and h % hourly_every == 0 else 86400
                 meter(f"M{bi:03d}{h + 1:02d}", bid, "household", interval, cell, 9999.0, prepaid=h % 4 == 1)
             b["building_id"].append(bid)
             b["district"].append("d01")
@@ -284,7 +289,7 @@ class Town:
                 for k in range(hours):
                     msgs.append((int(hts[k]) + int(rng.integers(1, 120)) * NS, i, np.array([int(hts[k])])))
             else:
-                off = int(rng.integers(0, 24 * 3600)) * NS
+                off = int(rng.integers(self.upload_hours[0] * 3600, self.upload_hours[1] * 3600)) * NS
                 for d in range(self.days):
                     up = self.start + d * DAY + off
                     hs = hts[(hts <= up) & (hts > up - DAY)]

@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from devices.alerts import AlertEvent, iso_utc
-from devices.batch import NS, Batch
+from devices.batch import NS, Batch, MeterReadings
 from devices.registry import Registry
 
 from .base import Detector, LocalCalendar, MeterView, Params, alert_id, group_index, round_or_none
@@ -67,6 +67,7 @@ class SignalDetector(Detector):
         self.interval_ns = (interval * NS).astype(np.int64)
         grace = np.maximum(p.grace_fraction * interval, p.grace_min_s)
         self.overdue_ns = ((interval + grace) * NS).astype(np.int64)
+        self.due_ns = ((interval + p.grace_min_s) * NS).astype(np.int64)  # missed its slot (a cell falling quiet)
         self.silent_ns = ((np.maximum(p.missed_reports * interval, p.min_silence_s) + grace) * NS).astype(np.int64)
         self.suspect_ns = ((np.maximum(p.missed_reports_suspect * interval, p.min_silence_s) + grace) * NS).astype(np.int64)
         self.prepaid = m.prepaid.astype(bool)
@@ -229,11 +230,24 @@ class SignalDetector(Detector):
             quiet = ((n_active >= p.outage_min_meters) & (cell_last > 0) & (now - cell_last > quiet_ns)
                      & (self.cell_status == CELL_OK))
             for cq in np.flatnonzero(quiet).tolist():
+                if self._n_due(ac & (self.cell == cq), now, m, int(bounds[k + 1])) < p.outage_min_meters:
+                    continue
                 self.cell_status[cq] = CELL_OUTAGE_QUIET
                 self.cell_start[cq] = cell_last[cq]
                 self.cell_silenced[cq] = n_active[cq]
                 out.append(self._outage_event("raised", cq, now, int(n_active[cq]), int(n_active[cq])))
         return out + self.update(batch, view)
+
+    def _n_due(self, members: np.ndarray, now: int, readings: MeterReadings, rows: int) -> int:
+        """How many of `members` (a mask) have missed their slot by `now`, counting the batch's first `rows`
+        readings (those received by then). A cell quiet for many of its mean message gaps is out only if some of its
+        meters were due meanwhile: a cell of daily meters, each uploading at its own hour, can be quiet for hours by
+        its schedule alone."""
+        mem = np.flatnonzero(members)
+        latest = self.last_ts[mem].copy()
+        r = np.flatnonzero(members[readings.meter[:rows]])
+        np.maximum.at(latest, np.searchsorted(mem, readings.meter[r]), readings.ts_ns[r])
+        return int(np.count_nonzero(now - latest > self.due_ns[mem]))
 
     def _cell_latest(self) -> np.ndarray:
         """Latest reading of each cell's meters as held in last_ts (0: none heard)."""
@@ -317,6 +331,8 @@ class SignalDetector(Detector):
             quiet_ns = np.maximum(self.params.cell_gap_factor / rate * NS, self.params.min_cell_silence_s * NS)
         quiet = (n_active > 0) & (now - cell_last > quiet_ns)
         p = self.params
+        if quiet.any():
+            quiet &= np.bincount(cell[ac & (silence > self.due_ns)], minlength=nc) >= p.outage_min_meters
         outage = (n_active >= p.outage_min_meters) & (
             quiet | (n_overdue >= np.maximum(p.outage_min_meters, p.outage_fraction * n_active)))
 

@@ -88,3 +88,18 @@ def test_short_outage_inside_one_replay_chunk_is_still_seen():
     assert [e.subject_id for e in outages(DetectorSet(t.registry, only=["signal"]))] == ["C1"]
     # fed whole, with one tick at the end, the four hours of silence are never seen while they last
     assert outages(DetectorSet(t.registry, only=["signal"], tick_every_s=0)) == []
+
+
+def test_a_cell_of_daily_meters_quiet_between_their_upload_times_is_not_an_outage():
+    # 24 daily meters on a cell, each uploading at its own time between 06:00 and 18:00 UTC: every night the cell is
+    # quiet for 12 hours, ten times its mean gap between messages, yet no meter has missed its slot
+    t = Town(seed=11, days=10, households=12, cells=2, hourly_every=0, upload_hours=(6, 18),
+             masters_in_cell=False)
+    assert _raised(_events(t)) == []
+    # a real outage in those hours silences meters that were due: one incident for the cell
+    t = Town(seed=11, days=10, households=12, cells=2, hourly_every=0, upload_hours=(6, 18),
+             masters_in_cell=False)
+    t.cell_outage(0, t.t(5), t.t(6))
+    raised = _raised(_events(t))
+    assert [(e.kind, e.subject_id) for e in raised] == [("network_outage", "C0")]
+    assert t.t(5) - DAY <= raised[0].start_ns <= t.t(5)
