@@ -48,6 +48,15 @@ def _town_with_two_big_users(seed: int, first: int, second: int, scale: float) -
     return t, x, y
 
 
+def _small_household(seed: int, scale: float) -> tuple[Town, int]:
+    """A fresh town and the third household of building 1, using `scale` times the usual water all along."""
+    t = Town(seed=seed, days=20)
+    m = t.registry.meters
+    i = int(np.flatnonzero((m.building == 1) & ~m.is_master)[2])
+    t.scale_use(i, scale)
+    return t, i
+
+
 def _partial_bypass_town() -> tuple[Town, int]:
     # a meter that still registers 40 % of the use from day 7
     t, i = _town_and_big_user(5, 16, 2)
@@ -177,10 +186,7 @@ def test_a_small_households_partial_bypass_is_found_from_days_of_weak_evidence()
     # a household using a fifth of the usual water, 40 % still registered: no single day stands out of the
     # building's noise, but day after day its hours show in the gap, and its meter lost about what the gap gained
     for seed, scale in ((7, 0.25), (8, 0.15)):
-        t = Town(seed=seed, days=20)
-        m = t.registry.meters
-        i = int(np.flatnonzero((m.building == 1) & ~m.is_master)[2])
-        t.scale_use(i, scale)
+        t, i = _small_household(seed, scale)
         t.bypass(i, t.t(6), 0.6)
         raised = _raised(t)
         assert [e.subject_id for e in raised] == [t.mid(i)], seed
@@ -194,10 +200,7 @@ def test_a_deep_drop_of_the_meter_needs_fewer_days_of_hourly_evidence():
     # a small household's bypass a week before the data ends, its meter registering a fifth: its hours show in the gap
     # only weakly, too few days for the usual bar, but day after day its meter lost most of its use
     for seed, scale, start in ((7, 0.25, 13), (8, 0.15, 14)):
-        t = Town(seed=seed, days=20)
-        m = t.registry.meters
-        i = int(np.flatnonzero((m.building == 1) & ~m.is_master)[2])
-        t.scale_use(i, scale)
+        t, i = _small_household(seed, scale)
         t.bypass(i, t.t(start), 0.8)
         raised = _raised(t)
         assert [e.subject_id for e in raised] == [t.mid(i)], seed
@@ -217,10 +220,7 @@ def test_a_meter_left_with_a_trickle_needs_even_less_hourly_evidence_over_more_d
     # a small household's bypass that leaves its meter a tenth: the trickle barely shows its hours in the gap, but
     # four days of a meter that lost nine tenths of its use, while the gap follows what is left, name it
     for seed, scale, start in ((8, 0.15, 13), (8, 0.25, 14)):
-        t = Town(seed=seed, days=20)
-        m = t.registry.meters
-        i = int(np.flatnonzero((m.building == 1) & ~m.is_master)[2])
-        t.scale_use(i, scale)
+        t, i = _small_household(seed, scale)
         t.bypass(i, t.t(start), 0.9)
         raised = _raised(t)
         assert [(e.subject_id, e.start_ns) for e in raised] == [(t.mid(i), t.t(start))], seed
