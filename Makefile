@@ -12,7 +12,7 @@ demo: venv
 	@$(MAKE) --no-print-directory system || echo "cistern: could not install the servers; the demo uses its fallbacks"
 	$(VENV)/bin/cistern demo
 
-test: system venv
+test: system venv lint
 	$(PY) -m pytest -q
 
 test-unit: venv
@@ -25,6 +25,7 @@ bench: system venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # Debian/Ubuntu packages: the real broker and databases the tests run against, and Python's venv module.
 system:

@@ -22,9 +22,10 @@ sys.path.insert(0, str(ROOT))
 
 from detectors import DetectorSet  # noqa: E402
 from devices.batch import Batch  # noqa: E402
+from devices.messages import RawMessage  # noqa: E402
 from devices.registry import Registry  # noqa: E402
 from devices.topics import TopicLayout  # noqa: E402
-from ingest.decode import Decoder, RawMessage  # noqa: E402
+from ingest.pipeline.decode import Decoder  # noqa: E402
 
 
 def decode_capture(city: Path, registry: Registry, chunk: int) -> list[Batch]:
@@ -88,7 +89,7 @@ def main() -> int:
     with alerts_path.open("wb") as f:
         for e in events:
             f.write(orjson.dumps(e.to_dict()) + b"\n")
-    from ingest.evaluate import evaluate, format_table, read_jsonl
+    from ingest.tools.evaluate import evaluate, format_table, read_jsonl
     result = evaluate(read_jsonl(alerts_path), read_jsonl(city / "labels.jsonl"))
     print(format_table(result))
     kinds: dict[str, int] = {}

@@ -27,9 +27,10 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 
+from devices.messages import RawMessage  # noqa: E402
 from devices.registry import Registry  # noqa: E402
 from devices.topics import TopicLayout  # noqa: E402
-from ingest.decode import Decoder, RawMessage  # noqa: E402
+from ingest.pipeline.decode import Decoder  # noqa: E402
 
 T0 = 1795334400  # 2026-11-22T00:00:00Z
 DISTRICTS = [f"d{i:02d}" for i in range(1, 11)]
@@ -184,13 +185,13 @@ def _replay(decoder: Decoder, encoder, groups: list[list[RawMessage]]) -> int:
 
 def part_a(reg: Registry, layout: TopicLayout, n_single: int, n_batch: int, group: int, repeat: int) -> None:
     try:
-        from ingest.lineproto import LineEncoder
+        from ingest.sinks.lineproto import LineEncoder
         encoder = LineEncoder(reg)
     except ImportError:
         encoder = None
     fast, schema = Decoder(reg, layout), Decoder(reg, layout, fast=False)
     baseline = PointBaseline(reg)
-    what = "decode + line protocol" if encoder else "decode only (ingest.lineproto missing)"
+    what = "decode + line protocol" if encoder else "decode only (ingest.sinks.lineproto missing)"
     print(f"(a) replay path: {what}, groups of {group} messages, best of {repeat}")
     print(f"    {'traffic':<26}{'cistern':>14}{'schemas only':>16}{'baseline':>14}{'× baseline':>12}")
     for label, msgs in (("single-reading messages", single_messages(reg, layout, n_single)),
@@ -316,7 +317,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def run_mosquitto_sub(mq, pub: Publisher, messages: list[RawMessage]) -> float:
     """Messages/s at which mosquitto_sub (QoS 1) receives the publish."""
-    from tests.servers import INGEST_USER
+    from ingest.tools.servers import INGEST_USER
 
     proc = subprocess.Popen(["mosquitto_sub", "-h", mq.host, "-p", str(mq.port), "-u", INGEST_USER,
                              "-P", mq.passwords[INGEST_USER], "-q", "1", "-i", f"bench-sub-{random.randrange(10**9)}",
@@ -357,7 +358,7 @@ def run_cistern(mq, influx, registry_dir: Path, state_dir: Path, pub: Publisher,
 def run_baseline(mq, influx, registry_dir: Path, pub: Publisher, messages: list[RawMessage], expected: int,
                  timeout_s: float) -> tuple[int, float]:
     """The straightforward consumer (this file, --baseline-consumer) as a subprocess: (readings stored, seconds)."""
-    from tests.servers import INGEST_USER
+    from ingest.tools.servers import INGEST_USER
 
     db = influx.new_database("base")
     proc = subprocess.Popen([sys.executable, __file__, "--baseline-consumer", mq.host, str(mq.port), INGEST_USER,
@@ -423,7 +424,7 @@ def baseline_consumer(host: str, port: str, user: str, password: str, influx_url
 
 def part_b(registry_dir: Path, reg: Registry, layout: TopicLayout, n_single: int, n_batch: int,
            timeout_s: float, workers: int) -> None:
-    from tests.servers import ServerUnavailable, start_influx_v1, start_mosquitto
+    from ingest.tools.servers import ServerUnavailable, start_influx_v1, start_mosquitto
 
     try:
         mq = start_mosquitto(use_docker=False)
@@ -488,7 +489,7 @@ def profile_a(reg: Registry, layout: TopicLayout, n_single: int, n_batch: int, g
     import cProfile
     import pstats
 
-    from ingest.lineproto import LineEncoder
+    from ingest.sinks.lineproto import LineEncoder
 
     enc, dec = LineEncoder(reg), Decoder(reg, layout)
     for label, msgs in (("single", single_messages(reg, layout, n_single)),

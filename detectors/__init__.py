@@ -4,11 +4,14 @@
     events = ds.update(batch) + ds.tick(now_ns)
     blob = ds.state()      # dict of numpy arrays (np.savez-able, no pickles)
     ds.restore(blob)
+
+Each detector is a module (or a package with its README) registered in DETECTORS; `detectors.testing` holds the
+generic checks every registered detector passes (`check_detector`) and the small test town they run on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from pydantic import ValidationError
@@ -17,7 +20,7 @@ from devices.alerts import AlertEvent
 from devices.batch import Batch
 from devices.registry import Registry
 
-from .base import Detector, LocalCalendar, MeterView, Params
+from .base import Board, Detector, LocalCalendar, MeterView, Params
 from .bypass_hourly import HourlyBypassDetector
 from .disinfection import DisinfectionDetector
 from .reverse_flow import ReverseFlowDetector
@@ -32,7 +35,7 @@ DETECTORS: dict[str, type[Detector]] = {
     DisinfectionDetector.name: DisinfectionDetector,
 }
 
-__all__ = ["DETECTORS", "Detector", "DetectorSet", "LocalCalendar", "MeterView", "Params"]
+__all__ = ["DETECTORS", "Board", "Detector", "DetectorSet", "LocalCalendar", "MeterView", "Params"]
 
 _ID_AXES = ("meter", "cell", "building", "tank")
 
@@ -58,6 +61,7 @@ class DetectorSet:
             raise ValueError(f"unknown detector {unknown[0]!r}; known: {', '.join(DETECTORS)}")
         self.registry = registry
         self.calendar = LocalCalendar(timezone)
+        self.board = Board(registry)
         self.detectors: dict[str, Detector] = {}
         for n in names:
             try:
@@ -66,6 +70,7 @@ class DetectorSet:
                 err = e.errors(include_url=False)[0]
                 where = ".".join(str(x) for x in err["loc"])
                 raise ValueError(f"detector {n!r}: setting {where!r}: {err['msg']}") from None
+            self.detectors[n].board = self.board
         self.watermark = 0
         if tick_every_s < 0:
             raise ValueError("tick_every_s must be 0 or positive")
@@ -79,10 +84,11 @@ class DetectorSet:
         out: list[AlertEvent] = []
         for d in self.detectors.values():
             if slices is None or not d.ticks_inside_batches:
-                out += d.update(batch, view)
+                said = d.update(batch, view)
             else:
                 run, bounds = slices
-                out += d.update_sliced(batch, view, run[bounds[1:] - 1], bounds)  # type: ignore[attr-defined]
+                said = d.update_sliced(batch, view, run[bounds[1:] - 1], bounds)
+            self._heard(said, out)
         if top is not None:
             self.watermark = max(self.watermark, top)
         return out
@@ -118,8 +124,13 @@ class DetectorSet:
         self.watermark = now
         out: list[AlertEvent] = []
         for d in self.detectors.values():
-            out += d.tick(now)
+            self._heard(d.tick(now), out)
         return out
+
+    def _heard(self, said: Sequence[AlertEvent] | None, out: list[AlertEvent]) -> None:
+        if said:
+            self.board.note(said)
+            out += said
 
     def state(self) -> dict[str, np.ndarray]:
         """Every detector's arrays as `name.field`, plus the device ids they are indexed by."""
@@ -130,6 +141,8 @@ class DetectorSet:
         for n, d in self.detectors.items():
             for k, v in d.state().items():
                 blob[f"{n}.{k}"] = v
+        for kind, v in self.board.state().items():
+            blob[f"_board.{kind}"] = v
         return blob
 
     def restore(self, blob: dict[str, np.ndarray]) -> None:
@@ -151,6 +164,8 @@ class DetectorSet:
         for n, d in self.detectors.items():
             prefix = f"{n}."
             d.restore({k[len(prefix):]: v for k, v in blob.items() if k.startswith(prefix)}, remap or None)
+        self.board.restore({k.removeprefix("_board."): v for k, v in blob.items() if k.startswith("_board.")},
+                           remap.get("meter") if remap else None)
         if "_watermark" in blob:
             self.watermark = int(np.asarray(blob["_watermark"])[0])
 

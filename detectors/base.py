@@ -1,100 +1,87 @@
-"""The shared detector machinery: the Detector interface, the utility's local calendar, and a per-batch sorted
-view of meter readings that every detector reuses (one sort per batch, not one per detector)."""
+"""The shared detector machinery: the Detector interface (parameters apart from learned state, learned state apart
+from derived caches), the board of open incidents detectors may read, and a per-batch sorted view of meter readings
+that every detector reuses (one sort per batch, not one per detector)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, ClassVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from devices.alerts import AlertEvent, iso_utc
 from devices.batch import NS, Batch, MeterReadings
 from devices.registry import Registry
+from devices.time import DAY_NS, HOUR_NS, LocalCalendar
 
-HOUR_NS = 3600 * NS
-DAY_NS = 86400 * NS
-EPOCH_DATE = dt.date(1970, 1, 1)
+__all__ = ["AXES", "DAY_NS", "HOUR_NS", "Board", "Detector", "LocalCalendar", "MeterView", "Params", "alert_id",
+           "group_index", "param", "round_or_none", "unit_of"]
 
 # Axes a state array is indexed by; restore() remaps rows by device id along them.
 AXES = ("meter", "cell", "building", "tank", "scalar")
 
 
 class Params(BaseModel):
-    """Base of every detector's settings: unknown keys are a mistake the user must hear about."""
+    """Base of every detector's settings: unknown keys are a mistake the user must hear about. Every field is made
+    with `param()`: a default, a unit and a meaning."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LocalCalendar:
-    """Calendar days in the utility's time zone (CISTERN_TIMEZONE). Day numbers count local days since
-    1970-01-01; conversions are vectorized, with the zone consulted once per distinct hour."""
+def param(default: Any, unit: str, description: str, **constraints: Any) -> Any:
+    """A detector parameter: its default, its unit ("h", "m3/day", "dB", "1" for a plain number or share, "count"…)
+    and what it means physically. The unit is shown beside the description in the settings reference."""
+    return Field(default, description=f"{description} [{unit}]", json_schema_extra={"unit": unit}, **constraints)
 
-    def __init__(self, timezone: str = "Asia/Shanghai"):
-        try:
-            self.zone = ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {timezone!r} (an IANA name such as Asia/Shanghai)") from None
-        self.name = timezone
-        self._offsets: dict[int, int] = {}
-        self._starts: dict[int, int] = {}
 
-    def offset_ns(self, ts_ns: int) -> int:
-        hour = int(ts_ns) // HOUR_NS
-        off = self._offsets.get(hour)
-        if off is None:
-            t = dt.datetime.fromtimestamp(hour * 3600, dt.UTC).astimezone(self.zone)
-            off = int(t.utcoffset().total_seconds()) * NS  # type: ignore[union-attr]
-            self._offsets[hour] = off
-        return off
+def unit_of(field: Any) -> str | None:
+    extra = field.json_schema_extra
+    return extra.get("unit") if isinstance(extra, dict) else None
 
-    def day_of(self, ts_ns: np.ndarray) -> np.ndarray:
-        """Local day number of each UTC timestamp."""
-        ts_ns = np.asarray(ts_ns, dtype=np.int64)
-        if ts_ns.size == 0:
-            return np.empty(0, dtype=np.int64)
-        lo, hi = int(ts_ns.min()), int(ts_ns.max())
-        off_lo = self.offset_ns(lo)
-        # Most zones (Asia/Shanghai) have one offset all year; a DST zone is handled per distinct hour.
-        if off_lo == self.offset_ns(hi) and hi - lo < 20 * DAY_NS and off_lo == self.offset_ns((lo + hi) // 2):
-            return (ts_ns + off_lo) // DAY_NS
-        hours, inverse = np.unique(ts_ns // HOUR_NS, return_inverse=True)
-        offs = np.array([self.offset_ns(int(h) * HOUR_NS) for h in hours], dtype=np.int64)
-        return (ts_ns + offs[inverse]) // DAY_NS
 
-    def day_of_one(self, ts_ns: int) -> int:
-        return (int(ts_ns) + self.offset_ns(ts_ns)) // DAY_NS
+class Board:
+    """Which meters have an open incident of which kind, as the detectors raised and cleared them (read-only to
+    the detectors: the DetectorSet writes it). Lets one detector stay quiet on a meter another already explains:
+    a meter with an open reverse_flow is not also a bypass."""
 
-    def day_start_ns(self, day: int) -> int:
-        """UTC nanoseconds of local midnight starting `day`."""
-        t = self._starts.get(day)
-        if t is None:
-            d = EPOCH_DATE + dt.timedelta(days=int(day))
-            t = int(dt.datetime(d.year, d.month, d.day, tzinfo=self.zone).timestamp()) * NS
-            self._starts[day] = t
-        return t
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self._open: dict[str, np.ndarray] = {}
 
-    @staticmethod
-    def date_of(day: int) -> dt.date:
-        return EPOCH_DATE + dt.timedelta(days=int(day))
+    def open_mask(self, kind: str) -> np.ndarray:
+        """True for each meter (registry index) with an open incident of `kind`."""
+        m = self._open.get(kind)
+        return m if m is not None else np.zeros(len(self.registry.meters), dtype=bool)
 
-    @staticmethod
-    def weekday(day: int) -> int:
-        """Monday 0 … Sunday 6 (1970-01-01 was a Thursday)."""
-        return (int(day) + 3) % 7
+    def note(self, events: Sequence[AlertEvent]) -> None:
+        index = self.registry.meters.index
+        for e in events:
+            if e.subject_type != "meter" or e.event not in ("raised", "cleared"):
+                continue
+            i = index.get(e.subject_id)
+            if i is None:
+                continue
+            mask = self._open.setdefault(e.kind, np.zeros(len(self.registry.meters), dtype=bool))
+            mask[i] = e.event == "raised"
 
-    @staticmethod
-    def day_of_date(d: dt.date) -> int:
-        return (d - EPOCH_DATE).days
+    def state(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self._open.items()}
 
-    def local_text(self, ts_ns: int) -> str:
-        """A time as a dispatcher reads it: local wall clock, minutes."""
-        t = dt.datetime.fromtimestamp(int(ts_ns) / NS, self.zone)
-        return t.strftime("%Y-%m-%d %H:%M")
+    def restore(self, blob: dict[str, np.ndarray], remap: tuple[np.ndarray, np.ndarray] | None) -> None:
+        n = len(self.registry.meters)
+        for kind, old in blob.items():
+            old = np.asarray(old, dtype=bool)
+            fresh = np.zeros(n, dtype=bool)
+            if remap is None:
+                if old.shape != (n,):
+                    raise ValueError(f"checkpoint board.{kind} has shape {old.shape}, expected {(n,)}")
+                fresh[:] = old
+            else:
+                fresh[remap[0]] = old[remap[1]]
+            self._open[kind] = fresh
 
 
 class MeterView:
@@ -208,15 +195,21 @@ def alert_id(kind: str, subject_id: str, start_ns: int) -> str:
 class Detector(ABC):
     """One detector: per-device state in numpy arrays indexed by the registry, fed whole batches.
 
-    `update(batch, view)` folds readings into state (no Python loop over readings); `tick(now_ns)` handles
-    time passing and emits incidents; `state()`/`restore()` checkpoint everything as numpy arrays.
+    - `params` (a `Params` model): what an operator sets; never changed by the data.
+    - learned state: the arrays named in `state_axes` (name → the axis their first dimension is indexed by, so a
+      restore can map rows by device id when the registry changed). `state()`/`restore()` checkpoint exactly these.
+    - derived caches: the arrays named in `derived`, recomputed from learned state by `_after_restore()`.
+    - everything else set in `__init__` is configuration read from the registry and must not change while running.
+
+    `update(batch, view)` folds readings into state (no Python loop over readings) and returns the alert events it
+    has to say, or None; `tick(now_ns)` handles time passing. `detectors.testing.check_detector` checks all of this.
     """
 
     name: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
     Params: ClassVar[type[Params]]
-    # state array name -> axis its first dimension is indexed by (for restore by device id)
     state_axes: ClassVar[dict[str, str]]
+    derived: ClassVar[tuple[str, ...]] = ()
     # True when conditions are about time passing between readings (silence): a long batch is then fed in
     # slices with a tick after each, so the detector sees the clock move as it did when the data was sent
     ticks_inside_batches: ClassVar[bool] = False
@@ -229,17 +222,40 @@ class Detector(ABC):
             params = self.Params.model_validate(params)
         self.params = params
         self.calendar = calendar
+        self.board = Board(registry)  # replaced by the DetectorSet's shared board
         self._init_state()
 
     @abstractmethod
     def _init_state(self) -> None:
-        """Fresh state arrays as attributes named in state_axes."""
+        """Fresh learned-state arrays (the attributes named in state_axes) and their derived caches."""
 
     @abstractmethod
-    def update(self, batch: Batch, view: MeterView) -> list[AlertEvent]: ...
+    def update(self, batch: Batch, view: MeterView) -> Sequence[AlertEvent] | None:
+        """Fold a batch in; the events it raises at once, or None."""
 
     @abstractmethod
-    def tick(self, now_ns: int) -> list[AlertEvent]: ...
+    def tick(self, now_ns: int) -> Sequence[AlertEvent] | None:
+        """The clock moved to `now_ns` (event time): conditions about time passing."""
+
+    def update_sliced(self, batch: Batch, view: MeterView, ends: np.ndarray,
+                      bounds: np.ndarray) -> Sequence[AlertEvent] | None:
+        """A long batch (a replay chunk) in slices of rows `bounds[k]:bounds[k+1]`, with a tick at `ends[k]` after
+        each, so conditions about silence are seen while they last. Detectors that `ticks_inside_batches` may
+        override this with a vectorized version."""
+        out: list[AlertEvent] = []
+        n = len(bounds) - 1
+        # pump-room rows and events go with the slice whose tick first reaches their time
+        at = {name: np.minimum(np.searchsorted(ends, getattr(batch, name).ts_ns, side="left"), n - 1)
+              for name in ("tanks", "rooms", "pumps")}
+        ev_at = np.minimum(np.searchsorted(ends, [e.ts_ns for e in batch.events], side="left"), n - 1)
+        for k in range(n):
+            part = Batch(meters=batch.meters.take(np.arange(bounds[k], bounds[k + 1])),
+                         tanks=batch.tanks.take(at["tanks"] == k), rooms=batch.rooms.take(at["rooms"] == k),
+                         pumps=batch.pumps.take(at["pumps"] == k),
+                         events=[e for e, j in zip(batch.events, ev_at, strict=True) if j == k])
+            out += self.update(part, MeterView(part.meters)) or []
+            out += self.tick(int(ends[k])) or []
+        return out
 
     def state(self) -> dict[str, np.ndarray]:
         return {k: np.array(getattr(self, k), copy=True) for k in self.state_axes}
@@ -263,7 +279,7 @@ class Detector(ABC):
         self._after_restore()
 
     def _after_restore(self) -> None:  # noqa: B027 - optional hook
-        """Recompute derived caches after a restore."""
+        """Recompute the derived caches from learned state."""
 
     def state_bytes(self) -> int:
         return sum(np.asarray(getattr(self, k)).nbytes for k in self.state_axes)

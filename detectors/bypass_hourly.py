@@ -6,13 +6,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from pydantic import Field
 
 from devices.alerts import AlertEvent
 from devices.batch import NS, Batch
 from devices.registry import Registry
 
-from .base import HOUR_NS, Detector, LocalCalendar, MeterView, Params, alert_id, round_or_none
+from .base import HOUR_NS, Detector, LocalCalendar, MeterView, Params, alert_id, param, round_or_none
 
 MISSING = 255  # hourly use code: no increment known for that meter and hour
 CODE_STEPS = 16.0  # codes per doubling of litres: 4.4 % steps up to 60 m3/h, plenty for a regressor
@@ -78,106 +77,53 @@ M3_OF_CODE = np.where(np.arange(256) == MISSING, 0.0, (np.exp2(np.arange(256) / 
 
 
 class HourlyBypassParams(Params):
-    finalize_lag_s: int = Field(36 * 3600, gt=0, le=38 * 3600,
-                                description="a day is judged this long after it ends (daily meters upload late)")
-    max_reading_gap_s: int = Field(4500, ge=900, le=6 * 3600,
-                                   description="the register at a whole hour is interpolated between readings at most "
-                                               "this far apart (a longer gap leaves those hours unknown)")
-    min_reported_fraction: float = Field(0.8, gt=0, le=1,
-                                         description="share of a building's households known for an hour to use it")
-    min_hours: int = Field(14, ge=6, le=24, description="usable hours a household needs in a day to be judged")
-    beta_min: float = Field(0.7, gt=0, description="gap per metered m3 of the household (1 - f) / f at least this: "
-                                                   "its meter registers at most 1 / (1 + beta_min) of its use")
-    beta_max: float = Field(100.0, gt=0, description="… and at most this (a meter still registering 1 % of the use; "
-                                                     "larger is a spike, not a pattern)")
-    min_z: float = Field(5.0, gt=0, description="the fit must stand this many standard errors out of the noise")
-    persist_days: int = Field(2, ge=1, description="consecutive days the same household must explain the gap")
-    keep_z: float = Field(1.5, gt=0, description="after a first day at min_z, a day at this many standard errors "
-                                                 "keeps the household's streak going (even if a neighbour fits better)")
-    beta_ratio: float = Field(2.0, ge=1, description="… with a day-to-day ratio of its beta within this factor")
-    pooled_z: float = Field(8.0, gt=0, description="the streak's days together (Stouffer: sum of z / sqrt(days)) "
-                                                   "must stand this many standard errors out")
-    drop_max: float = Field(0.75, gt=0, le=1,
-                            description="the household's metered use over the streak must have fallen to at most this "
-                                        "share of its usual use (a bypass takes water off its meter) …")
-    strong_z: float = Field(8.0, gt=0, description="… unless every day of the streak fits this many standard errors "
-                                                   "out (a household's use swings too much day to day to rely on)")
-    min_use_m3: float = Field(0.002, ge=0, description="a household using less than this in a day is not judged "
-                                                      "(a vacancy has no pattern to follow)")
-    recent_alpha: float = Field(0.3, gt=0, le=1, description="weight of a new day in the gap's recent level, which "
-                                                            "learns every day: a full bypass rises above the higher of "
-                                                            "it and the usual gap")
-    baseline_alpha: float = Field(0.2, gt=0, le=1, description="weight of a new day in the daily baselines")
-    collapse_fraction: float = Field(0.15, ge=0, lt=1,
-                                     description="a full bypass: the household's metered day falls below this share "
-                                                 "of its usual use (no hourly pattern is left to follow) …")
-    collapse_gap_match: float = Field(0.6, gt=0, le=1,
-                                      description="… while the building gap rises by at least this share of the use "
-                                                  "it lost (a vacancy lowers the master too, so its gap stays)")
-    collapse_min_m3: float = Field(0.5, ge=0, description="… and the lost use is at least this many m3 a day")
-    collapse_persist_days: int = Field(3, ge=1, description="consecutive days a full bypass must show (a still meter "
-                                                            "has less evidence than an hourly pattern)")
-    collapse_baseline_days: int = Field(5, ge=0, description="… once the building's gap baseline has learned this many "
-                                                             "days (its usual swing is not known before)")
-    collapse_noise_k: float = Field(5.0, gt=0, description="… and both the lost use and the gap's rise, averaged over "
-                                                           "the streak, stand this many times the building's usual "
-                                                           "day-to-day gap swing / sqrt(days) out")
-    collapse_first_k: float = Field(2.0, ge=0, description="… and on its first day the gap rose by collapse_gap_match "
-                                                           "of the loss less this many daily swings (a home empty for "
-                                                           "days before the gap rose is a vacancy)")
-    collapse_max_days: int = Field(7, ge=1, description="… within this many days of its start (a home whose meter "
-                                                        "stopped longer ago without that is empty, not bypassed)")
-    lost_match: float = Field(2.0, ge=1, description="the unmetered use estimated from the gap may be at most this many "
-                                                     "times what the household's meter lost against its usual use")
-    rise_k: float = Field(2.5, ge=0, description="… and the building's gap over the streak must have risen by that "
-                                                 "estimate less this many of its usual daily swings (/ sqrt(days))")
-    rise_min_share: float = Field(0.25, ge=-1, description="… and by at least this share of it whatever the swing "
-                                                           "(a short streak on a gap that fell is chance; -1: off)")
-    vouch_share: float = Field(0.5, gt=0, le=1, description="a streak whose loss check fails still counts when the "
-                                                           "building gap over its days rose by at least this share of "
-                                                           "the estimate …")
-    vouch_k: float = Field(5.0, gt=0, description="… and by this many of its usual daily swings (/ sqrt(days)): a "
-                                                 "business's changeable week can hide what its meter lost")
-    vouch_all_heard: bool = Field(True, description="… for a streak only on a day every household of the building "
-                                                    "was heard (a silent household's use in the gap is a guess)")
-    support_share: float = Field(0.0, ge=-1, description="a day's fit counts for a household (a streak's first day, "
-                                                         "slow evidence) only if its meter lost, or the building gap "
-                                                         "rose, by more than this share of the unmetered use the fit "
-                                                         "implies: a day it used as usual while the gap fell is a "
-                                                         "chance fit; -1 turns the check off")
-    cusum_k: float = Field(1.5, gt=0, description="slow evidence: each day a household's fit adds its z less this "
-                                                 "(a day out of the beta range subtracts it) …")
-    cusum_zcap: float = Field(8.0, gt=0, description="… a day adding at most this z (one strong day is the streak's "
-                                                    "business, not slow evidence) …")
-    cusum_h: float = Field(11.0, gt=0, description="… and the sum, never below 0, names the household when it reaches "
-                                                   "this (a small household's pattern is weak on any one day)")
-    cusum_drop_h: float = Field(6.0, gt=0, description="… or this, once the household's metered use over the "
-                                                       "evidence's days has fallen to cusum_drop_share of its usual on "
-                                                       "at least cusum_drop_days of them: a bypass takes water off the "
-                                                       "meter, and so deep a drop needs less of the hourly evidence")
-    cusum_drop_share: float = Field(0.4, ge=0, lt=1, description="… (see cusum_drop_h; 0 turns it off)")
-    cusum_drop_days: int = Field(3, ge=1, description="… (see cusum_drop_h: one strong day and a low one or two are "
-                                                      "chance)")
-    cusum_deeper_h: float = Field(2.0, gt=0, description="… and this, once it has fallen to cusum_deeper_share on at "
-                                                         "least cusum_deeper_days (a meter left with a trickle shows "
-                                                         "little hourly pattern to follow)")
-    cusum_deeper_share: float = Field(0.3, ge=0, lt=1, description="… (see cusum_deeper_h; 0 turns it off)")
-    cusum_deeper_days: int = Field(4, ge=1, description="… (see cusum_deeper_h)")
-    cusum_hold: float = Field(0.25, gt=0, le=1, description="… the building's gap baselines do not learn while a "
-                                                            "household heard that day has this share of cusum_h")
-    cusum_strong: float = Field(2.0, ge=1, description="… or, once the sum is this many times cusum_h, when the "
-                                                       "building gap over those days vouches (vouch_share, vouch_k) "
-                                                       "though the household's own use did not fall")
-    cusum_lost_match: float = Field(3.0, ge=1, description="… and the unmetered use it implies (that day's beta x its "
-                                                           "metered use) at most this many times what its meter lost")
-    broken_hour_unusable: bool = Field(True, description="an hour a household's reading was broken (more than its pipe "
-                                                         "can carry) is left out of its building's balance")
-    collapse_other_lost: bool = Field(True, description="a full bypass: on a day another household's hours explain "
-                                                        "the gap, the rise it takes off is the larger of its fitted "
-                                                        "share (beta x use) and what its own meter lost")
-    silent_at_usual_use: bool = Field(True, description="a household not heard on a day counts at its usual use in "
-                                                        "that day's building gap (off: its use stays in the gap)")
-    meter_unit: str = Field("{district} water company district unit", description="route for meter incidents")
+    finalize_lag_s: int = param(36 * 3600, 's', 'a day is judged this long after it ends (daily meters upload late)', gt=0, le=38 * 3600)
+    max_reading_gap_s: int = param(4500, 's', 'the register at a whole hour is interpolated between readings at most this far apart (a longer gap leaves those hours unknown)', ge=900, le=6 * 3600)
+    min_reported_fraction: float = param(0.8, '1', "share of a building's households known for an hour to use it", gt=0, le=1)
+    min_hours: int = param(14, 'h', 'usable hours a household needs in a day to be judged', ge=6, le=24)
+    beta_min: float = param(0.7, '1', 'gap per metered m3 of the household (1 - f) / f at least this: its meter registers at most 1 / (1 + beta_min) of its use', gt=0)
+    beta_max: float = param(100.0, '1', '… and at most this (a meter still registering 1 % of the use; larger is a spike, not a pattern)', gt=0)
+    min_z: float = param(5.0, 'standard errors', 'the fit must stand this many standard errors out of the noise', gt=0)
+    persist_days: int = param(2, 'days', 'consecutive days the same household must explain the gap', ge=1)
+    keep_z: float = param(1.5, 'standard errors', "after a first day at min_z, a day at this many standard errors keeps the household's streak going (even if a neighbour fits better)", gt=0)
+    beta_ratio: float = param(2.0, '1', '… with a day-to-day ratio of its beta within this factor', ge=1)
+    pooled_z: float = param(8.0, 'standard errors', "the streak's days together (Stouffer: sum of z / sqrt(days)) must stand this many standard errors out", gt=0)
+    drop_max: float = param(0.75, '1', "the household's metered use over the streak must have fallen to at most this share of its usual use (a bypass takes water off its meter) …", gt=0, le=1)
+    strong_z: float = param(8.0, 'standard errors', "… unless every day of the streak fits this many standard errors out (a household's use swings too much day to day to rely on)", gt=0)
+    min_use_m3: float = param(0.002, 'm3/day', 'a household using less than this in a day is not judged (a vacancy has no pattern to follow)', ge=0)
+    recent_alpha: float = param(0.3, '1', "weight of a new day in the gap's recent level, which learns every day: a full bypass rises above the higher of it and the usual gap", gt=0, le=1)
+    baseline_alpha: float = param(0.2, '1', 'weight of a new day in the daily baselines', gt=0, le=1)
+    collapse_fraction: float = param(0.15, '1', "a full bypass: the household's metered day falls below this share of its usual use (no hourly pattern is left to follow) …", ge=0, lt=1)
+    collapse_gap_match: float = param(0.6, '1', '… while the building gap rises by at least this share of the use it lost (a vacancy lowers the master too, so its gap stays)', gt=0, le=1)
+    collapse_min_m3: float = param(0.5, 'm3/day', '… and the lost use is at least this many m3 a day', ge=0)
+    collapse_persist_days: int = param(3, 'days', 'consecutive days a full bypass must show (a still meter has less evidence than an hourly pattern)', ge=1)
+    collapse_baseline_days: int = param(5, 'days', "… once the building's gap baseline has learned this many days (its usual swing is not known before)", ge=0)
+    collapse_noise_k: float = param(5.0, 'daily swings', "… and both the lost use and the gap's rise, averaged over the streak, stand this many times the building's usual day-to-day gap swing / sqrt(days) out", gt=0)
+    collapse_first_k: float = param(2.0, 'daily swings', '… and on its first day the gap rose by collapse_gap_match of the loss less this many daily swings (a home empty for days before the gap rose is a vacancy)', ge=0)
+    collapse_max_days: int = param(7, 'days', '… within this many days of its start (a home whose meter stopped longer ago without that is empty, not bypassed)', ge=1)
+    lost_match: float = param(2.0, '1', "the unmetered use estimated from the gap may be at most this many times what the household's meter lost against its usual use", ge=1)
+    rise_k: float = param(2.5, 'daily swings', "… and the building's gap over the streak must have risen by that estimate less this many of its usual daily swings (/ sqrt(days))", ge=0)
+    rise_min_share: float = param(0.25, '1', '… and by at least this share of it whatever the swing (a short streak on a gap that fell is chance; -1: off)', ge=-1)
+    vouch_share: float = param(0.5, '1', 'a streak whose loss check fails still counts when the building gap over its days rose by at least this share of the estimate …', gt=0, le=1)
+    vouch_k: float = param(5.0, 'daily swings', "… and by this many of its usual daily swings (/ sqrt(days)): a business's changeable week can hide what its meter lost", gt=0)
+    vouch_all_heard: bool = param(True, 'yes/no', "… for a streak only on a day every household of the building was heard (a silent household's use in the gap is a guess)")
+    support_share: float = param(0.0, '1', "a day's fit counts for a household (a streak's first day, slow evidence) only if its meter lost, or the building gap rose, by more than this share of the unmetered use the fit implies: a day it used as usual while the gap fell is a chance fit; -1 turns the check off", ge=-1)
+    cusum_k: float = param(1.5, 'standard errors', "slow evidence: each day a household's fit adds its z less this (a day out of the beta range subtracts it) …", gt=0)
+    cusum_zcap: float = param(8.0, 'standard errors', "… a day adding at most this z (one strong day is the streak's business, not slow evidence) …", gt=0)
+    cusum_h: float = param(11.0, 'standard errors', "… and the sum, never below 0, names the household when it reaches this (a small household's pattern is weak on any one day)", gt=0)
+    cusum_drop_h: float = param(6.0, 'standard errors', "… or this, once the household's metered use over the evidence's days has fallen to cusum_drop_share of its usual on at least cusum_drop_days of them: a bypass takes water off the meter, and so deep a drop needs less of the hourly evidence", gt=0)
+    cusum_drop_share: float = param(0.4, '1', '… (see cusum_drop_h; 0 turns it off)', ge=0, lt=1)
+    cusum_drop_days: int = param(3, 'days', '… (see cusum_drop_h: one strong day and a low one or two are chance)', ge=1)
+    cusum_deeper_h: float = param(2.0, 'standard errors', '… and this, once it has fallen to cusum_deeper_share on at least cusum_deeper_days (a meter left with a trickle shows little hourly pattern to follow)', gt=0)
+    cusum_deeper_share: float = param(0.3, '1', '… (see cusum_deeper_h; 0 turns it off)', ge=0, lt=1)
+    cusum_deeper_days: int = param(4, 'days', '… (see cusum_deeper_h)', ge=1)
+    cusum_hold: float = param(0.25, '1', "… the building's gap baselines do not learn while a household heard that day has this share of cusum_h", gt=0, le=1)
+    cusum_strong: float = param(2.0, '1', "… or, once the sum is this many times cusum_h, when the building gap over those days vouches (vouch_share, vouch_k) though the household's own use did not fall", ge=1)
+    cusum_lost_match: float = param(3.0, '1', "… and the unmetered use it implies (that day's beta x its metered use) at most this many times what its meter lost", ge=1)
+    broken_hour_unusable: bool = param(True, 'yes/no', "an hour a household's reading was broken (more than its pipe can carry) is left out of its building's balance")
+    collapse_other_lost: bool = param(True, 'yes/no', "a full bypass: on a day another household's hours explain the gap, the rise it takes off is the larger of its fitted share (beta x use) and what its own meter lost")
+    silent_at_usual_use: bool = param(True, 'yes/no', "a household not heard on a day counts at its usual use in that day's building gap (off: its use stays in the gap)")
+    meter_unit: str = param('{district} water company district unit', 'text', 'route for meter incidents')
 
 
 class HourlyBypassDetector(Detector):
@@ -292,13 +238,13 @@ class HourlyBypassDetector(Detector):
         return self.calendar.day_start_ns(int(self.next_day[0])) // HOUR_NS
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: Batch, view: MeterView) -> list[AlertEvent]:
+    def update(self, batch: Batch, view: MeterView) -> None:
         for e in batch.events:
             if e.device == "meter" and e.type == "replacement" and self.in_balance[e.index]:
                 self.last_l[e.index] = -1  # no increment across a restarted register
                 self.last_rt[e.index] = 0
         if view.n == 0:
-            return []
+            return None
         t = view.ts  # ns
         gm = view.meter
         # rows older than the meter's latest reading are late copies of what it already told us
@@ -312,7 +258,7 @@ class HourlyBypassDetector(Detector):
         else:
             rows = np.flatnonzero(take)
             if rows.size == 0:
-                return []
+                return None
             t, gm, tot = t[rows], gm[rows], view.col("total_m3")[rows]
             first = np.ones(rows.size, dtype=bool)
             np.not_equal(gm[1:], gm[:-1], out=first[1:])
@@ -402,7 +348,7 @@ class HourlyBypassDetector(Detector):
         gm, hr, inc = bm[ok], hb[ok], np.maximum(inc[ok], 0.0)  # (NaN stays NaN)
         h = hr - 1  # the increment is the use of the hour before the whole hour
         if gm.size == 0:
-            return []
+            return None
         if self.next_day[0] < 0:
             self.next_day[0] = self.calendar.day_of_one(int(h.min()) * HOUR_NS) + 1
         # a batch reaching beyond the ring (a backlog, no tick in between): the hours that fit are stored, the oldest
@@ -414,7 +360,7 @@ class HourlyBypassDetector(Detector):
             self._judge(int(self.next_day[0]))
             self.next_day[0] += 1
         self._store(gm, h, inc)
-        return []
+        return None
 
     def _store(self, gm: np.ndarray, h: np.ndarray, inc: np.ndarray) -> None:
         """Hourly uses (meter, hour, litres) into the rings; hours of days already judged are dropped."""

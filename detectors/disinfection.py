@@ -6,37 +6,27 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from pydantic import Field
 
 from devices.alerts import AlertEvent, iso_utc
 from devices.batch import NS, Batch
 from devices.registry import Registry
 
-from .base import DAY_NS, Detector, LocalCalendar, MeterView, Params, alert_id, round_or_none
+from .base import DAY_NS, Detector, LocalCalendar, MeterView, Params, alert_id, param, round_or_none
 
 OK, DUE_SOON, OVERDUE = 0, 1, 2
 LEVEL_DAYS = 6  # days of tank-level minima kept to check a record against
 
 
 class DisinfectionParams(Params):
-    interval_months: int = Field(6, ge=1, le=24, description="a tank is overdue this many calendar months after "
-                                                             "its last disinfection (3 for quarterly regimes)")
-    due_soon_days: int = Field(14, ge=0, description="remind this many days before the due date (dispatch "
-                                                                    "reminds at 14 and 3 days before it)")
-    drawdown_fraction: float = Field(0.3, gt=0, lt=1, description="a real cleaning draws the level below this "
-                                                                  "share of the tank's full level")
-    verify_days_before: int = Field(2, ge=0, le=3, description="look for the drawdown this many days before the record")
-    verify_after_s: int = Field(86400, ge=0, le=2 * 86400, description="… and until this long after it")
-    event_type: str = Field("disinfection", description="pump-room event type of a disinfection record")
-
-
-def add_months(day: int, months: int) -> int:
-    d = LocalCalendar.date_of(day)
-    y, m = divmod(d.month - 1 + months, 12)
-    y += d.year
-    m += 1
-    last = [31, 29 if (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)) else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m - 1]
-    return LocalCalendar.day_of_date(d.replace(year=y, month=m, day=min(d.day, last)))
+    interval_months: int = param(6, "months", "a tank is overdue this many calendar months after its last "
+                                 "disinfection (3 for quarterly regimes)", ge=1, le=24)
+    due_soon_days: int = param(14, "days", "remind this many days before the due date (dispatch reminds at 14 and 3 "
+                               "days before it)", ge=0)
+    drawdown_fraction: float = param(0.3, "1", "a real cleaning draws the level below this share of the tank's "
+                                     "full level", gt=0, lt=1)
+    verify_days_before: int = param(2, "days", "look for the drawdown this many days before the record", ge=0, le=3)
+    verify_after_s: int = param(86400, "s", "… and until this long after it", ge=0, le=2 * 86400)
+    event_type: str = param("disinfection", "text", "pump-room event type of a disinfection record")
 
 
 class DisinfectionDetector(Detector):
@@ -48,6 +38,7 @@ class DisinfectionDetector(Detector):
         "done_day": "tank", "from_event": "tank", "status": "tank", "open_due": "tank", "verify_ts": "tank",
         "lvl_day": "tank", "lvl_min": "tank", "lvl_full": "tank", "now": "scalar",
     }
+    derived = ("due_day", "_due_ns")  # from done_day and the interval
 
     def __init__(self, registry: Registry, params: Params | dict | None, calendar: LocalCalendar):
         super().__init__(registry, params, calendar)
@@ -68,17 +59,17 @@ class DisinfectionDetector(Detector):
 
     def _after_restore(self) -> None:
         months = self.params.interval_months
-        self.due_day = np.array([add_months(int(d), months) for d in self.done_day], dtype=np.int64)
+        self.due_day = np.array([self.calendar.add_months(int(d), months) for d in self.done_day], dtype=np.int64)
         self._due_ns = np.array([self.calendar.day_start_ns(int(d)) for d in self.due_day], dtype=np.int64)
 
     def _renew(self, i: int, day: int) -> None:
         self.done_day[i] = day
         self.from_event[i] = 1
-        self.due_day[i] = add_months(day, self.params.interval_months)
+        self.due_day[i] = self.calendar.add_months(day, self.params.interval_months)
         self._due_ns[i] = self.calendar.day_start_ns(int(self.due_day[i]))
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: Batch, view: MeterView) -> list[AlertEvent]:
+    def update(self, batch: Batch, view: MeterView) -> None:
         tanks = self.registry.tanks
         for e in batch.events:
             if e.device != "pumproom" or e.type != self.params.event_type:
@@ -98,7 +89,7 @@ class DisinfectionDetector(Detector):
             ok = np.isfinite(lvl)
             if ok.any():
                 self._levels(tr.tank[ok].astype(np.int64), tr.ts_ns[ok], lvl[ok].astype(np.float32))
-        return []
+        return None
 
     def _levels(self, tank: np.ndarray, ts: np.ndarray, lvl: np.ndarray) -> None:
         self.now[0] = max(int(self.now[0]), int(ts.max()))

@@ -6,29 +6,27 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from pydantic import Field
 
 from devices.alerts import AlertEvent, iso_utc
 from devices.batch import NS, Batch
 from devices.registry import Registry
 
-from .base import Detector, LocalCalendar, MeterView, Params, alert_id, group_index, round_or_none
+from .base import Detector, LocalCalendar, MeterView, Params, alert_id, group_index, param, round_or_none
 
 OK, PENDING, OPEN = 0, 1, 2
 
 
 class ReverseFlowParams(Params):
-    step_noise_m3: float = Field(0.01, ge=0, description="a single backward step this small is a pressure transient")
-    min_reversed_m3: float = Field(0.05, gt=0, description="reversed volume that raises an incident …")
-    window_s: int = Field(86400, gt=0, description="… when accumulated with no pause longer than this")
-    clear_after_s: int = Field(3 * 86400, gt=0, description="clear when no reversal for this long …")
-    clear_forward_m3: float = Field(0.05, ge=0, description="… and the forward register has advanced this much since "
-                                                            "the last reversal (a backwards meter in an empty home "
-                                                            "stays reported)")
-    record_wait_s: int = Field(86400, ge=0, description="a register that falls by more than half its reading (to "
-                                                         "near zero: a new meter?) waits this long for a replacement "
-                                                         "record that may come after the readings")
-    meter_unit: str = Field("{district} water company district unit", description="route for meter incidents")
+    step_noise_m3: float = param(0.01, "m3", "a single backward step this small is a pressure transient", ge=0)
+    min_reversed_m3: float = param(0.05, "m3", "reversed volume that raises an incident …", gt=0)
+    window_s: int = param(86400, "s", "… when accumulated with no pause longer than this", gt=0)
+    clear_after_s: int = param(3 * 86400, "s", "clear when no reversal for this long …", gt=0)
+    clear_forward_m3: float = param(0.05, "m3", "… and the forward register has advanced this much since the last "
+                                    "reversal (a backwards meter in an empty home stays reported)", ge=0)
+    record_wait_s: int = param(86400, "s", "a register that falls by more than half its reading (to near zero: a new "
+                               "meter?) waits this long for a replacement record that may come after the readings",
+                               ge=0)
+    meter_unit: str = param("{district} water company district unit", "text", "route for meter incidents")
 
 
 class ReverseFlowDetector(Detector):
@@ -70,18 +68,18 @@ class ReverseFlowDetector(Detector):
                 blob[new] = np.asarray(blob.pop(old)) // NS
         super().restore(blob, remap)
 
-    def update(self, batch: Batch, view: MeterView) -> list[AlertEvent]:
+    def update(self, batch: Batch, view: MeterView) -> None:
         replacements = [e for e in batch.events if e.device == "meter" and e.type == "replacement"]
         if view.n == 0:
             self._late_replacements(replacements)
-            return []
+            return None
         meter, ts = view.meter, view.ts
         # rows run by meter, then time: when each meter's first row is newer than its latest reading, all are
         all_fresh = bool(np.all(ts[view.starts] > self.last_s[view.meters].astype(np.int64) * NS))
         rows = None if all_fresh else np.flatnonzero(ts > self.last_s[meter].astype(np.int64) * NS)
         if rows is not None and rows.size == 0:
             self._late_replacements(replacements)
-            return []
+            return None
         self.now[0] = max(int(self.now[0]), int(ts.max()))
         if rows is None:
             # the usual case, every row fresh: the view's shared columns and groups as they are (read only)
@@ -133,7 +131,7 @@ class ReverseFlowDetector(Detector):
 
         self._track_runs(gm, gts, rr, v_r, prev_total, total)
         self._late_replacements(replacements)
-        return []
+        return None
 
     def _track_runs(self, gm, gts, rr, v_r, prev_total, total) -> None:
         """Fold the reversals (rows rr of the batch's fresh readings, volumes v_r > 0) into each meter's run."""

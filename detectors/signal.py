@@ -6,13 +6,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from pydantic import Field
 
 from devices.alerts import AlertEvent, iso_utc
 from devices.batch import NS, Batch, MeterReadings
 from devices.registry import Registry
 
-from .base import Detector, LocalCalendar, MeterView, Params, alert_id, group_index, round_or_none
+from .base import Detector, LocalCalendar, MeterView, Params, alert_id, group_index, param, round_or_none
 
 # per-meter status codes
 OK, BLOCKING, BATTERY, SILENCED = 0, 1, 2, 3  # SILENCED: went quiet inside a network outage of its cell
@@ -24,26 +23,26 @@ CELL_OK, CELL_OUTAGE, CELL_CLEAR_PENDING, CELL_OUTAGE_QUIET = 0, 1, 2, 3
 
 
 class SignalParams(Params):
-    missed_reports: float = Field(3.0, gt=0, description="silent for this many report intervals …")
-    missed_reports_suspect: float = Field(2.0, gt=0, description="… or this many when RSRP sank or a prepaid balance "
-                                                                  "had run out first")
-    min_silence_s: int = Field(12 * 3600, ge=0, description="… and at least this long (one lost message is not theft)")
-    grace_fraction: float = Field(0.25, ge=0, description="jitter allowed on a schedule, as a fraction of the interval")
-    grace_min_s: int = Field(1800, ge=0, description="jitter allowed on any schedule")
-    rsrp_tau_s: int = Field(14 * 86400, gt=0, description="memory of the RSRP baseline")
-    rsrp_drop_db: float = Field(6.0, gt=0, description="RSRP this far below baseline before the silence raises severity")
-    balance_empty_cny: float = Field(0.0, description="a prepaid balance at or below this had run out")
-    battery_low_v: float = Field(3.3, gt=0, description="a battery this low before the silence: depleted, not theft")
-    battery_drop_v: float = Field(0.15, gt=0, description="or this far below its own best voltage")
-    outage_min_meters: int = Field(3, ge=2, description="a cell outage silences at least this many meters")
-    outage_fraction: float = Field(0.5, gt=0, le=1, description="… or this share of the cell's meters at once")
-    cell_gap_factor: float = Field(10.0, gt=0, description="a cell quiet this many mean message gaps is out")
-    min_cell_silence_s: int = Field(2 * 3600, ge=0, description="… and at least this long")
-    blocking_max_overdue_fraction: float = Field(
-        0.34, ge=0, le=1, description="blocking only while at most this share of the other meters are overdue")
-    lone_meter_is_blocking: bool = Field(True, description="a silent meter with no cell neighbours counts as blocking")
-    meter_unit: str = Field("{district} water company district unit", description="route for meter incidents")
-    network_unit: str = Field("{district} water company district unit", description="route for cell outages")
+    missed_reports: float = param(3.0, "report intervals", "silent for this many report intervals …", gt=0)
+    missed_reports_suspect: float = param(2.0, "report intervals", "… or this many when RSRP sank or a prepaid "
+                                          "balance had run out first", gt=0)
+    min_silence_s: int = param(12 * 3600, "s", "… and at least this long (one lost message is not theft)", ge=0)
+    grace_fraction: float = param(0.25, "1", "jitter allowed on a schedule, as a fraction of the interval", ge=0)
+    grace_min_s: int = param(1800, "s", "jitter allowed on any schedule", ge=0)
+    rsrp_tau_s: int = param(14 * 86400, "s", "memory of the RSRP baseline", gt=0)
+    rsrp_drop_db: float = param(6.0, "dB", "RSRP this far below baseline before the silence raises severity", gt=0)
+    balance_empty_cny: float = param(0.0, "CNY", "a prepaid balance at or below this had run out")
+    battery_low_v: float = param(3.3, "V", "a battery this low before the silence: depleted, not theft", gt=0)
+    battery_drop_v: float = param(0.15, "V", "or this far below its own best voltage", gt=0)
+    outage_min_meters: int = param(3, "meters", "a cell outage silences at least this many meters", ge=2)
+    outage_fraction: float = param(0.5, "1", "… or this share of the cell's meters at once", gt=0, le=1)
+    cell_gap_factor: float = param(10.0, "mean message gaps", "a cell quiet this many mean message gaps is out", gt=0)
+    min_cell_silence_s: int = param(2 * 3600, "s", "… and at least this long", ge=0)
+    blocking_max_overdue_fraction: float = param(
+        0.34, "1", "blocking only while at most this share of the other meters are overdue", ge=0, le=1)
+    lone_meter_is_blocking: bool = param(True, "yes/no", "a silent meter with no cell neighbours counts as blocking")
+    meter_unit: str = param("{district} water company district unit", "text", "route for meter incidents")
+    network_unit: str = param("{district} water company district unit", "text", "route for cell outages")
 
 
 class SignalDetector(Detector):
@@ -108,14 +107,14 @@ class SignalDetector(Detector):
         self.now = np.zeros(1, dtype=np.int64)
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: Batch, view: MeterView) -> list[AlertEvent]:
+    def update(self, batch: Batch, view: MeterView) -> None:
         self._apply_events(batch)
         if view.n == 0:
-            return []
+            return None
         meter, ts = view.meter, view.ts
         fresh = ts > self.last_ts[meter]  # older rows are late copies of what this meter already told us
         if not fresh.any():
-            return []
+            return None
         self.now[0] = max(int(self.now[0]), int(ts.max()))
         if fresh.all():
             # the usual case: the view's own (shared) groups are the meters' groups
@@ -193,7 +192,7 @@ class SignalDetector(Detector):
                 self.balance[gmu] = r_v[li]
         self.last_ts[um] = ts[lrow]
         self.last_total[um] = view.col("total_m3")[lrow]
-        return []
+        return None
 
     def update_sliced(self, batch: Batch, view: MeterView, ends: np.ndarray, bounds: np.ndarray) -> list[AlertEvent]:
         """A long batch in publish order: between its slices only the cheap check for a whole cell falling quiet
@@ -236,7 +235,8 @@ class SignalDetector(Detector):
                 self.cell_start[cq] = cell_last[cq]
                 self.cell_silenced[cq] = n_active[cq]
                 out.append(self._outage_event("raised", cq, now, int(n_active[cq]), int(n_active[cq])))
-        return out + self.update(batch, view)
+        self.update(batch, view)
+        return out
 
     def _n_due(self, members: np.ndarray, now: int, readings: MeterReadings, rows: int) -> int:
         """How many of `members` (a mask) have missed their slot by `now`, counting the batch's first `rows`

@@ -1,33 +1,22 @@
-"""Alert events of CONTRACT.md §8: the one shape every output (file, webhook, MQTT) carries."""
+"""Alert events: the one shape every output (alerts file, webhook, MQTT, the database record) carries."""
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
+
+from devices.time import iso_utc, parse_iso_ns
 
 ALERT_EVENTS = ("raised", "updated", "escalated", "cleared")
 SCORED_KINDS = ("signal_blocking", "network_outage", "reverse_flow", "bypass", "disinfection_overdue")
 
 
-def iso_utc(ts_ns: int) -> str:
-    """RFC 3339 UTC with a Z, to the second (or finer when the time has a fraction)."""
-    sec, frac = divmod(int(ts_ns), 1_000_000_000)
-    t = dt.datetime.fromtimestamp(sec, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    if frac:
-        t += f".{frac:09d}".rstrip("0")
-    return t + "Z"
-
-
-def parse_iso_ns(text: str) -> int:
-    t = dt.datetime.fromisoformat(text)
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000
-
-
 @dataclass
 class AlertEvent:
+    """One event of one incident. The detectors fill the first twelve fields; dispatch adds the event's sequence
+    number within its incident and, for an open case, its deadline and light, plus further top-level fields
+    (`extra`: a reminder's number, the acknowledgement, …) in the order they are written out."""
+
     alert_id: str
     event: str  # raised | updated | escalated | cleared
     kind: str
@@ -40,17 +29,26 @@ class AlertEvent:
     summary: str
     route: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
+    sequence: int | None = None
+    deadline_ns: int | None = None
+    light: str | None = None  # green | yellow | red
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AlertEvent:
-        """Back from the wire shape (CONTRACT §8), e.g. an enriched dispatch event."""
+        """Back from the wire shape, e.g. a line of the alerts file."""
+        known = {"alert_id", "event", "kind", "severity", "subject", "district", "start", "detected_at", "summary",
+                 "route", "evidence", "sequence", "deadline", "light"}
+        deadline = d.get("deadline")
         return cls(alert_id=d["alert_id"], event=d["event"], kind=d["kind"], severity=d["severity"],
                    subject_type=d["subject"]["type"], subject_id=d["subject"]["id"], district=d.get("district", ""),
                    start_ns=parse_iso_ns(d["start"]), detected_at_ns=parse_iso_ns(d["detected_at"]),
-                   summary=d.get("summary", ""), route=d.get("route", {}), evidence=d.get("evidence", {}))
+                   summary=d.get("summary", ""), route=d.get("route", {}), evidence=d.get("evidence", {}),
+                   sequence=d.get("sequence"), deadline_ns=parse_iso_ns(deadline) if deadline else None,
+                   light=d.get("light"), extra={k: v for k, v in d.items() if k not in known})
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "alert_id": self.alert_id,
             "event": self.event,
             "kind": self.kind,
@@ -63,3 +61,11 @@ class AlertEvent:
             "route": self.route,
             "evidence": self.evidence,
         }
+        if self.sequence is not None:
+            out["sequence"] = self.sequence
+        if self.deadline_ns is not None:
+            out["deadline"] = iso_utc(self.deadline_ns)
+        if self.light is not None:
+            out["light"] = self.light
+        out.update(self.extra)
+        return out

@@ -12,7 +12,9 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-NS = 1_000_000_000
+from devices.time import NS
+
+__all__ = ["NS", "Batch", "DeviceEvent", "MeterReadings", "PumpReadings", "RoomReadings", "TankReadings"]
 
 VALVE_CODES = {"open": 0, "closed": 1}  # anything else: 2; absent: -1
 

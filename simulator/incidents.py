@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from devices.time import add_months
 from simulator.city import DAY_S, HOUR_S, LOCAL_OFFSET_S, NS, City, SimConfig
 
 DISINFECTION_MONTHS = 6
@@ -101,14 +102,6 @@ class Plan:
     @property
     def cleanings(self) -> list[Cleaning]:
         return [t.cleaning for t in self.tanks if t.cleaning is not None]
-
-
-def add_months(d: dt.date, months: int) -> dt.date:
-    """Calendar months, the day clamped to the month's end (31 Aug + 6 months = 28/29 Feb)."""
-    m = d.month - 1 + months
-    y, m = d.year + m // 12, m % 12 + 1
-    nxt = dt.date(y + (m == 12), m % 12 + 1, 1)
-    return dt.date(y, m, min(d.day, (nxt - dt.timedelta(days=1)).day))
 
 
 def local_midnight_ns(d: dt.date) -> int:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from tests import servers
+from ingest.tools import servers
 
 # CI runs the property tests with a fixed seed: a red build must be reproducible, never a roll of the dice.
 # Locally they explore new examples every run.

@@ -28,3 +28,19 @@ def write_registry(folder: Path, **overrides: str) -> Path:
     for name, text in files.items():
         (folder / name).write_text(overrides.get(name.removesuffix(".csv"), text), encoding="utf-8")
     return folder
+
+
+class WireDispatcher:
+    """A Dispatcher whose emit() and tick() return the events as a receiver gets them (the JSON shape)."""
+
+    def __init__(self, dispatcher):
+        self._d = dispatcher
+
+    def __getattr__(self, name):
+        return getattr(self._d, name)
+
+    def emit(self, events):
+        return [e.to_dict() for e in self._d.emit(events)]
+
+    def tick(self, now_ns):
+        return [e.to_dict() for e in self._d.tick(now_ns)]

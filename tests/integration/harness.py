@@ -140,7 +140,7 @@ def rss_mb(pid: int) -> float:
 
 
 def stop_local_server(server) -> list[str]:
-    from tests import servers
+    from ingest.tools.servers import common as servers
 
     assert server._proc is not None
     argv = list(server._proc.args)
@@ -150,7 +150,7 @@ def stop_local_server(server) -> list[str]:
 
 
 def start_local_server(server, argv: list[str]) -> None:
-    from tests import servers
+    from ingest.tools.servers import common as servers
 
     log = Path(server.folder) / "restart.log"
     server._proc = servers._spawn(argv, log, cwd=Path(server.folder))

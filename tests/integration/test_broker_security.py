@@ -7,11 +7,12 @@ import queue
 import ssl
 import subprocess
 import threading
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests import servers
+from ingest.tools import servers
 
 pytestmark = pytest.mark.integration
 
@@ -173,7 +174,7 @@ def test_queued_readings_survive_a_broker_restart(mosquitto_private):
 
 def test_the_deploy_script_adds_a_device_account(broker):
     assert broker.folder is not None
-    script = servers.ROOT / "deploy" / "add-device-account"
+    script = Path(__file__).resolve().parents[2] / "deploy" / "add-device-account"
     env = {**os.environ, "CISTERN_DEVICE_PASSWORD": "fresh-pw-1"}
     r = subprocess.run([str(script), "M000888", "--password-file", str(broker.folder / "passwd")], env=env,
                        capture_output=True, text=True, timeout=30)

@@ -3,14 +3,11 @@ comes back; a restart between raise and delivery; and the MQTT output with ackno
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import secrets
 import threading
 import time
 import xml.etree.ElementTree as ET
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
@@ -20,11 +17,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.alerts import AlertEvent
 from devices.registry import Registry
-from ingest.config import MqttEndpoint
 from ingest.dispatch import Dispatcher, DispatchSettings
-from ingest.dispatch_mqtt import DispatchMqtt
-from tests.helpers import write_registry
-from tests.servers import DISPATCH_USER, INGEST_USER, free_port
+from ingest.dispatch.outputs.mqtt import DispatchMqtt
+from ingest.sources.mqtt import MqttEndpoint
+from ingest.tools.servers import DISPATCH_USER, INGEST_USER, WebhookReceiver, free_port
+from tests.helpers import WireDispatcher, write_registry
 
 pytestmark = pytest.mark.integration
 NS = 1_000_000_000
@@ -34,66 +31,8 @@ SECRET = "hook-" + secrets.token_hex(8)
 FAST = {"retry_first_s": 0.05, "retry_max_s": 0.2}
 
 
-class Receiver:
-    """A dispatch system's webhook endpoint: verifies X-Cistern-Signature, can refuse the first attempts."""
-
-    def __init__(self, secret: str = SECRET, port: int | None = None, refuse_first: int = 0):
-        self.secret = secret.encode()
-        self.port = port or free_port()
-        self.refuse = refuse_first
-        self.attempts = 0
-        self.bad_signatures = 0
-        self.got: list[tuple[str, bytes, dict[str, str]]] = []
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook?token=do-not-log"
-
-    def start(self) -> Receiver:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                want = "sha256=" + hmac.new(outer.secret, body, hashlib.sha256).hexdigest()
-                with outer._lock:
-                    outer.attempts += 1
-                    if not hmac.compare_digest(self.headers.get("X-Cistern-Signature", ""), want):
-                        outer.bad_signatures += 1
-                        code = 401
-                    elif outer.refuse > 0:
-                        outer.refuse -= 1
-                        code = 503
-                    else:
-                        outer.got.append((self.headers["Idempotency-Key"], body, dict(self.headers)))
-                        code = 200
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def keys(self) -> list[str]:
-        with self._lock:
-            return [k for k, _, _ in self.got]
-
-    def events(self) -> list[dict]:
-        with self._lock:
-            return [orjson.loads(b) for _, b, _ in self.got]
+def Receiver(secret: str = SECRET, port: int | None = None, refuse_first: int = 0) -> WebhookReceiver:  # noqa: N802
+    return WebhookReceiver(secret, port, refuse_first)
 
 
 @pytest.fixture
@@ -101,9 +40,9 @@ def registry(tmp_path: Path) -> Registry:
     return Registry.load(write_registry(tmp_path / "registry"))
 
 
-def dispatcher(registry, state: Path, url: str, *, mqtt_publish=None, secret: str = SECRET, **settings) -> Dispatcher:
-    return Dispatcher(registry, state, DispatchSettings(**{**FAST, **settings}), alerts_file=None, webhook_url=url,
-                      webhook_secret=secret, mqtt_publish=mqtt_publish)
+def dispatcher(registry, state: Path, url: str, *, mqtt_publish=None, secret: str = SECRET, **settings) -> WireDispatcher:
+    return WireDispatcher(Dispatcher(registry, state, DispatchSettings(**{**FAST, **settings}), alerts_file=None, webhook_url=url,
+                      webhook_secret=secret, mqtt_publish=mqtt_publish))
 
 
 def event(event: str = "raised", kind: str = "reverse_flow", meter: str = "M000001", at: int = T0) -> AlertEvent:

@@ -7,9 +7,9 @@ import pytest
 
 from devices.batch import Batch, DeviceEvent, MeterReadings, PumpReadings, RoomReadings, TankReadings
 from devices.registry import Registry
-from ingest.influx import InfluxAuthError, WriteUnavailable, open_writer
-from ingest.lineproto import LineEncoder
-from tests import servers
+from ingest.sinks.influx import InfluxAuthError, WriteUnavailable, open_writer
+from ingest.sinks.lineproto import LineEncoder
+from ingest.tools import servers
 
 pytestmark = pytest.mark.integration
 

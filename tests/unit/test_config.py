@@ -59,7 +59,7 @@ def test_bad_values_name_the_setting(env, setting):
 def test_detector_parameters_are_settings_that_reach_the_detectors(tmp_path):
     # a quarterly regime, a stricter silence rule and a bypass threshold from the three sources
     from devices.registry import Registry
-    from ingest.cli import make_detectors
+    from ingest.app import make_detectors
     from tests.helpers import write_registry
 
     cfg = tmp_path / "cistern.toml"

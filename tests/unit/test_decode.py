@@ -6,9 +6,10 @@ import numpy as np
 import orjson
 import pytest
 
+from devices.messages import INVALID, UNKNOWN_DEVICE, RawMessage
 from devices.registry import Registry
 from devices.topics import Channel, TopicError, TopicLayout
-from ingest.decode import INVALID, UNKNOWN_DEVICE, Decoder, RawMessage
+from ingest.pipeline.decode import Decoder
 from tests.helpers import write_registry
 
 T = "water/d01/meter/M000001/reading"

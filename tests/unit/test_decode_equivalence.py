@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from devices.batch import NS, VALVE_CODES, Batch
+from devices.messages import RawMessage
 from devices.registry import Registry
 from devices.schemas import MeterBatch, MeterReading
 from devices.topics import TopicError, TopicLayout
-from ingest.decode import MAX_PAYLOAD_BYTES, Decoder, RawMessage
+from ingest.pipeline.decode import MAX_PAYLOAD_BYTES, Decoder
 from tests.helpers import write_registry
 
 LAYOUT = TopicLayout("water")
@@ -198,7 +199,7 @@ def assert_same_batch(a: Batch, b: Batch) -> None:
 
 
 def reference_meter_rows(registry: Registry, msgs: list[RawMessage]) -> tuple[list[tuple], list[str]]:
-    """Meter rows and refusal reasons straight from the pydantic models, written independently of ingest.decode."""
+    """Meter rows and refusal reasons straight from the pydantic models, written independently of ingest.pipeline.decode."""
     rows, reasons = [], []
     for m in msgs:
         try:

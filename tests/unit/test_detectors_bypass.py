@@ -8,7 +8,7 @@ import numpy as np
 from detectors import DetectorSet
 from detectors.base import HOUR_NS
 from detectors.bypass_hourly import HourlyBypassParams
-from detectors.checks import Town, run
+from detectors.testing import Town, run
 
 _P = HourlyBypassParams()
 

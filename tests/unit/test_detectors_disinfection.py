@@ -8,7 +8,7 @@ import datetime as dt
 import numpy as np
 
 from detectors import DetectorSet
-from detectors.checks import DAY, Town, run
+from detectors.testing import DAY, Town, run
 
 
 def _events(t: Town) -> list:

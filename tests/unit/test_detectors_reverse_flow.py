@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from detectors import DetectorSet
-from detectors.checks import Town, run
+from detectors.testing import Town, run
 
 
 def _raised(t: Town) -> list:

@@ -4,7 +4,7 @@ a dying battery is a maintenance incident, and each clears when the meter or cel
 from __future__ import annotations
 
 from detectors import DetectorSet
-from detectors.checks import DAY, Town, run
+from detectors.testing import DAY, Town, run
 
 
 def _events(town: Town) -> list:

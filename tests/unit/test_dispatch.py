@@ -17,9 +17,10 @@ import pytest
 
 from devices.alerts import AlertEvent
 from devices.registry import Registry
-from ingest import ack_cli, cap
 from ingest.dispatch import Dispatcher, DispatchSettings, sign
-from tests.helpers import write_registry
+from ingest.dispatch.formats import cap
+from ingest.tools import ack as ack_cli
+from tests.helpers import WireDispatcher, write_registry
 
 NS = 1_000_000_000
 DAY = 86400 * NS
@@ -32,9 +33,9 @@ def registry(tmp_path: Path) -> Registry:
     return Registry.load(write_registry(tmp_path / "registry"))
 
 
-def make(registry: Registry, state: Path, alerts: Path | None = None, **settings) -> Dispatcher:
-    return Dispatcher(registry, state, DispatchSettings(**settings), alerts_file=alerts, webhook_url="",
-                      webhook_secret="", mqtt_publish=None)
+def make(registry: Registry, state: Path, alerts: Path | None = None, **settings) -> WireDispatcher:
+    return WireDispatcher(Dispatcher(registry, state, DispatchSettings(**settings), alerts_file=alerts, webhook_url="",
+                      webhook_secret="", mqtt_publish=None))
 
 
 def meter_event(event: str = "raised", kind: str = "signal_blocking", meter: str = "M000001", start: int = T0,

@@ -7,7 +7,7 @@ import argparse
 import orjson
 import pytest
 
-from ingest import evaluate as ev
+from ingest.tools import evaluate as ev
 
 
 def label(kind, sid, start, end, stype="meter", **extra):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from devices.alerts import AlertEvent
 from devices.batch import Batch, DeviceEvent, MeterReadings, PumpReadings, RoomReadings, TankReadings
 from devices.registry import Registry
-from ingest.lineproto import LineEncoder, encode_alerts, escape_tag, quote_string, series_prefix
+from ingest.sinks.lineproto import LineEncoder, encode_alerts, escape_tag, quote_string, series_prefix
 
 NAN = float("nan")
 T0 = 1_795_334_400_000_000_000  # 2026-11-22T00:00:00Z in ns

@@ -5,11 +5,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from devices.messages import RawMessage
 from devices.registry import Registry
 from devices.topics import TopicLayout
-from ingest.decode import RawMessage
-from ingest.influx import WriteUnavailable
 from ingest.pipeline import Pipeline
+from ingest.sinks.influx import WriteUnavailable
 from tests.helpers import write_registry
 
 T0 = 1_795_334_400

@@ -11,9 +11,10 @@ import numpy as np
 import orjson
 import pytest
 
+from devices.messages import RawMessage
 from devices.registry import Registry
 from devices.topics import TopicLayout
-from ingest.decode import Decoder, RawMessage
+from ingest.pipeline.decode import Decoder
 from simulator.behaviour import simulate_measurements
 from simulator.city import SimConfig, build_city
 from simulator.incidents import add_months, plan_incidents

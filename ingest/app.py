@@ -1,0 +1,178 @@
+"""The one composition root: the service's parts built from settings, for `cistern run`, `cistern replay` and the
+demo. Nothing else wires sources, sinks, detectors and dispatch together."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devices.batch import Batch
+from devices.registry import Registry
+from devices.topics import TopicLayout
+from ingest.config import Settings
+from ingest.dispatch import Dispatcher
+from ingest.pipeline import Pipeline
+from ingest.sinks.influx import open_writer
+from ingest.sources import Source
+from ingest.sources.capture import CaptureSource
+from ingest.sources.mqtt import MqttSource
+
+log = logging.getLogger("cistern")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # influxdb-client and urllib3 are chatty at INFO and may echo request details.
+    for noisy in ("influxdb_client", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def load_registry(settings: Settings) -> Registry:
+    registry = Registry.load(settings.registry)
+    log.info("registry: %s", registry.summary())
+    return registry
+
+
+def make_detectors(registry: Registry, settings: Settings):
+    if not settings.detect:
+        return None
+    from detectors import DetectorSet
+
+    return DetectorSet(registry, params=settings.detectors, timezone=settings.timezone)
+
+
+def make_writer(settings: Settings):
+    return open_writer(settings.influx_url, api=settings.influx_api, bucket=settings.influx_bucket,
+                       org=settings.influx_org, token=settings.influx_token.get_secret_value(),
+                       username=settings.influx_username, password=settings.influx_password.get_secret_value(),
+                       timeout_s=settings.influx_timeout_s)
+
+
+def make_dispatcher(registry: Registry, settings: Settings, state_dir: Path, *, resume: bool = True,
+                    mqtt_publish: Callable[[str, bytes], None] | None = None,
+                    alerts_file: Path | None = None) -> Dispatcher:
+    return Dispatcher(registry, state_dir, settings.dispatch, alerts_file=alerts_file or settings.alerts_file,
+                      webhook_url=settings.alert_webhook_url,
+                      webhook_secret=settings.alert_webhook_secret.get_secret_value(),
+                      mqtt_publish=mqtt_publish, topic_prefix=settings.mqtt_topic_prefix,
+                      timezone=settings.timezone, resume=resume)
+
+
+def mqtt_source(settings: Settings, layout: TopicLayout, *, client_id: str | None = None, url: str | None = None,
+                max_buffered: int | None = None) -> MqttSource:
+    from ingest.sources.mqtt import MqttEndpoint
+
+    endpoint = MqttEndpoint.parse(url) if url else settings.mqtt
+    return MqttSource(endpoint, client_id or settings.mqtt_client_id, layout.subscriptions(),
+                      shared_group=settings.mqtt_shared_group, ca_file=settings.mqtt_ca_file,
+                      keepalive_s=settings.mqtt_keepalive_s, protocol=settings.mqtt_protocol,
+                      max_buffered=max_buffered or max(4 * settings.batch_max_messages, 20_000))
+
+
+def make_pipeline(registry: Registry, settings: Settings, source: Source, *, writer: Any, dispatcher: Any,
+                  live: bool, **overrides: Any) -> Pipeline:
+    """The pipeline with the settings' batching, health and spool; `overrides` for replay and the demo."""
+    kw: dict[str, Any] = dict(batch_max_messages=settings.batch_max_messages,
+                              batch_max_wait_s=settings.batch_max_wait_s,
+                              health_interval_s=settings.health_interval_s, tick_interval_s=settings.tick_interval_s,
+                              spool_max_bytes=settings.spool_max_bytes,
+                              flood_max_per_device=settings.flood_max_per_device)
+    kw.update(overrides)
+    return Pipeline(registry, TopicLayout(settings.mqtt_topic_prefix), source, state_dir=settings.state_dir,
+                    writer=writer, detectors=make_detectors(registry, settings), dispatcher=dispatcher, live=live,
+                    **kw)
+
+
+@dataclass
+class Service:
+    """`cistern run`: MQTT in, InfluxDB out, detectors and dispatch, until SIGTERM/SIGINT."""
+
+    settings: Settings
+    registry: Registry
+    source: MqttSource
+    writer: Any
+    dispatcher: Dispatcher
+    pipeline: Pipeline
+    alerts_mqtt: Any = None
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, s: Settings) -> Service:
+        registry = load_registry(s)
+        layout = TopicLayout(s.mqtt_topic_prefix)
+        writer = make_writer(s)
+        source = mqtt_source(s, layout)
+        alerts_mqtt = None
+        if s.alert_mqtt_publish:
+            from ingest.dispatch.outputs.mqtt import DispatchMqtt
+
+            alerts_mqtt = DispatchMqtt(s.mqtt, s.mqtt_client_id, s.mqtt_topic_prefix, ca_file=s.mqtt_ca_file,
+                                       keepalive_s=s.mqtt_keepalive_s, protocol=s.mqtt_protocol)
+        dispatcher = make_dispatcher(registry, s, s.state_dir,
+                                     mqtt_publish=alerts_mqtt.publish if alerts_mqtt is not None else None)
+        if alerts_mqtt is not None:
+            alerts_mqtt.on_ack = dispatcher.handle_ack_message
+        pipeline = make_pipeline(registry, s, source, writer=writer, dispatcher=dispatcher, live=True)
+        return cls(s, registry, source, writer, dispatcher, pipeline, alerts_mqtt)
+
+    def run(self) -> None:
+        def _stop(signum: int, frame: Any) -> None:
+            log.info("received %s: finishing the current batch, then exiting", signal.Signals(signum).name)
+            self.pipeline.stop()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        self.source.start()
+        if self.alerts_mqtt is not None:
+            self.alerts_mqtt.start(wait_s=5)
+        s = self.settings
+        log.info("cistern run: %s → %s (%s)", s.redacted()["mqtt_url"], s.influx_url,
+                 getattr(self.writer, "api", s.influx_api))
+        try:
+            self.pipeline.run()
+        finally:
+            self.source.close()
+            # Alerts not delivered in a short while stay in the outbox and go out on the next start.
+            self.dispatcher.drain(timeout_s=min(5.0, s.dispatch.drain_timeout_s))
+            self.dispatcher.close()
+            if self.alerts_mqtt is not None:
+                self.alerts_mqtt.close()
+            self.writer.close()
+        log.info("stopped cleanly")
+
+
+@dataclass
+class ReplayResult:
+    stats: Any
+    undelivered: int
+
+
+def replay(s: Settings, capture: Path, *, until_ns: int | None = None,
+           on_batch: Callable[[Batch], None] | None = None) -> ReplayResult:
+    """`cistern replay`: the same pipeline fed from a capture file, as fast as it can, on the capture's clock."""
+    registry = load_registry(s)
+    # Replay writes to the database only when one is named explicitly: a replay must not surprise production.
+    writer = make_writer(s) if "influx_url" in s.model_fields_set else None
+    source = CaptureSource(capture)
+    # A replay is a fresh pass over history: its incidents live apart from the service's, under replay/.
+    dispatcher = make_dispatcher(registry, s, s.state_dir / "replay", resume=False)
+    pipeline = make_pipeline(registry, s, source, writer=writer, dispatcher=dispatcher, live=False,
+                             until_ns=until_ns, checkpoint_interval_s=float("inf"), restore=False,
+                             on_batch=on_batch)
+    left = 0
+    try:
+        pipeline.run()
+        left = dispatcher.drain()
+    finally:
+        source.close()
+        dispatcher.close()
+        if writer is not None:
+            writer.close()
+    return ReplayResult(pipeline.stats, left)
+

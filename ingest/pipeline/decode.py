@@ -1,0 +1,502 @@
+"""Decode: a group of raw MQTT messages → one columnar Batch, plus the rejects with their reasons.
+
+Meter readings take a vectorized fast path; any message it is not sure of goes to the pydantic schemas, which decide.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Sequence
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+
+from devices.batch import (
+    VALVE_CODES,
+    Batch,
+    DeviceEvent,
+    MeterReadings,
+    PumpReadings,
+    RoomReadings,
+    TankReadings,
+)
+from devices.messages import UNKNOWN_DEVICE, RawMessage, Reject
+from devices.registry import Registry
+from devices.schemas import (
+    MeterBatch,
+    MeterEvent,
+    MeterReading,
+    PumpRoomEvent,
+    PumpRoomTelemetry,
+)
+from devices.topics import Channel, TopicError, TopicLayout
+from ingest.pipeline.timestamps import _ns, _timestamps
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+# A batch message has a "readings" key; the text "readings" inside a string value does not count.
+_BATCH_KEY = re.compile(rb'"readings"\s*:')
+
+_READINGS = b'"readings"'
+
+
+def _is_batch(payload: bytes) -> bool:
+    # The plain substring test is cheap and almost always decides; the pattern only confirms a real key.
+    return _READINGS in payload and _BATCH_KEY.search(payload) is not None
+
+
+def _nan(x: float | None) -> float:
+    return np.nan if x is None else x
+
+
+def _flag(x: bool | None) -> float:
+    return np.nan if x is None else float(x)
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"]
+    n = e.error_count()
+    more = f" (+{n - 1} more)" if n > 1 else ""
+    return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
+
+
+# --- fast-path checks ---------------------------------------------------------------------------------------
+# The fast path never refuses anything: a value it cannot vouch for sends the whole message to the schemas.
+# So it only has to be as strict as the schemas, never stricter in a way that changes a value.
+
+# Strict pydantic: a float field takes JSON ints and floats (not bools, not strings); an int field only ints.
+_NUM = frozenset((int, float))
+_NUM_OR_NONE = frozenset((int, float, type(None)))
+_INT_OR_NONE = frozenset((int, type(None)))
+_STR_OR_NONE = frozenset((str, type(None)))
+_DICT_OR_NONE = frozenset((dict, type(None)))
+_LIST_OR_NONE = frozenset((list, type(None)))
+# devices.schemas.Id, checked once per topic: a payload id equal to a topic id that fits passes the schema.
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_MAX_BATCH_READINGS = 10_000  # MeterBatch.readings max_length
+_VALVE_OR_ABSENT = {**VALVE_CODES, None: -1}  # other strings: 2
+
+def _loads_or_none(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _get(dicts: list[dict], key: str) -> list:
+    return list(map(dict.get, dicts, repeat(key)))
+
+
+def _bad_types(col: list, allowed: frozenset) -> np.ndarray | None:
+    """Positions whose value has a type outside `allowed`, or None when all fit (the usual case)."""
+    if set(map(type, col)) <= allowed:
+        return None
+    return np.fromiter((type(v) not in allowed for v in col), dtype=bool, count=len(col))
+
+
+def _floats(col: list, bad: np.ndarray | None) -> np.ndarray:
+    """A column of ints, floats and None as float64 (None → NaN); `bad` positions (other types) become NaN."""
+    if bad is not None:
+        col = [None if b else v for v, b in zip(col, bad.tolist(), strict=True)]
+    return np.array(col, dtype=np.float64)
+
+
+def _in_range(x: np.ndarray, lo: float | None, hi: float | None, optional: bool) -> np.ndarray:
+    """True where x is a finite number within [lo, hi] (or NaN, i.e. absent, when optional)."""
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(x)
+        if lo is not None:
+            good &= x >= lo
+        if hi is not None:
+            good &= x <= hi
+    return good | np.isnan(x) if optional else good
+
+
+class _Status:
+    """The status fields of meter messages (signal, battery, valve, balance, status list), checked in bulk."""
+
+    def __init__(self, dicts: list[dict]):
+        n = len(dicts)
+        bad = np.zeros(n, bool)
+        sig = _get(dicts, "signal")
+        b = _bad_types(sig, _DICT_OR_NONE)
+        if b is not None:
+            bad |= b
+            sig = [None if x else s for s, x in zip(sig, b.tolist(), strict=True)]
+        sigs = [s if s is not None else {} for s in sig] if None in sig else sig
+        rsrp, snr, ecl = _get(sigs, "rsrp_dbm"), _get(sigs, "snr_db"), _get(sigs, "ecl")
+        battery, balance = _get(dicts, "battery_v"), _get(dicts, "balance_cny")
+        cols = {}
+        for name, col, allowed in (("rsrp_dbm", rsrp, _NUM_OR_NONE), ("snr_db", snr, _NUM_OR_NONE),
+                                   ("ecl", ecl, _INT_OR_NONE), ("battery_v", battery, _NUM_OR_NONE),
+                                   ("balance_cny", balance, _NUM_OR_NONE)):
+            b = _bad_types(col, allowed)
+            if b is not None:
+                bad |= b
+            cols[name] = _floats(col, b)
+        bad |= ~_in_range(cols["rsrp_dbm"], -200, 0, True)
+        bad |= ~_in_range(cols["snr_db"], -50, 60, True)
+        bad |= ~_in_range(cols["ecl"], 0, 2, True)
+        bad |= ~_in_range(cols["battery_v"], 0, 10, True)
+        bad |= ~_in_range(cols["balance_cny"], None, None, True)
+        valve = _get(dicts, "valve")
+        b = _bad_types(valve, _STR_OR_NONE)
+        if b is not None:
+            bad |= b
+            valve = [None if x else v for v, x in zip(valve, b.tolist(), strict=True)]
+        self.valve = np.fromiter(map(_VALVE_OR_ABSENT.get, valve, repeat(2)), np.int8, n)
+        status = _get(dicts, "status")
+        b = _bad_types(status, _LIST_OR_NONE)
+        if b is not None:
+            bad |= b
+        lists = [(i, s) for i, s in enumerate(status) if s and type(s) is list] if any(status) else None
+        if lists:
+            for i, s in lists:
+                if not set(map(type, s)) <= {str}:
+                    bad[i] = True
+        self.cols = cols
+        self.bad = bad
+
+
+class Decoder:
+    """Validates messages against the schemas, the topic layout and the registry.
+
+    `fast=False` decodes every message through the pydantic models alone: the reference the fast path is
+    tested against.
+    """
+
+    def __init__(self, registry: Registry, layout: TopicLayout, fast: bool = True):
+        self.registry = registry
+        self.layout = layout
+        self.fast = fast
+        self._topics: dict[str, tuple[Channel, int, str, bool]] = {}
+
+    def _route(self, topic: str) -> tuple[Channel, int, str, bool] | Reject:
+        hit = self._topics.get(topic)
+        if hit is not None:
+            return hit
+        try:
+            t = self.layout.parse(topic)
+        except TopicError as e:
+            return Reject(topic, b"", str(e))
+        reg = self.registry
+        if t.channel in (Channel.METER_READING, Channel.METER_EVENT):
+            idx = reg.meters.index.get(t.device_id, -1)
+            district = reg.meters.district[idx] if idx >= 0 else None
+        else:
+            idx = reg.rooms.index.get(t.device_id, -1)
+            district = reg.rooms.district[idx] if idx >= 0 else None
+        if idx < 0:
+            return Reject(topic, b"", f"device {t.device_id!r} is not in the registry", UNKNOWN_DEVICE)
+        if district != t.district:
+            return Reject(topic, b"", f"topic district {t.district!r} but the registry puts "
+                                      f"{t.device_id!r} in {district!r}")
+        # The fast path only takes meter readings whose id the schema's Id pattern accepts.
+        fast_ok = t.channel is Channel.METER_READING and _ID.fullmatch(t.device_id) is not None
+        hit = (t.channel, idx, t.device_id, fast_ok)
+        self._topics[topic] = hit
+        return hit
+
+    def decode(self, messages: Sequence[RawMessage]) -> tuple[Batch, list[Reject]]:
+        out = _Collected()
+        slow: list[int] = []  # positions of the messages the schemas decode one by one
+        n = len(messages)
+        topics = [m.topic for m in messages]
+        routes: list[Any] = list(map(self._topics.get, topics))
+        if None in routes:
+            routes = [r if r is not None else self._route(t) for r, t in zip(routes, topics, strict=True)]
+        # Bulk passes over the whole group (comprehensions run at C speed next to a per-message loop body).
+        fast_ok = [type(r) is tuple and r[3] for r in routes] if self.fast else [False] * n
+        payloads = [m.payload for m in messages]
+        if all(fast_ok) and max(map(len, payloads), default=0) <= MAX_PAYLOAD_BYTES:
+            cand = list(range(n))
+            cand_payloads = payloads
+        else:
+            cand = []
+            for i, (r, ok) in enumerate(zip(routes, fast_ok, strict=True)):
+                if type(r) is Reject:
+                    r.payload = payloads[i]
+                    out.reject(i, r)
+                elif ok and len(payloads[i]) <= MAX_PAYLOAD_BYTES:
+                    cand.append(i)
+                else:
+                    slow.append(i)
+            cand_payloads = [payloads[i] for i in cand]
+        try:
+            parsed = list(map(orjson.loads, cand_payloads))
+        except orjson.JSONDecodeError:  # some payload is not JSON: the schemas will say why
+            parsed = list(map(_loads_or_none, cand_payloads))
+        if set(map(type, parsed)) != {dict} and parsed:
+            parsed = [p if type(p) is dict else {} for p in parsed]  # {} has no id: it goes to the schemas
+        ids = list(map(dict.get, parsed, repeat("meter_id")))
+        device_ids = [routes[i][2] for i in cand]
+        # The same peek the schema path uses; the plain substring test runs in C over the whole group first.
+        peek = list(map(operator.contains, cand_payloads, repeat(_READINGS)))
+        if any(peek):
+            peek = [_is_batch(p) for p in cand_payloads]
+        if ids == device_ids and not any(peek):
+            singles = (cand, parsed)
+            batches: tuple[list[int], list[dict]] = ([], [])
+        else:
+            singles, batches = ([], []), ([], [])
+            for i, p, same, is_batch in zip(cand, parsed, map(operator.eq, ids, device_ids), peek, strict=True):
+                if not same:
+                    slow.append(i)
+                else:
+                    dest = batches if is_batch else singles
+                    dest[0].append(i)
+                    dest[1].append(p)
+        if singles[0]:
+            slow += self._singles(singles[0], [routes[i][1] for i in singles[0]], singles[1], out)
+        if batches[0]:
+            slow += self._batches(batches[0], [routes[i][1] for i in batches[0]], batches[1], out)
+        for i in sorted(slow):
+            self._decode_one(i, messages[i], routes[i], out)
+        return out.batch(), out.rejects()
+
+    # --- the fast path: meter readings ---------------------------------------------------------------------
+
+    @staticmethod
+    def _singles(positions: list[int], meters: list[int], dicts: list[dict], out: _Collected) -> list[int]:
+        """Decodes single-reading messages in bulk; returns the positions the schemas must decide."""
+        st = _Status(dicts)
+        bad = st.bad
+        total, rev, flow = _get(dicts, "total_m3"), _get(dicts, "reverse_m3"), _get(dicts, "flow_m3h")
+        cols = {}
+        for name, col, allowed in (("total_m3", total, _NUM), ("reverse_m3", rev, _NUM_OR_NONE),
+                                   ("flow_m3h", flow, _NUM_OR_NONE)):
+            b = _bad_types(col, allowed)
+            if b is not None:
+                bad |= b
+            cols[name] = _floats(col, b)
+        bad |= ~_in_range(cols["total_m3"], 0, None, False)
+        bad |= ~_in_range(cols["reverse_m3"], 0, None, True)
+        bad |= ~_in_range(cols["flow_m3h"], None, None, True)
+        ts_ns, ts_ok = _timestamps(_get(dicts, "ts"))
+        bad |= ~ts_ok
+        good = ~bad
+        order = np.array(positions, np.int64)
+        meter = np.array(meters, np.int32)
+        out.meters(order[good], MeterReadings(
+            meter=meter[good], ts_ns=ts_ns[good], valve=st.valve[good],
+            **{k: v[good] for k, v in cols.items()}, **{k: v[good] for k, v in st.cols.items()}))
+        return order[bad].tolist()
+
+    @staticmethod
+    def _batches(positions: list[int], meters: list[int], dicts: list[dict], out: _Collected) -> list[int]:
+        """Decodes batch messages in bulk: readings flattened into rows, status on each message's latest row."""
+        st = _Status(dicts)
+        bad = st.bad
+        readings = _get(dicts, "readings")
+        lengths = np.fromiter((len(r) if type(r) is list else 0 for r in readings), np.int64, len(readings))
+        bad |= (lengths < 1) | (lengths > _MAX_BATCH_READINGS)
+        readings = [r if ok else [] for r, ok in zip(readings, (~bad).tolist(), strict=True)]
+        lengths[bad] = 0
+        rows = [r for rs in readings for r in rs]
+        owner = np.repeat(np.arange(len(dicts)), lengths)
+        row_bad = np.zeros(len(rows), bool)
+        b = _bad_types(rows, frozenset((dict,)))
+        if b is not None:
+            row_bad |= b
+            rows = [{} if x else r for r, x in zip(rows, b.tolist(), strict=True)]
+        cols = {}
+        for name, allowed in (("total_m3", _NUM), ("reverse_m3", _NUM_OR_NONE), ("flow_m3h", _NUM_OR_NONE)):
+            col = _get(rows, name)
+            b = _bad_types(col, allowed)
+            if b is not None:
+                row_bad |= b
+            cols[name] = _floats(col, b)
+        row_bad |= ~_in_range(cols["total_m3"], 0, None, False)
+        row_bad |= ~_in_range(cols["reverse_m3"], 0, None, True)
+        row_bad |= ~_in_range(cols["flow_m3h"], None, None, True)
+        ts_ns, ts_ok = _timestamps(_get(rows, "ts"))
+        row_bad |= ~ts_ok
+        bad[owner[row_bad]] = True
+
+        keep = ~bad[owner]
+        owner, ts_ns = owner[keep], ts_ns[keep]
+        cols = {k: v[keep] for k, v in cols.items()}
+        n = len(ts_ns)
+        good_msgs = np.flatnonzero(~bad)
+        if n:
+            # the latest reading of each message (the first of equal latest ones) carries its status
+            starts = np.concatenate(([0], np.cumsum(lengths[good_msgs])[:-1]))
+            seg_max = np.maximum.reduceat(ts_ns, starts)
+            rank = np.where(ts_ns == seg_max[np.repeat(np.arange(len(good_msgs)), lengths[good_msgs])],
+                            np.arange(n), n)
+            latest = np.minimum.reduceat(rank, starts)
+            status = {}
+            for k, v in st.cols.items():
+                col = np.full(n, np.nan)
+                col[latest] = v[good_msgs]
+                status[k] = col
+            valve = np.full(n, -1, np.int8)
+            valve[latest] = st.valve[good_msgs]
+            order = np.array(positions, np.int64)
+            meter = np.array(meters, np.int32)
+            out.meters(order[owner], MeterReadings(meter=meter[owner], ts_ns=ts_ns, valve=valve, **cols, **status))
+        return np.array(positions, np.int64)[bad].tolist()
+
+    # --- the schema path: everything else, and whatever the fast path was not sure of -------------------
+
+    _SCHEMAS: dict[Channel, Any] = {Channel.PUMPROOM_TELEMETRY: PumpRoomTelemetry,
+                                     Channel.PUMPROOM_EVENT: PumpRoomEvent, Channel.METER_EVENT: MeterEvent}
+
+    def _decode_one(self, pos: int, msg: RawMessage, route: tuple, out: _Collected) -> None:
+        """One message through the pydantic schemas: refused with the first reason, or into the batch."""
+        channel, idx, device_id, _ = route
+        payload = msg.payload
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            out.reject(pos, Reject(msg.topic, payload[:1024], f"payload of {len(payload)} bytes exceeds "
+                                                              f"{MAX_PAYLOAD_BYTES}"))
+            return
+        try:
+            if channel is Channel.METER_READING:
+                # A batch carries "readings"; a single reading does not. Peek before validating.
+                schema: Any = MeterBatch if _is_batch(payload) else MeterReading
+            else:
+                schema = self._SCHEMAS[channel]
+            p = schema.model_validate_json(payload)
+        except ValidationError as e:
+            out.reject(pos, Reject(msg.topic, payload, _first_error(e)))
+            return
+        except (ValueError, RecursionError) as e:  # pragma: no cover - pydantic wraps most
+            out.reject(pos, Reject(msg.topic, payload, f"unreadable payload: {e}"))
+            return
+        payload_id = p.meter_id if channel in (Channel.METER_READING, Channel.METER_EVENT) else p.room_id
+        if payload_id != device_id:
+            out.reject(pos, Reject(msg.topic, payload, f"payload id {payload_id!r} does not match topic id "
+                                                       f"{device_id!r}"))
+            return
+        if channel is Channel.METER_READING:
+            _meter_rows(pos, idx, p, out)
+        elif channel is Channel.PUMPROOM_TELEMETRY:
+            self._telemetry_rows(pos, msg, idx, device_id, p, out)
+        else:
+            self._event(pos, msg, channel, idx, device_id, p, out)
+
+    def _telemetry_rows(self, pos: int, msg: RawMessage, idx: int, device_id: str, p: PumpRoomTelemetry,
+                        out: _Collected) -> None:
+        reg = self.registry
+        t = _ns(p.ts)
+        tank_rows = []
+        for tk in p.tanks:
+            ti = reg.tanks.index.get(tk.tank_id, -1)
+            if ti < 0 or reg.tanks.room[ti] != idx:
+                out.reject(pos, Reject(msg.topic, msg.payload, f"tank {tk.tank_id!r} is not registered to pump "
+                                                               f"room {device_id!r}", UNKNOWN_DEVICE))
+                return
+            tank_rows.append((ti, tk))
+        tanks, rooms, pumps = out.tanks, out.rooms, out.pumps
+        for ti, tk in tank_rows:
+            tanks["tank"].append(ti)
+            tanks["ts_ns"].append(t)
+            tanks["level_m"].append(_nan(tk.level_m))
+            tanks["free_chlorine_mg_l"].append(_nan(tk.free_chlorine_mg_l))
+            tanks["turbidity_ntu"].append(_nan(tk.turbidity_ntu))
+            tanks["ph"].append(_nan(tk.ph))
+        if p.outlet_pressure_mpa is not None or p.door_open is not None or not (p.tanks or p.pumps):
+            rooms["room"].append(idx)
+            rooms["ts_ns"].append(t)
+            rooms["outlet_pressure_mpa"].append(_nan(p.outlet_pressure_mpa))
+            rooms["door_open"].append(_flag(p.door_open))
+        for pu in p.pumps:
+            pumps["room"].append(idx)
+            pumps["pump_id"].append(pu.pump_id)
+            pumps["ts_ns"].append(t)
+            pumps["running"].append(_flag(pu.running))
+            pumps["current_a"].append(_nan(pu.current_a))
+
+    def _event(self, pos: int, msg: RawMessage, channel: Channel, idx: int, device_id: str, p: Any,
+               out: _Collected) -> None:
+        reg = self.registry
+        fields = p.model_dump(exclude_none=True, exclude={"ts", "type", "meter_id", "room_id"})
+        if channel is Channel.PUMPROOM_EVENT:
+            tank_id = fields.get("tank_id")
+            if tank_id is not None:
+                ti = reg.tanks.index.get(tank_id, -1)
+                if ti < 0 or reg.tanks.room[ti] != idx:
+                    out.reject(pos, Reject(msg.topic, msg.payload, f"tank {tank_id!r} is not registered to "
+                                                                   f"pump room {device_id!r}", UNKNOWN_DEVICE))
+                    return
+            device, district = "pumproom", reg.rooms.district[idx]
+        else:
+            device, district = "meter", reg.meters.district[idx]
+        out.events.append(DeviceEvent(device, idx, device_id, district, _ns(p.ts), p.type, fields))
+
+
+def _meter_rows(pos: int, idx: int, p: MeterReading | MeterBatch, out: _Collected) -> None:
+    """A validated reading or batch as rows; the status fields on its latest reading."""
+    if isinstance(p, MeterBatch):
+        ts = [_ns(r.ts) for r in p.readings]
+        latest = ts.index(max(ts))  # the first of equal latest readings carries the status
+        rows = p.readings
+        total = [r.total_m3 for r in rows]
+        rev = [_nan(r.reverse_m3) for r in rows]
+        flow = [_nan(r.flow_m3h) for r in rows]
+    else:
+        ts, latest = [_ns(p.ts)], 0
+        total, rev, flow = [p.total_m3], [_nan(p.reverse_m3)], [_nan(p.flow_m3h)]
+    n = len(ts)
+    status = {k: np.full(n, np.nan) for k in ("rsrp_dbm", "snr_db", "ecl", "battery_v", "balance_cny")}
+    sig = p.signal
+    if sig is not None:
+        status["rsrp_dbm"][latest] = _nan(sig.rsrp_dbm)
+        status["snr_db"][latest] = _nan(sig.snr_db)
+        status["ecl"][latest] = _nan(sig.ecl)
+    status["battery_v"][latest] = _nan(p.battery_v)
+    status["balance_cny"][latest] = _nan(p.balance_cny)
+    valve = np.full(n, -1, np.int8)
+    valve[latest] = -1 if p.valve is None else VALVE_CODES.get(p.valve, 2)
+    out.meters(np.full(n, pos, np.int64), MeterReadings(
+        meter=np.full(n, idx, np.int32), ts_ns=np.array(ts, np.int64),
+        total_m3=np.array(total, np.float64), reverse_m3=np.array(rev, np.float64),
+        flow_m3h=np.array(flow, np.float64), valve=valve, **status))
+
+
+class _Collected:
+    """What one decode call produced; meter rows and rejects come back in message order."""
+
+    def __init__(self) -> None:
+        self._meter_parts: list[tuple[np.ndarray, MeterReadings]] = []
+        self._rejects: list[tuple[int, Reject]] = []
+        self.tanks: dict[str, list] = {k: [] for k in TankReadings.dtypes}
+        self.rooms: dict[str, list] = {k: [] for k in RoomReadings.dtypes}
+        self.pumps: dict[str, list] = {k: [] for k in PumpReadings.dtypes}
+        self.events: list[DeviceEvent] = []
+
+    def reject(self, pos: int, r: Reject) -> None:
+        self._rejects.append((pos, r))
+
+    def meters(self, order: np.ndarray, rows: MeterReadings) -> None:
+        if len(rows):
+            self._meter_parts.append((order, rows))
+
+    def rejects(self) -> list[Reject]:
+        self._rejects.sort(key=lambda x: x[0])
+        return [r for _, r in self._rejects]
+
+    def batch(self) -> Batch:
+        parts = self._meter_parts
+        if not parts:
+            meters = MeterReadings.empty()
+        elif len(parts) == 1:
+            meters = parts[0][1]
+        else:
+            meters = MeterReadings.concat([m for _, m in parts])
+            order = np.concatenate([o for o, _ in parts])
+            meters = meters.take(np.argsort(order, kind="stable"))
+        tanks, rooms, pumps = self.tanks, self.rooms, self.pumps
+        return Batch(
+            meters=meters,
+            tanks=TankReadings.from_columns(**tanks) if tanks["ts_ns"] else TankReadings.empty(),
+            rooms=RoomReadings.from_columns(**rooms) if rooms["ts_ns"] else RoomReadings.empty(),
+            pumps=PumpReadings.from_columns(**pumps) if pumps["ts_ns"] else PumpReadings.empty(),
+            events=self.events,
+        )

@@ -1,0 +1,344 @@
+"""The pipeline: source → decode → sink (durable) → ack → detectors → alerts. Live and replay share it."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from devices.alerts import AlertEvent
+from devices.batch import Batch
+from devices.messages import RawMessage, Reject
+from devices.registry import Registry
+from devices.topics import TopicLayout
+from ingest.pipeline.checkpoint import Checkpoint
+from ingest.pipeline.clock import Clock
+from ingest.pipeline.decode import Decoder
+from ingest.sinks.deadletters import DeadLetters
+from ingest.sinks.influx import WriteUnavailable
+from ingest.sinks.lineproto import LineEncoder
+from ingest.sinks.spool import Spool, SpoolFull
+from ingest.sources import Source
+
+log = logging.getLogger("cistern.pipeline")
+
+
+class Writer(Protocol):
+    def write(self, body: bytes) -> list[tuple[bytes, str]]: ...
+    def close(self) -> None: ...
+
+
+class Detectors(Protocol):
+    """What the pipeline needs of detectors.DetectorSet."""
+
+    def update(self, batch: Batch) -> list[AlertEvent]: ...
+    def tick(self, now_ns: int) -> list[AlertEvent]: ...
+    def state(self) -> dict: ...
+    def restore(self, blob: dict) -> None: ...
+
+
+class Dispatch(Protocol):
+    """What the pipeline needs of ingest.dispatch.Dispatcher: incidents in, the dispatch events that went out
+    (enriched, possibly more or fewer) back; reminders and escalations on tick."""
+
+    def emit(self, events: list[AlertEvent]) -> list[AlertEvent]: ...
+    def tick(self, now_ns: int) -> list[AlertEvent]: ...
+    @property
+    def counts(self) -> dict[str, int]: ...
+
+
+@dataclass
+class Stats:
+    received: int = 0  # messages
+    readings: int = 0  # decoded rows
+    written: int = 0  # rows durable in the database
+    dead_lettered: int = 0
+    alerts: int = 0
+    write_retries: int = 0
+    spooled: int = 0  # batches that went to the disk spool
+    batches: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def backoff_delays(first_s: float = 0.5, max_s: float = 30.0) -> Iterator[float]:
+    """Exponential back-off with full jitter."""
+    d = first_s
+    while True:
+        yield random.uniform(d / 2, d)
+        d = min(d * 2, max_s)
+
+
+class Pipeline:
+    """Drives one source to completion (replay) or until stopped (live)."""
+
+    def __init__(self, registry: Registry, layout: TopicLayout, source: Source, *, state_dir: Path,
+                 writer: Writer | None = None, detectors: Detectors | None = None,
+                 dispatcher: Dispatch | None = None,
+                 live: bool = True, batch_max_messages: int = 5000, batch_max_wait_s: float = 0.25,
+                 health_interval_s: float = 30.0, tick_interval_s: float = 5.0,
+                 checkpoint_interval_s: float = 60.0, until_ns: int | None = None,
+                 on_batch: Callable[[Batch], None] | None = None,
+                 on_alerts: Callable[[list[AlertEvent]], None] | None = None, restore: bool = True,
+                 spool_max_bytes: int = 0, spool_retry_s: float = 5.0, flood_max_per_device: int = 0,
+                 max_clock_skew_s: float = 300.0):
+        self.registry = registry
+        self.decoder = Decoder(registry, layout)
+        self.source = source
+        self.writer = writer
+        self.detectors = detectors
+        self.dispatcher = dispatcher
+        self.live = live
+        self.state_dir = state_dir
+        self.dead = DeadLetters(state_dir)
+        self.batch_max_messages = batch_max_messages
+        self.batch_max_wait_s = batch_max_wait_s
+        self.health_interval_s = health_interval_s
+        self.tick_interval_s = tick_interval_s
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.until_ns = until_ns
+        self.on_batch = on_batch
+        self.on_alerts = on_alerts
+        self.stats = Stats()
+        self.clock = Clock(live, max_clock_skew_s)
+        self.stop_event = threading.Event()
+        self._encoder = None
+        if writer is not None:
+            self._encoder = LineEncoder(registry)
+        self.spool = None
+        if spool_max_bytes > 0 and writer is not None:
+            self.spool = Spool(state_dir / "spool", spool_max_bytes)
+        self.spool_retry_s = spool_retry_s
+        self.flood_max_per_device = flood_max_per_device
+        self._retry_at = 0.0
+        self._last_health = time.monotonic()
+        self._last_tick = time.monotonic()
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint = Checkpoint(state_dir)
+        if restore and detectors is not None:
+            self.clock.watermark_ns = self._checkpoint.load(detectors, registry)
+
+    @property
+    def watermark_ns(self) -> int | None:
+        return self.clock.watermark_ns
+
+    def checkpoint(self) -> None:
+        if self.detectors is None or self.checkpoint_interval_s == float("inf"):
+            return
+        self._checkpoint.save(self.detectors, self.registry, self.watermark_ns)
+        self._last_checkpoint = time.monotonic()
+
+    # ---- one step ----------------------------------------------------------------------------------------------
+    def _write_durably(self, batch: Batch) -> bool:
+        """Store the batch in the database, or in the spool while the database is unreachable.
+
+        Returns False only when asked to stop while neither was possible: the messages then stay unacked and the
+        broker delivers them again after the restart.
+        """
+        if self.writer is None or self._encoder is None:
+            return True
+        body = self._encoder.encode(batch)
+        self.drain_spool()
+        if not body:
+            return True
+        if self.spool is not None and len(self.spool):
+            return self._spool_or_wait(body)  # keep the database's view in arrival order
+        delays = backoff_delays()
+        while True:
+            try:
+                self._account(self.writer.write(body), body)
+                return True
+            except WriteUnavailable as e:
+                self.stats.write_retries += 1
+                if self.spool is not None:
+                    log.warning("database unavailable (%s); spooling to disk", e)
+                    self._retry_at = time.monotonic() + self.spool_retry_s
+                    return self._spool_or_wait(body)
+                if self.stop_event.is_set() and self.live:
+                    return False
+                wait = max(getattr(e, "retry_after_s", 0) or 0, next(delays))
+                log.warning("database unavailable (%s); retrying in %.1f s, messages stay unacked", e, wait)
+                if self.stop_event.wait(wait) and self.live:
+                    return False
+
+    def _account(self, refused: list[tuple[bytes, str]], body: bytes) -> None:
+        if refused:
+            self.dead.write_lines(refused)
+            self.stats.dead_lettered += len(refused)
+        self.stats.written += body.count(b"\n") + (not body.endswith(b"\n")) - len(refused)
+
+    def _spool_or_wait(self, body: bytes) -> bool:
+        assert self.spool is not None
+        delays = backoff_delays()
+        while True:
+            try:
+                self.spool.append(body)
+                self.stats.spooled += 1
+                return True
+            except SpoolFull as e:
+                # Back-pressure: the messages stay unacked in the broker until the spool drains.
+                wait = next(delays)
+                log.warning("%s; holding messages unacked, retrying in %.1f s", e, wait)
+                if self.stop_event.wait(wait) and self.live:
+                    return False
+                self._retry_at = 0.0
+                self.drain_spool()
+
+    def drain_spool(self) -> None:
+        """Write spooled batches oldest first while the database answers."""
+        if self.spool is None or not len(self.spool) or time.monotonic() < self._retry_at:
+            return
+        while len(self.spool):
+            body = self.spool.oldest()
+            assert body is not None
+            try:
+                self._account(self.writer.write(body), body)  # type: ignore[union-attr]
+            except WriteUnavailable:
+                self._retry_at = time.monotonic() + self.spool_retry_s
+                return
+            self.spool.pop_oldest()
+
+    def _emit(self, events: list[AlertEvent]) -> None:
+        """Detector events through dispatch (lifecycle, evidence, outbox) and into the database's alert record."""
+        if not events:
+            return
+        if self.dispatcher is not None:
+            events = self.dispatcher.emit(events)
+        self._record(events)
+
+    def _tick(self, now_ns: int) -> None:
+        assert self.detectors is not None
+        self._emit(self.detectors.tick(now_ns))
+        if self.dispatcher is not None:
+            self._record(self.dispatcher.tick(now_ns))
+
+    def _record(self, events: list[AlertEvent]) -> None:
+        if not events:
+            return
+        self.stats.alerts += len(events)
+        if self.writer is not None and self._encoder is not None:
+            try:
+                self.writer.write(self._encoder.encode_alerts(events))
+            except WriteUnavailable as e:  # the dispatch outbox has them; the database copy is a record
+                log.warning("could not record %d alert events in the database: %s", len(events), e)
+        for e in events:
+            log.info("ALERT %s %s %s %s: %s", e.event, e.kind, e.subject_type, e.subject_id, e.summary)
+        if self.on_alerts is not None:
+            self.on_alerts(events)
+
+    def process(self, messages: list[RawMessage]) -> bool:
+        """Decode, store, ack, detect. Returns False when the batch could not be made durable (stopping)."""
+        rejects = self.source.take_rejects()
+        to_decode = messages
+        if self.flood_max_per_device and len(messages) > self.flood_max_per_device:
+            to_decode, flood = _cap_per_topic(messages, self.flood_max_per_device)
+            rejects += flood
+        batch, more = self.decoder.decode(to_decode)
+        rejects += more
+        if self.until_ns is not None and len(batch):
+            batch = _until(batch, self.until_ns)
+        self.dead.write(rejects)
+        self.stats.received += len(messages)
+        self.stats.readings += batch.readings
+        self.stats.dead_lettered += len(rejects)
+        if not self._write_durably(batch):
+            return False
+        self.source.ack(messages)
+        self.stats.batches += 1
+        self.clock.saw(batch.max_ts_ns())
+        if self.on_batch is not None:
+            self.on_batch(batch)
+        if self.detectors is not None and len(batch):
+            self._emit(self.detectors.update(batch))
+            if not self.live and self.watermark_ns is not None:
+                self._tick(self.watermark_ns)
+        return True
+
+    def _live_tick(self, caught_up: bool) -> None:
+        if self.detectors is None or time.monotonic() - self._last_tick < self.tick_interval_s:
+            return
+        self._last_tick = time.monotonic()
+        now = self.clock.now(caught_up)
+        if now is not None:
+            self._tick(now)
+
+    def _health(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._last_health < self.health_interval_s:
+            return
+        self._last_health = time.monotonic()
+        s = self.stats
+        lag_s = self.clock.lag_s()
+        lag = "n/a" if lag_s is None else f"{lag_s:.0f}s"
+        backlog = getattr(self.source, "backlog", 0)
+        dispatch = ""
+        if self.dispatcher is not None:
+            c = self.dispatcher.counts
+            dispatch = f" dispatch_delivered={c['delivered']} dispatch_pending={c['pending']}"
+        spool = f"{len(self.spool)} batches/{self.spool.bytes / 1e6:.1f}MB" if self.spool is not None else "off"
+        log.info("health: received=%d readings=%d written=%d dead_lettered=%d alerts=%d lag=%s backlog=%d "
+                 "write_retries=%d spool=%s%s", s.received, s.readings, s.written, s.dead_lettered, s.alerts, lag,
+                 backlog, s.write_retries, spool, dispatch)
+
+    def run(self) -> None:
+        """Until the source is exhausted (replay) or stop() is called (live)."""
+        try:
+            while not self.stop_event.is_set():
+                messages = self.source.poll(self.batch_max_messages, self.batch_max_wait_s)
+                if messages or not self.live:
+                    if not self.process(messages):
+                        break
+                if self.live:
+                    if not messages:
+                        self.drain_spool()
+                    self._live_tick(caught_up=len(messages) < self.batch_max_messages)
+                if time.monotonic() - self._last_checkpoint > self.checkpoint_interval_s:
+                    self.checkpoint()
+                self._health()
+                if self.source.exhausted:
+                    break
+            if not self.live and self.detectors is not None:
+                end = self.until_ns if self.until_ns is not None else self.watermark_ns
+                if end is not None:
+                    self._tick(end)
+        finally:
+            self.checkpoint()
+            self._health(force=True)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+def _cap_per_topic(messages: list[RawMessage], cap: int) -> tuple[list[RawMessage], list[Reject]]:
+    """Keep at most `cap` messages of one topic in a batch; the rest are dead-lettered (kept, with the reason).
+
+    One flooding device must not starve the others: its excess costs almost nothing to set aside, so the ingester
+    keeps pace with the broker and every other device's messages still flow.
+    """
+    counts = Counter(m.topic for m in messages)
+    if max(counts.values()) <= cap:
+        return messages, []
+    seen: Counter[str] = Counter()
+    keep, flood = [], []
+    for m in messages:
+        seen[m.topic] += 1
+        if seen[m.topic] <= cap:
+            keep.append(m)
+        else:
+            flood.append(Reject(m.topic, m.payload, f"flood: more than {cap} messages from one topic in one batch "
+                                                    f"({counts[m.topic]} of {len(messages)})"))
+    return keep, flood
+
+
+def _until(batch: Batch, until_ns: int) -> Batch:
+    return Batch(
+        meters=batch.meters.take(batch.meters.ts_ns <= until_ns),
+        tanks=batch.tanks.take(batch.tanks.ts_ns <= until_ns),
+        rooms=batch.rooms.take(batch.rooms.ts_ns <= until_ns),
+        pumps=batch.pumps.take(batch.pumps.ts_ns <= until_ns),
+        events=[e for e in batch.events if e.ts_ns <= until_ns],
+    )
