@@ -123,7 +123,6 @@ class HourlyBypassParams(Params):
     broken_hour_unusable: bool = param(True, 'yes/no', "an hour a household's reading was broken (more than its pipe can carry) is left out of its building's balance")
     collapse_other_lost: bool = param(True, 'yes/no', "a full bypass: on a day another household's hours explain the gap, the rise it takes off is the larger of its fitted share (beta x use) and what its own meter lost")
     silent_at_usual_use: bool = param(True, 'yes/no', "a household not heard on a day counts at its usual use in that day's building gap (off: its use stays in the gap)")
-    meter_unit: str = param('{district} water company district unit', 'text', 'route for meter incidents')
 
 
 class HourlyBypassDetector(Detector):
@@ -758,5 +757,5 @@ class HourlyBypassDetector(Detector):
         return AlertEvent(
             alert_id=alert_id("bypass", meter_id, start), event="raised", kind="bypass",
             severity="warning", subject_type="meter", subject_id=meter_id, district=district, start_ns=start,
-            detected_at_ns=now, summary=summary, route={"unit": self.params.meter_unit.format(district=district)},
+            detected_at_ns=now, summary=summary,
             evidence=ev)

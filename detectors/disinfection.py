@@ -173,7 +173,6 @@ class DisinfectionDetector(Detector):
             district=str(self.registry.rooms.district[room]), start_ns=rec, detected_at_ns=now,
             summary=(f"Tank {tank_id}: disinfection recorded {self.calendar.local_text(rec)} but the level never "
                      f"dropped below {low:.2f} m of {full:.2f} m: verify the cleaning was done"),
-            route={"unit": str(self.registry.rooms.supervisor_unit[room]) or str(self.registry.rooms.maintenance_unit[room])},
             evidence=ev)
 
     def _event(self, event: str, kind: str, i: int, now: int, due: int) -> AlertEvent:
@@ -204,4 +203,4 @@ class DisinfectionDetector(Detector):
         return AlertEvent(
             alert_id=alert_id(kind, tank_id, start), event=event, kind=kind, severity=severity,
             subject_type="tank", subject_id=tank_id, district=str(rooms.district[room]), start_ns=start,
-            detected_at_ns=now, summary=summary, route={"unit": str(rooms.maintenance_unit[room])}, evidence=ev)
+            detected_at_ns=now, summary=summary, evidence=ev)

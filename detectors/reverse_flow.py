@@ -26,7 +26,6 @@ class ReverseFlowParams(Params):
     record_wait_s: int = param(86400, "s", "a register that falls by more than half its reading (to near zero: a new "
                                "meter?) waits this long for a replacement record that may come after the readings",
                                ge=0)
-    meter_unit: str = param("{district} water company district unit", "text", "route for meter incidents")
 
 
 class ReverseFlowDetector(Detector):
@@ -261,5 +260,5 @@ class ReverseFlowDetector(Detector):
         return AlertEvent(
             alert_id=alert_id("reverse_flow", meter_id, start), event=event, kind="reverse_flow",
             severity=severity, subject_type="meter", subject_id=meter_id, district=district, start_ns=start,
-            detected_at_ns=now, summary=summary, route={"unit": self.params.meter_unit.format(district=district)},
+            detected_at_ns=now, summary=summary,
             evidence=ev)

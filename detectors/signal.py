@@ -41,8 +41,6 @@ class SignalParams(Params):
     blocking_max_overdue_fraction: float = param(
         0.34, "1", "blocking only while at most this share of the other meters are overdue", ge=0, le=1)
     lone_meter_is_blocking: bool = param(True, "yes/no", "a silent meter with no cell neighbours counts as blocking")
-    meter_unit: str = param("{district} water company district unit", "text", "route for meter incidents")
-    network_unit: str = param("{district} water company district unit", "text", "route for cell outages")
 
 
 class SignalDetector(Detector):
@@ -456,7 +454,7 @@ class SignalDetector(Detector):
         return AlertEvent(
             alert_id=alert_id(kind, meter_id, start), event=event, kind=kind, severity=severity,
             subject_type="meter", subject_id=meter_id, district=district, start_ns=start, detected_at_ns=now,
-            summary=summary, route={"unit": p.meter_unit.format(district=district)}, evidence=ev)
+            summary=summary, evidence=ev)
 
     def _outage_event(self, event: str, c: int, now: int, members: int, silent: int) -> AlertEvent:
         cell_id = str(self.registry.cell_ids[c])
@@ -473,5 +471,5 @@ class SignalDetector(Detector):
         return AlertEvent(
             alert_id=alert_id("network_outage", cell_id, start), event=event, kind="network_outage",
             severity="warning", subject_type="cell", subject_id=cell_id, district=district, start_ns=start,
-            detected_at_ns=now, summary=summary, route={"unit": self.params.network_unit.format(district=district)},
+            detected_at_ns=now, summary=summary,
             evidence=ev)

@@ -113,10 +113,9 @@ class Enricher:
             out["registry"] = f"unknown {subject_type}"
         return out
 
-    def route(self, kind: str, subject_type: str, subject_id: str, district: str,
-              detector_unit: str = "") -> dict[str, Any]:
+    def route(self, kind: str, subject_type: str, subject_id: str, district: str) -> dict[str, Any]:
         """Art. 14: the pump room's maintenance unit for tanks and pump rooms (and buildings with a pump room),
-        the utility's district unit for meters; a cell goes where its detector sends it (the network unit).
+        the utility's district unit for meters, the network unit for a cell.
         Kinds that ask an inspector to check the maintenance unit's own work go to the supervising unit."""
         room = self._room_of(subject_type, subject_id)
         unit = supervisor = ""
@@ -124,7 +123,7 @@ class Enricher:
             unit = _text(self.reg.rooms.maintenance_unit[room])
             supervisor = _text(self.reg.rooms.supervisor_unit[room])
         elif subject_type == "cell":
-            unit = detector_unit
+            unit = self.s.network_unit_template.format(district=district)
         # A pump room with no unit on record still needs someone to act: fall back to the district's units.
         unit = unit or self.s.district_unit_template.format(district=district)
         supervisor = supervisor or self.s.district_supervisor_template.format(district=district)

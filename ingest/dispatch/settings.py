@@ -34,6 +34,8 @@ class DispatchSettings(BaseModel):
 
     district_unit_template: str = Field("{district} district water service unit",
                                         description="unit that acts on meter and cell alerts ({district} is replaced)")
+    network_unit_template: str = Field("{district} water company district unit",
+                                       description="unit that acts on NB-IoT cell outages ({district} is replaced)")
     district_supervisor_template: str = Field("{district} district water supply authority",
                                               description="escalation unit for meters and cells, and for pump rooms "
                                                           "with no supervisor_unit ({district} is replaced)")

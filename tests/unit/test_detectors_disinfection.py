@@ -24,7 +24,6 @@ def test_overdue_from_the_registry_starts_on_the_due_date():
     due = last.replace(year=last.year + (month - 1) // 12, month=(month - 1) % 12 + 1)
     assert ev[0].to_dict()["start"] == (dt.datetime(due.year, due.month, due.day) - dt.timedelta(hours=8)).strftime(
         "%Y-%m-%dT%H:%M:%SZ")
-    assert ev[0].route["unit"] == "Unit 0"
     assert ev[0].evidence["source"] == "registry"
 
 

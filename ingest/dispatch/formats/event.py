@@ -28,7 +28,7 @@ def compact(evidence: dict[str, Any], max_items: int) -> dict[str, Any]:
 
 
 def _route(en: Enricher, inc: Incident) -> dict[str, Any]:
-    route = en.route(inc.kind, inc.subject_type, inc.subject_id, inc.district, str(inc.route.get("unit", "")))
+    route = en.route(inc.kind, inc.subject_type, inc.subject_id, inc.district)
     detector_route = {k: v for k, v in inc.route.items() if k not in ("unit",)}
     route = {**detector_route, **route}
     if inc.escalated:
