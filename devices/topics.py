@@ -32,6 +32,9 @@ class TopicError(ValueError):
     pass
 
 
+_WILDCARDS = ("+", "#")
+
+
 class TopicLayout:
     """`{prefix}/{district}/meter/{meter_id}/reading` and friends."""
 
@@ -78,4 +81,7 @@ class TopicLayout:
         channel = _BY_PARTS.get((kind, leaf))
         if channel is None or not district or not device_id:
             raise TopicError(f"topic {topic!r} is not a known device channel")
+        if any(c in district or c in device_id for c in _WILDCARDS):
+            # no device is named "+": a topic holding a wildcard is a forged or broken message, never a new device
+            raise TopicError(f"topic {topic!r} holds an MQTT wildcard (+ or #) in its district or device id")
         return Topic(district, channel, device_id)

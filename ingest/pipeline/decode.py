@@ -25,7 +25,7 @@ from devices.batch import (
     TankReadings,
 )
 from devices.messages import UNKNOWN_DEVICE, RawMessage, Reject
-from devices.registry import Registry
+from devices.registry import MAX_PIPE_VELOCITY_M_S, Registry, pipe_flow_m3h
 from devices.schemas import (
     MeterBatch,
     MeterEvent,
@@ -164,6 +164,37 @@ class _Status:
         self.bad = bad
 
 
+class _MeterLimits:
+    """What a meter can physically report, from the registry: a register below its `register_max_m3` (it wraps
+    there), a flow its pipe can carry. Checked in bulk on the rows of both paths, so they refuse alike."""
+
+    def __init__(self, registry: Registry):
+        m = registry.meters
+        self.ids = m.ids
+        self.register_max_m3 = m.register_max_m3
+        self.pipe_dn_mm = m.pipe_dn_mm
+        self.flow_max_m3h = pipe_flow_m3h(m.pipe_dn_mm, MAX_PIPE_VELOCITY_M_S)
+
+    def bad_rows(self, rows: MeterReadings) -> np.ndarray | None:
+        """True for each row beyond its meter's limits, or None when every row fits (the usual case)."""
+        top = self.register_max_m3[rows.meter]
+        with np.errstate(invalid="ignore"):  # NaN (an absent reverse register or flow) compares False
+            bad = (rows.total_m3 >= top) | (rows.reverse_m3 >= top)
+            bad |= np.abs(rows.flow_m3h) > self.flow_max_m3h[rows.meter]
+        return bad if bad.any() else None
+
+    def reason(self, rows: MeterReadings, i: int) -> str:
+        m = int(rows.meter[i])
+        top, who = self.register_max_m3[m], f"meter {self.ids[m]!r}"
+        for name in ("total_m3", "reverse_m3"):
+            v = float(getattr(rows, name)[i])
+            if v >= top:
+                return f"{name} {v:g} is at or above the register maximum {top:g} m3 of {who} (the register wraps there)"
+        flow, cap = float(rows.flow_m3h[i]), float(self.flow_max_m3h[m])
+        return (f"flow_m3h {flow:g} is more than a DN{int(self.pipe_dn_mm[m])} pipe can carry ({cap:.1f} m3/h at "
+                f"{MAX_PIPE_VELOCITY_M_S:g} m/s) for {who}")
+
+
 class Decoder:
     """Validates messages against the schemas, the topic layout and the registry.
 
@@ -176,6 +207,7 @@ class Decoder:
         self.layout = layout
         self.fast = fast
         self._topics: dict[str, tuple[Channel, int, str, bool]] = {}
+        self._limits = _MeterLimits(registry)
 
     def _route(self, topic: str) -> tuple[Channel, int, str, bool] | Reject:
         hit = self._topics.get(topic)
@@ -204,7 +236,7 @@ class Decoder:
         return hit
 
     def decode(self, messages: Sequence[RawMessage]) -> tuple[Batch, list[Reject]]:
-        out = _Collected()
+        out = _Collected(messages, self._limits)
         slow: list[int] = []  # positions of the messages the schemas decode one by one
         n = len(messages)
         topics = [m.topic for m in messages]
@@ -463,7 +495,9 @@ def _meter_rows(pos: int, idx: int, p: MeterReading | MeterBatch, out: _Collecte
 class _Collected:
     """What one decode call produced; meter rows and rejects come back in message order."""
 
-    def __init__(self) -> None:
+    def __init__(self, messages: Sequence[RawMessage], limits: _MeterLimits) -> None:
+        self._messages = messages
+        self._limits = limits
         self._meter_parts: list[tuple[np.ndarray, MeterReadings]] = []
         self._rejects: list[tuple[int, Reject]] = []
         self.tanks: dict[str, list] = {k: [] for k in TankReadings.dtypes}
@@ -475,8 +509,23 @@ class _Collected:
         self._rejects.append((pos, r))
 
     def meters(self, order: np.ndarray, rows: MeterReadings) -> None:
-        if len(rows):
-            self._meter_parts.append((order, rows))
+        """Rows decoded from the messages at positions `order`; a message with a row beyond its meter's limits is
+        refused whole (as the schemas refuse a batch with one bad reading)."""
+        if not len(rows):
+            return
+        bad = self._limits.bad_rows(rows)
+        if bad is not None:
+            first = {}  # message position -> its first bad row
+            for i in np.flatnonzero(bad).tolist():
+                first.setdefault(int(order[i]), i)
+            for pos, i in first.items():
+                msg = self._messages[pos]
+                self.reject(pos, Reject(msg.topic, msg.payload, self._limits.reason(rows, i)))
+            keep = ~np.isin(order, np.fromiter(first, np.int64, len(first)))
+            order, rows = order[keep], rows.take(keep)
+            if not len(rows):
+                return
+        self._meter_parts.append((order, rows))
 
     def rejects(self) -> list[Reject]:
         self._rejects.sort(key=lambda x: x[0])

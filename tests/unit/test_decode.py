@@ -161,3 +161,39 @@ def test_oversized_and_deeply_nested_payloads_are_refused_and_the_batch_goes_on(
     assert len(batch.meters) == 1 and batch.meters.ts_ns[0] == 1795338000 * 10**9
     reasons = sorted(r.reason for r in rejects)
     assert len(reasons) == 2 and any("exceeds" in r for r in reasons)
+
+
+@pytest.mark.parametrize("payload,why", [
+    (reading(total_m3=9999), "register maximum 9999"),  # M000001's register wraps at 9,999 m3
+    (reading(total_m3=10_000), "register maximum 9999"),
+    (reading(total_m3=1e12), "register maximum"),
+    (reading(total_m3=1.7e308), "register maximum"),
+    (reading(reverse_m3=1e12), "reverse_m3"),
+    (reading(flow_m3h=500.0), "DN15 pipe"),
+    (reading(flow_m3h=-500.0), "DN15 pipe"),
+    ({"meter_id": "M000001", "readings": [{"ts": "2026-11-22T07:00:00Z", "total_m3": 12.0},
+                                          {"ts": "2026-11-22T08:00:00Z", "total_m3": 1e12}]}, "register maximum"),
+])
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_reading_its_meter_cannot_make_is_dead_lettered_with_the_reason(tmp_path, payload, why, fast):
+    decoder = Decoder(Registry.load(write_registry(tmp_path)), TopicLayout("water"), fast=fast)
+    good = msg(T, reading(ts="2026-11-22T09:00:00Z", total_m3=9998.9, flow_m3h=2.0))
+    batch, rejects = decoder.decode([msg(T, payload), good])
+    assert batch.meters.total_m3.tolist() == [9998.9]
+    assert len(rejects) == 1 and rejects[0].category == INVALID
+    assert why in rejects[0].reason and "M000001" in rejects[0].reason
+
+
+def test_a_master_meter_keeps_its_larger_register_and_pipe(decoder):
+    t = "water/d01/meter/M000000/reading"  # DN50, register to 99,999 m3
+    batch, rejects = decoder.decode([msg(t, reading(meter_id="M000000", total_m3=50_000.0, flow_m3h=40.0))])
+    assert rejects == [] and batch.meters.total_m3.tolist() == [50_000.0]
+
+
+@pytest.mark.parametrize("topic", ["water/d01/meter/+/reading", "water/d01/meter/#/reading",
+                                   "water/+/meter/M000001/reading", "water/d01/pumproom/+/telemetry",
+                                   "water/d01/meter/M+1/event"])
+def test_a_topic_holding_a_wildcard_is_a_dead_letter_not_an_unknown_device(decoder, topic):
+    batch, rejects = decoder.decode([msg(topic, reading())])
+    assert len(batch) == 0
+    assert rejects[0].category == INVALID and "wildcard" in rejects[0].reason
