@@ -177,6 +177,14 @@ class MeterView:
         return self.meter[self.starts]
 
 
+def _moved(values: np.ndarray, new_rows: np.ndarray, old_rows: np.ndarray) -> np.ndarray:
+    """Device indexes held as values, from the old registry's rows to the new one's (-1 where the device left)."""
+    size = max(int(values.max(initial=-1)), int(old_rows.max(initial=-1))) + 1
+    lut = np.full(size + 1, -1, dtype=values.dtype)  # the extra last slot takes the -1s
+    lut[old_rows] = new_rows
+    return lut[np.where(values >= 0, values, size)]
+
+
 def group_index(first: np.ndarray) -> np.ndarray:
     """Group number of each row, given the first-row flags of contiguous groups."""
     return np.cumsum(first) - 1
@@ -198,6 +206,8 @@ class Detector(ABC):
     - `params` (a `Params` model): what an operator sets; never changed by the data.
     - learned state: the arrays named in `state_axes` (name → the axis their first dimension is indexed by, so a
       restore can map rows by device id when the registry changed). `state()`/`restore()` checkpoint exactly these.
+    - `state_refs`: learned arrays whose values are device indexes (a building's candidate household), by the axis
+      they point into (-1: none); a restore into a changed registry points them at the same devices' new rows.
     - derived caches: the arrays named in `derived`, recomputed from learned state by `_after_restore()`.
     - everything else set in `__init__` is configuration read from the registry and must not change while running.
 
@@ -209,6 +219,7 @@ class Detector(ABC):
     kinds: ClassVar[tuple[str, ...]]
     Params: ClassVar[type[Params]]
     state_axes: ClassVar[dict[str, str]]
+    state_refs: ClassVar[dict[str, str]] = {}
     derived: ClassVar[tuple[str, ...]] = ()
     # True when conditions are about time passing between readings (silence): a long batch is then fed in
     # slices with a tick after each, so the detector sees the clock move as it did when the data was sent
@@ -276,6 +287,9 @@ class Detector(ABC):
                 fresh = cur.copy()
                 fresh[new_rows] = old[old_rows].astype(cur.dtype)
                 setattr(self, k, fresh)
+            ref = self.state_refs.get(k)
+            if ref is not None and remap is not None and ref in remap:
+                setattr(self, k, _moved(getattr(self, k), *remap[ref]))
         self._after_restore()
 
     def _after_restore(self) -> None:  # noqa: B027 - optional hook

@@ -146,6 +146,7 @@ class HourlyBypassDetector(Detector):
         "c_event": "building", "c_lsum": "building", "c_rsum": "building", "taint": "building",
         "next_day": "scalar", "now": "scalar",
     }
+    state_refs: ClassVar[dict[str, str]] = {"cand": "meter", "c_cand": "meter", "pend": "meter"}
 
     def __init__(self, registry: Registry, params: Params | dict | None, calendar: LocalCalendar):
         super().__init__(registry, params, calendar)

@@ -1,6 +1,6 @@
 """The checks every registered detector must pass (scikit-learn's `check_estimator` habit): quiet on clean traffic,
 the same incidents whatever the batch boundaries and the device order, a checkpoint round trip mid-stream that
-changes nothing, every mutable attribute either learned state (checkpointed) or a derived cache (recomputed on
+changes nothing (also into a re-sorted, grown registry), every mutable attribute either learned state (checkpointed) or a derived cache (recomputed on
 restore), and every parameter described with a unit.
 
     from detectors.testing import check_detector
@@ -136,27 +136,71 @@ def check_state_round_trip(name: str, town: Town | None = None) -> None:
     assert [_key(e) for e in events] == [_key(e) for e in straight], f"{name}: a restart changed the incidents"
 
 
-def _permuted(reg: Registry, rng: np.random.Generator) -> tuple[Registry, np.ndarray, np.ndarray]:
-    m, b, t = reg.meters, reg.buildings, reg.tanks
-    pm, pt, pb = rng.permutation(len(m)), rng.permutation(len(t)), rng.permutation(len(b))
-    meters = {k: list(getattr(m, a)[pm]) for k, a in (
+def _columns(reg: Registry) -> tuple[dict, dict, dict, dict]:
+    """The registry back as the four files' columns (meters, buildings, rooms, tanks)."""
+    m, b, r, t = reg.meters, reg.buildings, reg.rooms, reg.tanks
+    meters = {k: list(getattr(m, a)) for k, a in (
         ("meter_id", "ids"), ("district", "district"), ("building_id", "building_id"), ("role", "role"),
         ("customer_class", "customer_class"), ("pipe_dn_mm", "pipe_dn_mm"), ("prepaid", "prepaid"),
         ("report_interval_s", "report_interval_s"), ("cell_id", "cell_id"), ("register_max_m3", "register_max_m3"),
         ("business_hours_per_day", "business_hours_per_day"))}
-    buildings = {k: list(getattr(b, a)[pb]) for k, a in (
+    buildings = {k: list(getattr(b, a)) for k, a in (
         ("building_id", "ids"), ("district", "district"), ("address", "address"), ("pump_room_id", "pump_room_id"),
         ("master_meter_id", "master_meter_id"))}
-    r = reg.rooms
     rooms = {"room_id": list(r.ids), "district": list(r.district), "address": list(r.address),
              "maintenance_unit": list(r.maintenance_unit), "supervisor_unit": list(r.supervisor_unit)}
-    tanks = {"tank_id": list(t.ids[pt]), "room_id": list(t.room_id[pt]), "capacity_m3": list(t.capacity_m3[pt]),
-             "last_disinfected": list(t.last_disinfected[pt])}
-    meter_map = np.empty(len(m), dtype=np.int32)
-    meter_map[pm] = np.arange(len(m))
-    tank_map = np.empty(len(t), dtype=np.int32)
-    tank_map[pt] = np.arange(len(t))
-    return Registry.from_columns(meters, buildings, rooms, tanks), meter_map, tank_map
+    tanks = {"tank_id": list(t.ids), "room_id": list(t.room_id), "capacity_m3": list(t.capacity_m3),
+             "last_disinfected": list(t.last_disinfected)}
+    return meters, buildings, rooms, tanks
+
+
+def _permuted(reg: Registry, rng: np.random.Generator, grow: bool = False) -> tuple[Registry, np.ndarray, np.ndarray]:
+    """The registry with its meters, buildings and tanks in another order (and with `grow`, a new building of
+    three meters that never report, in a cell of its own and in an existing one, and a new tank, placed among the
+    old rows); returns it with the old -> new meter and tank index maps."""
+    meters, buildings, rooms, tanks = _columns(reg)
+    if grow:
+        cell = meters["cell_id"][-1]
+        for k, (role, c) in enumerate((("master", "CNEW"), ("household", cell), ("household", "CNEW"))):
+            for col, v in (("meter_id", f"MNEW{k}"), ("district", "d01"), ("building_id", "BNEW"), ("role", role),
+                           ("customer_class", "" if role == "master" else "residential"),
+                           ("pipe_dn_mm", 50 if role == "master" else 15), ("prepaid", False),
+                           ("report_interval_s", 3600), ("cell_id", c),
+                           ("register_max_m3", 99999.0 if role == "master" else 9999.0),
+                           ("business_hours_per_day", np.nan)):
+                meters[col].append(v)
+        for col, v in (("building_id", "BNEW"), ("district", "d01"), ("address", "1 New Street"),
+                       ("pump_room_id", rooms["room_id"][0]), ("master_meter_id", "MNEW0")):
+            buildings[col].append(v)
+        for col, v in (("tank_id", "TNEW"), ("room_id", rooms["room_id"][0]), ("capacity_m3", 20.0),
+                       ("last_disinfected", max(tanks["last_disinfected"]))):
+            tanks[col].append(v)
+    n_m, n_t = len(reg.meters), len(reg.tanks)
+    pm, pt = rng.permutation(len(meters["meter_id"])), rng.permutation(len(tanks["tank_id"]))
+    pb = rng.permutation(len(buildings["building_id"]))
+    meters = {k: [v[i] for i in pm] for k, v in meters.items()}
+    buildings = {k: [v[i] for i in pb] for k, v in buildings.items()}
+    tanks = {k: [v[i] for i in pt] for k, v in tanks.items()}
+    meter_map = np.empty(len(pm), dtype=np.int32)
+    meter_map[pm] = np.arange(len(pm))
+    tank_map = np.empty(len(pt), dtype=np.int32)
+    tank_map[pt] = np.arange(len(pt))
+    return Registry.from_columns(meters, buildings, rooms, tanks), meter_map[:n_m], tank_map[:n_t]
+
+
+def _mapped(batch: Batch, meter_map: np.ndarray, tank_map: np.ndarray) -> Batch:
+    """The batch with its meter and tank indexes in another registry's order."""
+    meters = batch.meters.take(np.arange(len(batch.meters)))
+    meters.meter = meter_map[meters.meter]
+    tanks = batch.tanks.take(np.arange(len(batch.tanks)))
+    tanks.tank = tank_map[tanks.tank]
+    evs = [type(e)(e.device, int(meter_map[e.index]) if e.device == "meter" else e.index, e.device_id,
+                   e.district, e.ts_ns, e.type, e.fields) for e in batch.events]
+    return Batch(meters=meters, tanks=tanks, events=evs)
+
+
+def _as_set(evs: list) -> list:
+    return sorted((e.alert_id, e.event, e.kind, e.subject_id, e.start_ns, e.detected_at_ns) for e in evs)
 
 
 def check_device_order_invariance(name: str, town: Town | None = None) -> None:
@@ -166,20 +210,34 @@ def check_device_order_invariance(name: str, town: Town | None = None) -> None:
     ds = _set(name, reg)
     events: list = []
     for batch, wm in town.chunks():
-        meters = batch.meters.take(np.arange(len(batch.meters)))
-        meters.meter = meter_map[meters.meter]
-        tanks = batch.tanks.take(np.arange(len(batch.tanks)))
-        tanks.tank = tank_map[tanks.tank]
-        evs = [type(e)(e.device, int(meter_map[e.index]) if e.device == "meter" else e.index, e.device_id,
-                       e.district, e.ts_ns, e.type, e.fields) for e in batch.events]
-        events += ds.update(Batch(meters=meters, tanks=tanks, events=evs))
+        events += ds.update(_mapped(batch, meter_map, tank_map))
         events += ds.tick(wm)
     events += ds.tick(town.end_ns())
+    assert _as_set(events) == _as_set(straight), f"{name}: another order of the registry, other incidents"
 
-    def as_set(evs):
-        return sorted((e.alert_id, e.event, e.kind, e.subject_id, e.start_ns, e.detected_at_ns) for e in evs)
 
-    assert as_set(events) == as_set(straight), f"{name}: another order of the registry, other incidents"
+def check_state_follows_device_ids(name: str, town: Town | None = None) -> None:
+    """After every chunk a checkpoint, restored into the other of two registries: the town's, and the same
+    re-sorted and grown (a new building, cell and tank, none of them heard). The same incidents as the
+    uninterrupted run: state held per device, and device indexes held as values (state_refs), follow the device's
+    id to its new row."""
+    town = town or busy_town()
+    straight = run(_set(name, town.registry), town)
+    grown, meter_map, tank_map = _permuted(town.registry, np.random.default_rng(4), grow=True)
+    ds = _set(name, town.registry)
+    events: list = []
+    for k, (batch, wm) in enumerate(town.chunks()):
+        on_grown = k % 2 == 1
+        events += ds.update(_mapped(batch, meter_map, tank_map) if on_grown else batch)
+        events += ds.tick(wm)
+        buf = io.BytesIO()
+        np.savez(buf, **ds.state())
+        buf.seek(0)
+        ds = _set(name, town.registry if on_grown else grown)
+        ds.restore(dict(np.load(buf, allow_pickle=False)))
+    events += ds.tick(town.end_ns())
+    assert _as_set(events) == _as_set(straight), (f"{name}: state restored into a re-sorted, grown registry "
+                                                  f"changed the incidents")
 
 
 CHECKS: dict[str, Callable[[str, Town | None], None]] = {
@@ -188,6 +246,7 @@ CHECKS: dict[str, Callable[[str, Town | None], None]] = {
     "split_invariance": check_split_invariance,
     "state_round_trip": check_state_round_trip,
     "device_order_invariance": check_device_order_invariance,
+    "state_follows_device_ids": check_state_follows_device_ids,
 }
 
 
