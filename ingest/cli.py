@@ -16,6 +16,7 @@ from pathlib import Path
 
 from devices.registry import RegistryError
 from ingest.config import ConfigError, add_setting_flags, env_name, flag_name, load_settings
+from ingest.dispatch.schema import SchemaError
 from ingest.sinks.influx import InfluxAuthError, InfluxConfigError
 
 log = logging.getLogger("cistern")
@@ -27,6 +28,7 @@ TOOLS = {
     "simulate": ("ingest.tools.simulate", "generate a city's traffic with labelled incidents and decoys"),
     "evaluate": ("ingest.tools.evaluate", "precision, recall, F1 and delay of alerts against labels"),
     "ack": ("ingest.tools.ack", "record dispatch's acknowledgement of an alert (stops reminders)"),
+    "cases": ("ingest.tools.cases", "the open cases with their deadlines and lights"),
     "demo": ("ingest.tools.demo", "one command: broker, database, simulator, service, alerts, report"),
     "report": ("ingest.tools.report", "static HTML report with pictures from alerts (and capture, labels)"),
 }
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, RegistryError, UsageError) as e:
+    except (ConfigError, RegistryError, UsageError, SchemaError) as e:
         print(f"cistern: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ConnectionRefusedError as e:

@@ -20,7 +20,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from detectors import DETECTORS
-from ingest.dispatch.settings import AlertOutputSettings, DispatchSettings
+from ingest.dispatch.settings import AlertOutputSettings, DispatchApiSettings, DispatchSettings
 from ingest.pipeline.settings import PipelineSettings
 from ingest.sinks.influx import InfluxSettings
 from ingest.sources.mqtt import MqttEndpoint, MqttSettings
@@ -30,7 +30,7 @@ __all__ = ["ConfigError", "MqttEndpoint", "Settings", "add_setting_flags", "all_
 
 DISPATCH_PREFIX = "alert_"
 ENV_PREFIX = "CISTERN_"
-SECRET_FIELDS = {"influx_token", "influx_password", "alert_webhook_secret"}
+SECRET_FIELDS = {"influx_token", "influx_password", "alert_webhook_secret", "alert_api_tokens"}
 
 # The environment and TOML file of the load in progress (load_settings sets them; the sources read them).
 _ENVIRON: ContextVar[dict[str, str]] = ContextVar("cistern_environ")
@@ -72,7 +72,7 @@ class _FlatSource(PydanticBaseSettingsSource):
         return dict(self._values)
 
 
-class Settings(MqttSettings, InfluxSettings, PipelineSettings, AlertOutputSettings, BaseSettings):
+class Settings(MqttSettings, InfluxSettings, PipelineSettings, AlertOutputSettings, DispatchApiSettings, BaseSettings):
     """Every setting has a flag (--mqtt-url) and an environment variable (CISTERN_MQTT_URL); flags win."""
 
     model_config = SettingsConfigDict(extra="forbid", validate_assignment=True, env_prefix=ENV_PREFIX)

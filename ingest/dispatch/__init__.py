@@ -1,15 +1,17 @@
-"""Alerts into dispatch systems. Detector incidents become cases (lifecycle.py) on a clock of reminders and
-escalation (schedule.py), enriched with routing, place and Art. 43 loss estimates (evidence.py), written as JSON or
+"""Alerts into dispatch systems. Detector incidents become cases (lifecycle.py) on a clock of deadlines, lights,
+reminders and three levels of escalation (clock.py, schedule.py), enriched with routing, place and Art. 43 loss estimates (evidence.py), written as JSON or
 CAP 1.2 (formats/), queued in one durable outbox (store.py) and delivered to every output — the alerts file, a signed
 webhook, MQTT (outputs/) — by a background thread that retries and survives restarts (delivery.py).
 
-`Dispatcher` wires these together; `emit` and `tick` never block on a receiver.
+`Dispatcher` wires these together; `emit` and `tick` never block on a receiver. Dispatch systems act on cases
+(acknowledge, close with a result, reopen) through `act`, from the API's thread as well as the pipeline's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,12 +23,13 @@ from devices.alerts import AlertEvent
 from devices.registry import Registry
 from devices.schemas import parse_timestamp
 from devices.time import NS
+from ingest.dispatch import clock
 from ingest.dispatch.delivery import Delivery
 from ingest.dispatch.evidence import Enricher
 from ingest.dispatch.formats import cap
 from ingest.dispatch.formats import json as json_format
 from ingest.dispatch.formats.event import build_event
-from ingest.dispatch.lifecycle import Lifecycle
+from ingest.dispatch.lifecycle import CaseError, InvalidTransition, Lifecycle, UnknownCase
 from ingest.dispatch.outputs import Output
 from ingest.dispatch.outputs.file import FileOutput
 from ingest.dispatch.outputs.mqtt import MqttOutput
@@ -35,9 +38,10 @@ from ingest.dispatch.schedule import Schedule
 from ingest.dispatch.settings import DispatchSettings
 from ingest.dispatch.store import Incident, Store
 
-__all__ = ["DispatchSettings", "Dispatcher", "sign"]
+__all__ = ["CaseError", "DispatchSettings", "Dispatcher", "InvalidTransition", "UnknownCase", "sign"]
 
 log = logging.getLogger("cistern.dispatch")
+CLOCK_SAVE_NS = 6 * 3600 * NS
 
 
 class Dispatcher:
@@ -57,6 +61,9 @@ class Dispatcher:
         self.topic_prefix = topic_prefix.strip("/")
         self.events_out = 0
         self._pending_at_close: int | None = None
+        self.clock_ns = self._clock_saved_ns = self.store.clock() or 0
+        self._handed: list[AlertEvent] = []  # events of actions taken off the pipeline's thread, for its record
+        self._handed_lock = threading.Lock()
         outputs: list[Output] = []
         if alerts_file is not None:
             outputs.append(FileOutput(alerts_file))
@@ -71,6 +78,7 @@ class Dispatcher:
         self.delivery = Delivery(self.store, outputs, settings)
         schedule = Schedule(settings, registry, self.enricher, self._publish)
         self.lifecycle = Lifecycle(settings, self.store, schedule, self._publish)
+        self._start_clocks()
         self._housekeeping()
         if start_delivery:
             self.delivery.start()
@@ -85,6 +93,19 @@ class Dispatcher:
             if stale:
                 log.warning("dispatch outbox holds %s for outputs not configured now; they wait until configured",
                             stale)
+
+    def _start_clocks(self) -> None:
+        """Open cases from an older Cistern (schema version 1) have no deadlines yet: they get them from their raise,
+        and their next reminder or escalation from now on."""
+        with self.store.tx() as db:
+            for inc in self.store.incidents_without_clock(db):
+                clock.set_deadlines(self.settings, inc, clock.anchor_ns(inc))
+                if not inc.history:
+                    inc.history.append({"step": "raised", "at_ns": inc.raised_ns, "level": 1})
+                if (inc.kind != "disinfection_due_soon" and not inc.acknowledged and self.settings.reminds(inc.kind)
+                        and inc.level < clock.TOP_LEVEL):
+                    inc.next_ns = inc.next_ns or clock.next_point(self.settings, inc, max(inc.sent_ns, self.clock_ns))
+                self.store.save(db, inc)
 
     # ---- public interface --------------------------------------------------------------------------------------
     @property
@@ -105,6 +126,7 @@ class Dispatcher:
         with self.store.tx() as db:
             for ev in events:
                 self.lifecycle.apply(db, ev, out)
+            self._saw(db, max(ev.detected_at_ns for ev in events))
         self._after(out)
         return out
 
@@ -115,10 +137,51 @@ class Dispatcher:
             for inc in self.store.due(db, now_ns):
                 self.lifecycle.schedule.due(db, inc, now_ns, out)
                 self.store.save(db, inc)
+            self._saw(db, now_ns)
         self._after(out)
         if not out:
             self.delivery.wake()
+        if self._handed:
+            with self._handed_lock:
+                out, self._handed = self._handed + out, []
         return out
+
+    def _saw(self, db: Any, now_ns: int) -> None:
+        if now_ns > self.clock_ns:
+            self.clock_ns = now_ns
+            # Kept for `cistern cases`; written at most every few hours of event time (each write is a sync to disk),
+            # and on close.
+            if now_ns - self._clock_saved_ns >= CLOCK_SAVE_NS:
+                self.store.set_clock(db, now_ns)
+                self._clock_saved_ns = now_ns
+
+    def now_ns(self) -> int:
+        """The case clock for an action taken now: the wall clock, never behind the event time seen."""
+        return max(time.time_ns(), self.clock_ns)
+
+    def act(self, alert_id: str, action: str, *, by: str, note: str = "", result: str = "", via: str = "api",
+            at_ns: int | None = None, hand_over: bool = False) -> tuple[Any, list[AlertEvent]]:
+        """Dispatch acts on a case: `ack`, `close` (with a result code) or `reopen`. Returns the case after the
+        action and the events it sent; raises UnknownCase or InvalidTransition having changed nothing.
+        `hand_over`: the events are also returned by the next tick (the pipeline records them in the database)."""
+        at_ns = self.now_ns() if at_ns is None else at_ns
+        out: list[AlertEvent] = []
+        lc = self.lifecycle
+        with self.store.tx() as db:
+            if action == "ack":
+                inc = lc.acknowledge(db, alert_id, by, note, at_ns, via)
+            elif action == "close":
+                inc = lc.close(db, alert_id, result, note, by, at_ns, via, out)
+            elif action == "reopen":
+                inc = lc.reopen(db, alert_id, note, by, at_ns, via, out)
+            else:
+                raise InvalidTransition(f"unknown action {action!r}")
+        log.info("case %s: %s by %s via %s%s", inc.alert_id, action, by, via, f" ({result})" if result else "")
+        self._after(out)
+        if hand_over and out:
+            with self._handed_lock:
+                self._handed.extend(out)
+        return inc, out
 
     def ack(self, alert_id: str, by: str, note: str = "", at_ns: int | None = None, *, via: str = "api") -> bool:
         """Record dispatch's acknowledgement; stops reminders and escalation. False when the alert is unknown."""
@@ -175,6 +238,9 @@ class Dispatcher:
     def close(self) -> None:
         self.delivery.stop()
         if self._pending_at_close is None:
+            if self.clock_ns > self._clock_saved_ns:
+                with self.store.tx() as db:
+                    self.store.set_clock(db, self.clock_ns)
             self._pending_at_close = self.delivery.left()
             self.store.close()
 
@@ -187,6 +253,7 @@ class Dispatcher:
         ev = build_event(self.enricher, self.settings, inc, event, t, extra)
         idem = f"{inc.alert_id}:{event}:{inc.seq}"
         body = json_format.render(ev)
+        self.store.record_event(db, inc.alert_id, inc.seq, event, t, body)
         sinks = self.delivery.sinks
         if "file" in sinks:
             self.store.enqueue(db, "file", inc.alert_id, idem, "", json_format.CONTENT_TYPE, body)

@@ -1,6 +1,8 @@
-"""The clock of open cases, on event time: reminders before a tank's due date, reminders while a case stays open,
-escalation to the supervising unit after the set number of reminders without result, and 'the loss has grown'
-updates of theft cases. An acknowledgement stops reminders and escalation."""
+"""The clock of open cases, on event time: every case has a deadline (its kind's hours to acknowledge, or a tank's due
+date) and a light; a reminder goes out when it turns yellow, when it turns red, then at its kind's interval; after
+the set number of reminders without acknowledgement or result it goes up a level (the supervising unit, then
+accountability). Also reminders before a tank's due date and 'the loss has grown' updates of theft cases. An
+acknowledgement stops reminders and escalation."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 from devices.alerts import AlertEvent
 from devices.registry import Registry
 from devices.time import DAY_NS, NS, add_months
+from ingest.dispatch import clock
 from ingest.dispatch.evidence import Enricher
 from ingest.dispatch.settings import DispatchSettings
 from ingest.dispatch.store import Incident
@@ -41,33 +44,53 @@ class Schedule:
             if inc.due_ns is not None:
                 inc.leads_done = [d for d in s.due_soon_lead_days if t >= inc.due_ns - d * DAY_NS]
                 inc.next_ns = self.next_lead(inc)
-        if ev.kind in s.remind_kinds and ev.kind != "disinfection_due_soon":
-            inc.next_ns = t + int(s.reminder_interval_days * DAY_NS)
+        inc.level = clock.start_level(s, ev.kind)
+        self.start_clock(inc, t)
+        inc.history.append({"step": "raised", "at_ns": t, "level": inc.level,
+                            "unit": clock.units(s, self.enricher, inc)[inc.level]})
         self.schedule_growth(inc, t)
 
+    def start_clock(self, inc: Incident, t: int) -> None:
+        """Deadlines from t and the first time the case is to be urged (tank due-soon cases keep their lead days)."""
+        clock.set_deadlines(self.s, inc, t)
+        inc.level_reminders = 0
+        if inc.kind != "disinfection_due_soon":
+            inc.next_ns = clock.next_point(self.s, inc, t) if self.s.reminds(inc.kind) else None
+
     def escalate(self, db: Any, inc: Incident, t: int, out: list[AlertEvent]) -> None:
-        inc.escalated = True
-        inc.next_ns = None
+        """Up one level: the next unit takes the case, with the history so far."""
+        s = self.s
+        names = clock.units(s, self.enricher, inc)
+        inc.level = min(inc.level + 1, clock.TOP_LEVEL)
+        inc.level_reminders = 0
         inc.severity = raise_severity(inc.severity)
+        inc.history.append({"step": "escalated", "at_ns": t, "level": inc.level, "unit": names[inc.level],
+                            "from_unit": names[inc.level - 1], "reminders": inc.reminders})
+        more = inc.level < clock.TOP_LEVEL and not inc.acknowledged and s.reminds(inc.kind)
+        inc.next_ns = clock.next_point(s, inc, t) if more else None
         self.publish(db, inc, "escalated", t, out, {"reminders": inc.reminders})
 
     def due(self, db: Any, inc: Incident, now_ns: int, out: list[AlertEvent]) -> None:
         """Reminders and escalation due by now; each goes out stamped with the time it was due (event time)."""
-        if inc.grow_ns is not None and inc.grow_ns <= now_ns:
-            self.publish(db, inc, "updated", now_ns, out, {"update_reason": "the loss grows with time"})
-            self.schedule_growth(inc, now_ns)
         while inc.open and not inc.acknowledged and inc.next_ns is not None and inc.next_ns <= now_ns:
             if inc.kind == "disinfection_due_soon":
                 self._lead_reminder(db, inc, now_ns, out)
-            elif inc.reminders < self.s.escalate_after_reminders:
+            elif inc.level_reminders < self.s.escalate_after_reminders:
                 t = inc.next_ns
                 inc.reminders += 1
-                inc.next_ns = t + int(self.s.reminder_interval_days * DAY_NS)
+                inc.level_reminders += 1
+                inc.next_ns = clock.next_point(self.s, inc, t)
+                inc.history.append({"step": "reminder", "at_ns": t, "level": inc.level, "reminder": inc.reminders,
+                                    "light": clock.light(self.s, inc, t)})
                 self.publish(db, inc, "updated", t, out, {"reminder": inc.reminders})
-            elif not inc.escalated:
+            elif inc.level < clock.TOP_LEVEL:
                 self.escalate(db, inc, inc.next_ns, out)
             else:
                 inc.next_ns = None
+        # after the reminders, which are stamped earlier (when they were due): one case's events stay in time order
+        if inc.open and inc.grow_ns is not None and inc.grow_ns <= now_ns:
+            self.publish(db, inc, "updated", now_ns, out, {"update_reason": "the loss grows with time"})
+            self.schedule_growth(inc, now_ns)
 
     def _lead_reminder(self, db: Any, inc: Incident, now_ns: int, out: list[AlertEvent]) -> None:
         assert inc.due_ns is not None
@@ -78,6 +101,8 @@ class Schedule:
             # Only the nearest lead time is worth telling when a clock jump passed several.
             t = inc.due_ns - min(passed) * DAY_NS
             inc.reminders += 1
+            inc.history.append({"step": "reminder", "at_ns": t, "level": inc.level, "reminder": inc.reminders,
+                                "days_to_due": min(passed)})
             self.publish(db, inc, "updated", t, out, {"reminder": inc.reminders, "days_to_due": min(passed)})
 
     def schedule_growth(self, inc: Incident, t: int) -> None:

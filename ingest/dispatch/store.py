@@ -1,7 +1,9 @@
-"""The dispatcher's durable state under CISTERN_STATE_DIR: incidents, acknowledgements and the delivery outbox.
+"""The dispatcher's durable state under CISTERN_STATE_DIR: cases, their events, every action on them and the delivery
+outbox.
 
-One SQLite file (standard library, WAL mode) shared by the service and `cistern ack`; every change is a transaction,
-so a crash or a restart loses neither an incident's lifecycle nor an undelivered alert.
+One SQLite file (standard library, WAL mode, schema version in schema.py) shared by the service's threads and by
+`cistern ack` / `cistern cases`; every change is a transaction, so a crash or a restart loses neither a case's
+lifecycle nor an undelivered alert.
 """
 
 from __future__ import annotations
@@ -11,72 +13,16 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-DB_NAME = "dispatch.sqlite"
+from ingest.dispatch.schema import SchemaError, prepare
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS incidents (
-    alert_id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    subject_type TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    district TEXT NOT NULL,
-    open INTEGER NOT NULL,
-    seq INTEGER NOT NULL,           -- events sent so far; the next one gets seq + 1
-    severity TEXT NOT NULL,         -- as last sent
-    start_ns INTEGER NOT NULL,
-    raised_ns INTEGER NOT NULL,     -- event time of the raise
-    sent_ns INTEGER NOT NULL,       -- event time of the last event sent
-    closed_ns INTEGER,
-    due_ns INTEGER,                 -- disinfection due date (local midnight), when known
-    leads_done TEXT NOT NULL DEFAULT '[]',
-    reminders INTEGER NOT NULL DEFAULT 0,
-    next_ns INTEGER,                -- event time of the next reminder or escalation; NULL: none scheduled
-    grow_ns INTEGER,                -- event time of the next 'evidence has grown' update; NULL: none
-    escalated INTEGER NOT NULL DEFAULT 0,
-    ack_by TEXT,
-    ack_ns INTEGER,
-    ack_note TEXT,
-    summary TEXT NOT NULL,          -- the detector's latest summary
-    evidence TEXT NOT NULL,         -- the detector's latest evidence (JSON), re-enriched for every event
-    route TEXT NOT NULL DEFAULT '{}',
-    cap_ref TEXT                    -- "sender,identifier,sent" of the first CAP message, for <references>
-);
-CREATE INDEX IF NOT EXISTS incidents_subject ON incidents(kind, subject_type, subject_id, open);
-CREATE INDEX IF NOT EXISTS incidents_next ON incidents(open, next_ns);
-CREATE INDEX IF NOT EXISTS incidents_grow ON incidents(open, grow_ns);
-CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, alert_id TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS acks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    alert_id TEXT NOT NULL,
-    by TEXT NOT NULL,
-    note TEXT NOT NULL,
-    at_ns INTEGER NOT NULL,
-    via TEXT NOT NULL,
-    recorded REAL NOT NULL,
-    known INTEGER NOT NULL          -- 1 when the alert was an incident this state folder knows
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    sink TEXT NOT NULL,             -- file | webhook | mqtt
-    alert_id TEXT NOT NULL,
-    idem TEXT NOT NULL,             -- <alert_id>:<event>:<sequence>
-    topic TEXT NOT NULL,            -- MQTT topic; empty for the webhook
-    content_type TEXT NOT NULL,
-    body BLOB NOT NULL,             -- exact bytes: a retry sends (and signs) the same body
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_try REAL NOT NULL,         -- wall clock (epoch seconds)
-    created REAL NOT NULL,
-    delivered REAL,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(sink, delivered, alert_id, id);
-"""
+__all__ = ["DB_NAME", "Incident", "OutboxRow", "SchemaError", "Store"]
+DB_NAME = "dispatch.sqlite"
 
 
 @dataclass
@@ -98,7 +44,6 @@ class Incident:
     reminders: int
     next_ns: int | None
     grow_ns: int | None
-    escalated: bool
     ack_by: str | None
     ack_ns: int | None
     ack_note: str | None
@@ -106,29 +51,45 @@ class Incident:
     evidence: dict[str, Any]
     route: dict[str, Any]
     cap_ref: str | None
+    level: int = 1
+    level_reminders: int = 0
+    ack_due_ns: int | None = None
+    resolve_due_ns: int | None = None
+    reopened_ns: int | None = None
+    result: str | None = None
+    closed_by: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Incident:
         d = dict(row)
         d["open"] = bool(d["open"])
-        d["escalated"] = bool(d["escalated"])
-        d["leads_done"] = orjson.loads(d["leads_done"])
-        d["evidence"] = orjson.loads(d["evidence"])
-        d["route"] = orjson.loads(d["route"])
+        for k in JSON_COLUMNS:
+            d[k] = orjson.loads(d[k])
         return cls(**d)
 
     def row(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["open"] = int(self.open)
-        d["escalated"] = int(self.escalated)
-        d["leads_done"] = orjson.dumps(self.leads_done).decode()
-        d["evidence"] = orjson.dumps(self.evidence, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-        d["route"] = orjson.dumps(self.route).decode()
+        for k in JSON_COLUMNS:
+            d[k] = orjson.dumps(d[k], option=orjson.OPT_SERIALIZE_NUMPY).decode()
         return d
 
     @property
     def acknowledged(self) -> bool:
         return self.ack_ns is not None
+
+    @property
+    def escalated(self) -> bool:
+        return self.level > 1
+
+    @property
+    def deadline_ns(self) -> int | None:
+        """When the current step is due: acknowledging, or once acknowledged, resolving."""
+        return self.resolve_due_ns if self.acknowledged else self.ack_due_ns
+
+
+JSON_COLUMNS = ("leads_done", "evidence", "route", "history")
 
 
 @dataclass
@@ -155,7 +116,11 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed outbox row survives a power cut, not only a process crash.
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        try:
+            self.found_version = prepare(self._db, self.path)
+        except BaseException:
+            self._db.close()
+            raise
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -202,34 +167,76 @@ class Store:
                           "ORDER BY raised_ns", (now_ns, now_ns)).fetchall()
         return [Incident.from_row(r) for r in rows]
 
+    def incidents_without_clock(self, db: sqlite3.Connection) -> list[Incident]:
+        rows = db.execute("SELECT * FROM incidents WHERE open = 1 AND ack_due_ns IS NULL").fetchall()
+        return [Incident.from_row(r) for r in rows]
+
     def forget_incidents(self) -> None:
         with self.tx() as db:
             db.execute("DELETE FROM incidents")
             db.execute("DELETE FROM aliases")
+            db.execute("DELETE FROM case_events")
 
-    # ---- acknowledgements --------------------------------------------------------------------------------------
+    def last_closed(self, db: sqlite3.Connection, kind: str, subject_type: str, subject_id: str) -> Incident | None:
+        row = db.execute("SELECT * FROM incidents WHERE kind = ? AND subject_type = ? AND subject_id = ? AND open = 0 "
+                         "ORDER BY closed_ns DESC LIMIT 1", (kind, subject_type, subject_id)).fetchone()
+        return Incident.from_row(row) if row else None
+
+    def record_event(self, db: sqlite3.Connection, alert_id: str, seq: int, event: str, at_ns: int,
+                     body: bytes) -> None:
+        db.execute("INSERT INTO case_events (alert_id, seq, event, at_ns, body) VALUES (?,?,?,?,?)",
+                   (alert_id, seq, event, at_ns, body))
+
+    def set_clock(self, db: sqlite3.Connection, now_ns: int) -> None:
+        """The newest event time the dispatcher has seen (what `cistern cases` judges lights by, with the wall clock)."""
+        db.execute("INSERT INTO meta (key, value) VALUES ('clock_ns', ?) ON CONFLICT(key) DO UPDATE SET "
+                   "value = MAX(value, excluded.value)", (int(now_ns),))
+
+    def clock(self) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'clock_ns'").fetchone()
+            return int(row[0]) if row else None
+
+    # ---- actions (who did what, when) --------------------------------------------------------------------------
+    def record_action(self, db: sqlite3.Connection, alert_id: str, action: str, by: str, note: str, at_ns: int,
+                      via: str, known: bool = True, result: str | None = None) -> None:
+        db.execute("INSERT INTO actions (alert_id, action, by, note, result, at_ns, via, recorded, known) "
+                   "VALUES (?,?,?,?,?,?,?,?,?)", (alert_id, action, by, note, result, at_ns, via, time.time(),
+                                                  int(known)))
+
     def record_ack(self, alert_id: str, by: str, note: str, at_ns: int, via: str) -> tuple[bool, Incident | None]:
         """Record an acknowledgement; returns (known incident, the incident after the ack)."""
         with self.tx() as db:
             aid = self.resolve(db, alert_id)
             inc = self.get(db, aid)
-            db.execute("INSERT INTO acks (alert_id, by, note, at_ns, via, recorded, known) VALUES (?,?,?,?,?,?,?)",
-                       (aid, by, note, at_ns, via, time.time(), int(inc is not None)))
+            self.record_action(db, aid, "ack", by, note, at_ns, via, inc is not None)
             if inc is None:
                 return False, None
-            if inc.ack_ns is None:  # the first acknowledgement stands; later ones are kept in the acks table
+            if inc.ack_ns is None:  # the first acknowledgement stands; later ones are kept in the actions table
                 inc.ack_by, inc.ack_ns, inc.ack_note = by, at_ns, note
                 inc.next_ns = None  # no more reminders or escalation for an acknowledged incident
+                inc.history.append({"step": "acknowledged", "at_ns": at_ns, "by": by, "via": via,
+                                    "level": inc.level})
                 self.save(db, inc)
             return True, inc
 
     def acks(self, alert_id: str | None = None) -> list[dict[str, Any]]:
+        return [a for a in self.actions(alert_id) if a["action"] == "ack"]
+
+    def actions(self, alert_id: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             if alert_id is None:
-                rows = self._db.execute("SELECT * FROM acks ORDER BY id").fetchall()
+                rows = self._db.execute("SELECT * FROM actions ORDER BY id").fetchall()
             else:
-                rows = self._db.execute("SELECT * FROM acks WHERE alert_id = ? ORDER BY id", (alert_id,)).fetchall()
+                rows = self._db.execute("SELECT * FROM actions WHERE alert_id = ? ORDER BY id", (alert_id,)).fetchall()
             return [dict(r) for r in rows]
+
+    def events(self, alert_id: str) -> list[bytes]:
+        """A case's events in order, as the outputs got them."""
+        with self._lock:
+            rows = self._db.execute("SELECT body FROM case_events WHERE alert_id = ? ORDER BY seq, id",
+                                    (alert_id,)).fetchall()
+            return [bytes(r[0]) for r in rows]
 
     def incident(self, alert_id: str) -> Incident | None:
         with self._lock:

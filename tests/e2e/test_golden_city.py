@@ -14,6 +14,7 @@ GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "city-300m-28d-seed11.
 
 
 def test_alerts_of_a_fixed_city_are_unchanged(tmp_path: Path, monkeypatch) -> None:
+    update = bool(os.environ.get("CISTERN_UPDATE_GOLDEN"))  # read before the CISTERN_ settings are cleared
     for k in [k for k in os.environ if k.startswith("CISTERN_")]:
         monkeypatch.delenv(k)
     city = tmp_path / "city"
@@ -22,7 +23,7 @@ def test_alerts_of_a_fixed_city_are_unchanged(tmp_path: Path, monkeypatch) -> No
     assert main(["replay", str(city / "capture.jsonl"), "--registry", str(city / "registry"),
                  "--state-dir", str(tmp_path / "state"), "--alerts-file", str(alerts), "--log-level", "WARNING"]) == 0
     got = alerts.read_bytes()
-    if os.environ.get("CISTERN_UPDATE_GOLDEN"):
+    if update:
         GOLDEN.write_bytes(got)
     want = GOLDEN.read_bytes()
     got_lines, want_lines = got.splitlines(), want.splitlines()

@@ -93,7 +93,7 @@ def test_updates_go_out_only_when_the_evidence_grows_materially(registry, tmp_pa
 
 
 def test_open_theft_incidents_are_updated_as_their_loss_grows(registry, tmp_path):
-    d = make(registry, tmp_path / "state")
+    d = make(registry, tmp_path / "state", remind_kinds=["disinfection_overdue"])  # growth updates alone
     d.emit([meter_event(start=T0, at=T0 + 2 * DAY)])
     sent = []
     for day in range(3, 40):
@@ -114,10 +114,16 @@ def test_routing_follows_art_14_and_escalation_goes_to_the_supervisor(registry, 
     assert tank["evidence"]["where"]["address"] == "1 Songhua Road, Daoli"
     assert tank["evidence"]["where"]["pump_room_id"] == "P0001"
     escalated = [e for day in range(1, 30) for e in d.tick(T0 + day * DAY) if e["event"] == "escalated"]
-    assert len(escalated) == 1
-    assert escalated[0]["route"]["unit"] == "Daoli Water Authority"
-    assert escalated[0]["route"]["escalated_from"] == "Unit 3"
-    assert escalated[0]["severity"] == "critical"
+    tank_up = [e for e in escalated if e["kind"] == "disinfection_overdue"]
+    assert len(tank_up) == 1
+    assert tank_up[0]["route"]["unit"] == "Daoli Water Authority"
+    assert tank_up[0]["route"]["escalated_from"] == "Unit 3"
+    assert tank_up[0]["severity"] == "critical"
+    # the meter's case (24 h to acknowledge) went up both levels in those days: the district's units
+    meter_up = [(e["evidence"]["level"], e["route"]["unit"], e["route"]["escalated_from"]) for e in escalated
+                if e["kind"] == "signal_blocking"]
+    assert meter_up == [(2, "d01 district water supply authority", "Water service d01"),
+                        (3, "d01 district accountability office", "d01 district water supply authority")]
     d.close()
 
 
@@ -227,7 +233,9 @@ def test_a_year_of_tank_deadlines_reminds_and_escalates_on_schedule(tmp_path):
                  dt.datetime.fromisoformat(e["detected_at"]).astimezone(TZ).date()) for e in sent
                 if e["subject"]["id"] == tank]
 
-    never = of("T-never")  # due 2026-12-15: reminders at +7 and +14, escalation at +21, then silence
+    # due 2026-12-15: reminders at +7 and +14, escalation at +21; two more reminders at level 2, accountability at
+    # +42, then silence
+    never = of("T-never")
     due = dt.date(2026, 12, 15)
     assert never == [
         ("due_soon", "raised", None, due - dt.timedelta(days=14)),
@@ -237,11 +245,16 @@ def test_a_year_of_tank_deadlines_reminds_and_escalates_on_schedule(tmp_path):
         ("overdue", "updated", 1, due + dt.timedelta(days=7)),
         ("overdue", "updated", 2, due + dt.timedelta(days=14)),
         ("overdue", "escalated", None, due + dt.timedelta(days=21)),
+        ("overdue", "updated", 3, due + dt.timedelta(days=28)),
+        ("overdue", "updated", 4, due + dt.timedelta(days=35)),
+        ("overdue", "escalated", None, due + dt.timedelta(days=42)),
     ]
     esc = [e for e in sent if e["event"] == "escalated"]
-    assert [e["subject"]["id"] for e in esc] == ["T-never"]
+    assert [e["subject"]["id"] for e in esc] == ["T-never", "T-never"]
     assert esc[0]["route"]["unit"] == "Daoli Water Authority" and esc[0]["severity"] == "critical"
     assert esc[0]["evidence"]["days_overdue"] == 21
+    assert [e["evidence"]["level"] for e in esc] == [2, 3]
+    assert esc[1]["route"]["unit"] == "d01 district accountability office"
 
     late = of("T-late")  # one reminder, then disinfected 10 days late: no escalation, next cycle 6 months on
     assert [x[:3] for x in late[:6]] == [("due_soon", "raised", None), ("due_soon", "updated", 1),

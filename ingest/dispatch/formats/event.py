@@ -8,6 +8,7 @@ from typing import Any
 
 from devices.alerts import AlertEvent
 from devices.time import DAY_NS, iso_utc
+from ingest.dispatch import clock
 from ingest.dispatch.evidence import Enricher
 from ingest.dispatch.settings import DispatchSettings
 from ingest.dispatch.store import Incident
@@ -27,13 +28,20 @@ def compact(evidence: dict[str, Any], max_items: int) -> dict[str, Any]:
     return out
 
 
-def _route(en: Enricher, inc: Incident) -> dict[str, Any]:
+def _route(en: Enricher, settings: DispatchSettings, inc: Incident) -> dict[str, Any]:
     route = en.route(inc.kind, inc.subject_type, inc.subject_id, inc.district)
     detector_route = {k: v for k, v in inc.route.items() if k not in ("unit",)}
-    route = {**detector_route, **route}
-    if inc.escalated:
-        route = {**route, "unit": route["escalation_unit"], "escalated_from": route["unit"]}
+    names = clock.units(settings, en, inc)
+    route = {**detector_route, **route, "unit": names[inc.level],
+             "escalation_unit": names[min(inc.level + 1, clock.TOP_LEVEL)], "level": inc.level}
+    if inc.level > clock.start_level(settings, inc.kind):
+        route.update(escalated_from=names[inc.level - 1], responsible_unit=names[1])
     return route
+
+
+def history(inc: Incident) -> list[dict[str, Any]]:
+    """The clock's steps as a receiver reads them (times in RFC 3339)."""
+    return [{"at": iso_utc(h["at_ns"]), **{k: v for k, v in h.items() if k != "at_ns"}} for h in inc.history]
 
 
 def _evidence(en: Enricher, settings: DispatchSettings, inc: Incident, t: int) -> dict[str, Any]:
@@ -55,13 +63,15 @@ def _evidence(en: Enricher, settings: DispatchSettings, inc: Incident, t: int) -
 
 def build_event(en: Enricher, settings: DispatchSettings, inc: Incident, event: str, t: int,
                 extra: dict[str, Any] | None = None) -> AlertEvent:
-    route = _route(en, inc)
+    route = _route(en, settings, inc)
     evidence = _evidence(en, settings, inc, t)
     summary = inc.summary
     extra = dict(extra or {})
     if event == "escalated":
-        summary = (f"ESCALATED to {route['unit']} after {inc.reminders} reminder(s) to {route['escalated_from']} "
-                   f"without result: {summary}")
+        evidence["level"] = inc.level
+        evidence["history"] = history(inc)
+        summary = (f"ESCALATED to {route['unit']} (level {inc.level}, {clock.LEVEL_NAMES[inc.level]}) after "
+                   f"{inc.reminders} reminder(s) without result: {summary}")
     elif "reminder" in extra:
         summary = f"Reminder {extra['reminder']}: {summary}"
     if inc.ack_ns is not None:
@@ -70,4 +80,5 @@ def build_event(en: Enricher, settings: DispatchSettings, inc: Incident, event: 
                       subject_type=inc.subject_type, subject_id=inc.subject_id,
                       district=evidence["where"].get("district") or inc.district, start_ns=inc.start_ns,
                       detected_at_ns=t, summary=summary, route=route, evidence=evidence, sequence=inc.seq,
+                      deadline_ns=inc.deadline_ns if inc.open else None, light=clock.light(settings, inc, t),
                       extra=extra)
