@@ -14,7 +14,7 @@ from typing import Any
 from devices.batch import Batch
 from devices.registry import Registry
 from devices.topics import TopicLayout
-from ingest.config import Settings
+from ingest.config import ConfigError, Settings
 from ingest.dispatch import Dispatcher
 from ingest.pipeline import Pipeline
 from ingest.sinks.influx import open_writer
@@ -89,6 +89,31 @@ def make_pipeline(registry: Registry, settings: Settings, source: Source, *, wri
                     **kw)
 
 
+def api_tokens_of(s: Settings) -> dict[str, str]:
+    """The dispatch API's tokens (token → name); none needed when the API is off."""
+    from ingest.dispatch.settings import api_tokens
+
+    tokens = api_tokens(s.alert_api_tokens)
+    if s.alert_api_listen and not tokens:
+        raise ConfigError("CISTERN_ALERT_API_TOKENS (--alert-api-tokens): required when CISTERN_ALERT_API_LISTEN is "
+                          "set (name:token, each token at least 16 characters)")
+    return tokens
+
+
+def make_api(s: Settings, dispatcher: Dispatcher, tokens: dict[str, str]) -> Any:
+    """The dispatch API when CISTERN_ALERT_API_LISTEN is set (FastAPI is imported only then)."""
+    if not s.alert_api_listen:
+        return None
+    from ingest.dispatch.api import ApiServer, create_app
+    from ingest.dispatch.store import Store
+
+    try:
+        return ApiServer(create_app(dispatcher, tokens, Store.reader(s.state_dir)), s.alert_api_listen)
+    except OSError as e:
+        raise ConfigError(f"CISTERN_ALERT_API_LISTEN (--alert-api-listen): cannot listen on {s.alert_api_listen}: "
+                          f"{e.strerror or e}") from None
+
+
 @dataclass
 class Service:
     """`cistern run`: MQTT in, InfluxDB out, detectors and dispatch, until SIGTERM/SIGINT."""
@@ -101,9 +126,11 @@ class Service:
     pipeline: Pipeline
     alerts_mqtt: Any = None
     closers: list[Callable[[], Any]] = field(default_factory=list)
+    api: Any = None
 
     @classmethod
     def build(cls, s: Settings) -> Service:
+        tokens = api_tokens_of(s)
         registry = load_registry(s)
         layout = TopicLayout(s.mqtt_topic_prefix)
         writer = make_writer(s)
@@ -119,7 +146,12 @@ class Service:
         if alerts_mqtt is not None:
             alerts_mqtt.on_ack = dispatcher.handle_ack_message
         pipeline = make_pipeline(registry, s, source, writer=writer, dispatcher=dispatcher, live=True)
-        return cls(s, registry, source, writer, dispatcher, pipeline, alerts_mqtt)
+        try:
+            api = make_api(s, dispatcher, tokens)
+        except BaseException:
+            dispatcher.close()
+            raise
+        return cls(s, registry, source, writer, dispatcher, pipeline, alerts_mqtt, api=api)
 
     def run(self) -> None:
         def _stop(signum: int, frame: Any) -> None:
@@ -131,12 +163,17 @@ class Service:
         self.source.start()
         if self.alerts_mqtt is not None:
             self.alerts_mqtt.start(wait_s=5)
+        if self.api is not None:
+            self.api.start()
+            log.info("dispatch API listening on %s (port %d)", self.settings.alert_api_listen, self.api.port)
         s = self.settings
         log.info("cistern run: %s → %s (%s)", s.redacted()["mqtt_url"], s.influx_url,
                  getattr(self.writer, "api", s.influx_api))
         try:
             self.pipeline.run()
         finally:
+            if self.api is not None:
+                self.api.stop()
             self.source.close()
             # Alerts not delivered in a short while stay in the outbox and go out on the next start.
             self.dispatcher.drain(timeout_s=min(5.0, s.dispatch.drain_timeout_s))

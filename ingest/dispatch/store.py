@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from ingest.dispatch.schema import SchemaError, prepare
+from ingest.dispatch.schema import SCHEMA_VERSION, SchemaError, prepare
 
 __all__ = ["DB_NAME", "Incident", "OutboxRow", "SchemaError", "Store"]
 DB_NAME = "dispatch.sqlite"
@@ -121,6 +121,18 @@ class Store:
         except BaseException:
             self._db.close()
             raise
+
+    @classmethod
+    def reader(cls, state_dir: Path) -> Store:
+        """A second, read-only connection to the same file (WAL: reads do not wait for the writer's transaction)."""
+        self = cls.__new__(cls)
+        self.path = state_dir / DB_NAME
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self.found_version = SCHEMA_VERSION
+        return self
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:

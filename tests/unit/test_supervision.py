@@ -390,3 +390,22 @@ def test_cistern_cases_lists_open_cases_with_their_lights(tmp_path, capsys, monk
     with pytest.raises(SystemExit) as e:
         main(["cases", "--help"])
     assert e.value.code == 0 and "--light" in capsys.readouterr().out
+
+
+# ---- the dispatch API's settings ------------------------------------------------------------------------------
+def test_api_settings_are_checked_at_start_up_and_tokens_never_shown(tmp_path, capsys, monkeypatch):
+    from ingest.cli import main
+    from ingest.config import ConfigError, load_settings
+
+    for k in [k for k in __import__("os").environ if k.startswith("CISTERN_")]:
+        monkeypatch.delenv(k)
+    with pytest.raises(ConfigError, match="CISTERN_ALERT_API_TOKENS.*shorter than 16") as e:
+        load_settings(environ={"CISTERN_ALERT_API_TOKENS": "hotline:tooshort"})
+    assert "tooshort" not in str(e.value)
+    with pytest.raises(ConfigError, match="CISTERN_ALERT_API_LISTEN.*host:port"):
+        load_settings(environ={"CISTERN_ALERT_API_LISTEN": "everywhere"})
+    s = load_settings(environ={"CISTERN_ALERT_API_TOKENS": "hotline:0123456789abcdef, city:fedcba9876543210"})
+    assert "0123456789abcdef" not in str(s.redacted())
+    reg = write_registry(tmp_path / "registry")
+    assert main(["run", "--registry", str(reg), "--alert-api-listen", "127.0.0.1:8480"]) == 2
+    assert "CISTERN_ALERT_API_TOKENS (--alert-api-tokens): required" in capsys.readouterr().err
