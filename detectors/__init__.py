@@ -60,6 +60,8 @@ class DetectorSet:
         if unknown:
             raise ValueError(f"unknown detector {unknown[0]!r}; known: {', '.join(DETECTORS)}")
         self.registry = registry
+        self.params = params
+        self.tick_every_s = tick_every_s
         self.calendar = LocalCalendar(timezone)
         self.board = Board(registry)
         self.detectors: dict[str, Detector] = {}
@@ -119,6 +121,13 @@ class DetectorSet:
             return None
         return run, np.concatenate(([0], cuts, [len(run)]))
 
+    def with_registry(self, registry: Registry) -> DetectorSet:
+        """The same detectors on another registry (a reload), their state carried over by device id: devices the
+        new registry adds start fresh, those it no longer holds are forgotten."""
+        moved = DetectorSet(registry, self.params, self.calendar.name, list(self.detectors), self.tick_every_s)
+        moved.restore(self.state())
+        return moved
+
     def tick(self, now_ns: int) -> list[AlertEvent]:
         now = max(int(now_ns), self.watermark)
         self.watermark = now
@@ -145,9 +154,12 @@ class DetectorSet:
             blob[f"_board.{kind}"] = v
         return blob
 
-    def restore(self, blob: dict[str, np.ndarray]) -> None:
-        """Resume from state(); devices are matched by id, so a registry that grew or was reordered is fine."""
+    def restore(self, blob: dict[str, np.ndarray]) -> dict[str, tuple[int, int, int]]:
+        """Resume from state(); devices are matched by id, so a registry that grew, shrank or was reordered is fine.
+        Returns, per axis whose devices changed: (devices whose state carried over, new devices starting fresh,
+        saved devices the registry no longer holds)."""
         remap: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        changed: dict[str, tuple[int, int, int]] = {}
         for axis in _ID_AXES:
             key = f"_ids.{axis}"
             if key not in blob:
@@ -161,6 +173,7 @@ class DetectorSet:
             new_rows = np.array([a for a, _ in pairs], dtype=np.int64)
             old_rows = np.array([b for _, b in pairs], dtype=np.int64)
             remap[axis] = (new_rows, old_rows)
+            changed[axis] = (len(pairs), len(new) - len(pairs), len(old) - len(pairs))
         for n, d in self.detectors.items():
             prefix = f"{n}."
             d.restore({k[len(prefix):]: v for k, v in blob.items() if k.startswith(prefix)}, remap or None)
@@ -168,6 +181,7 @@ class DetectorSet:
                            remap.get("meter") if remap else None)
         if "_watermark" in blob:
             self.watermark = int(np.asarray(blob["_watermark"])[0])
+        return changed
 
     def state_bytes(self) -> dict[str, int]:
         return {n: d.state_bytes() for n, d in self.detectors.items()}

@@ -145,6 +145,19 @@ TANK_COLUMNS: Schema = {
 }
 
 
+_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _separator_hint(header: list[str]) -> str:
+    """When the header reads as one column holding another separator: say so (a spreadsheet saved with ';')."""
+    if len(header) == 1:
+        for sep, name in _SEPARATORS.items():
+            if sep in header[0]:
+                return (f" (the header is one column separated by {name}: registry files are comma-separated; "
+                        f"save them as 'CSV UTF-8 (comma delimited)')")
+    return ""
+
+
 def _read_table(path: Path, schema: Schema, id_column: str) -> dict[str, list]:
     name = path.name
     if not path.is_file():
@@ -154,7 +167,8 @@ def _read_table(path: Path, schema: Schema, id_column: str) -> dict[str, list]:
     except OSError as e:
         raise RegistryError(name, None, None, f"cannot read: {e.strerror}") from None
     with handle:
-        reader = csv.reader(handle)
+        # strict: an unclosed quote is an error at the end of the file, not a field swallowing the rest of it
+        reader = csv.reader(handle, strict=True)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
@@ -163,16 +177,17 @@ def _read_table(path: Path, schema: Schema, id_column: str) -> dict[str, list]:
             raise RegistryError(name, 1, None, f"unreadable header: {e}") from None
         missing = [c for c in schema if c not in header]
         if missing:
-            raise RegistryError(name, 1, missing[0], "required column is missing from the header")
+            raise RegistryError(name, 1, missing[0], "required column is missing from the header"
+                                + _separator_hint(header))
         pos = {c: header.index(c) for c in schema}
         cols: dict[str, list] = {c: [] for c in schema}
         lines: list[int] = []
         cols["__line__"] = lines
         seen: dict[str, int] = {}
-        line = 1
+        line = reader.line_num + 1  # the line a record starts on (a quoted field may run over several)
         try:
             for row in reader:
-                line = reader.line_num
+                start, line = line, reader.line_num + 1
                 if not row or all(not c.strip() for c in row):
                     continue
                 if len(row) < len(header):
@@ -182,20 +197,56 @@ def _read_table(path: Path, schema: Schema, id_column: str) -> dict[str, list]:
                     try:
                         cols[c].append(parse(raw))
                     except ValueError as e:
-                        raise RegistryError(name, line, c, f"{raw!r} {e}") from None
-                lines.append(line)
+                        raise RegistryError(name, start, c, f"{raw!r} {e}") from None
+                lines.append(start)
                 ident = cols[id_column][-1]
                 if ident in seen:
-                    raise RegistryError(name, line, id_column, f"duplicate id {ident!r} (first on line {seen[ident]})")
-                seen[ident] = line
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise RegistryError(name, line + 1, None, f"malformed CSV: {e}") from None
+                    raise RegistryError(name, start, id_column, f"duplicate id {ident!r} (first on line {seen[ident]})")
+                seen[ident] = start
+        except UnicodeDecodeError as e:
+            raise RegistryError(name, line, None, f"not UTF-8 text: {e.reason} (save the file as CSV UTF-8)") from None
+        except csv.Error as e:
+            if "unexpected end of data" in str(e):
+                raise RegistryError(name, line, None, "a quoted field opened on this line is never closed (a \" "
+                                                      "missing its pair)") from None
+            raise RegistryError(name, line, None, f"malformed CSV: {e}") from None
     return cols
+
+
+def _check_references(m: dict, b: dict, meters: Meters, buildings: Buildings) -> None:
+    """Every id one file names is in the file it points to (tanks are checked where they are built): a meter's
+    building, a building's pump room and master meter, and the master meter is a master of that building."""
+    for i in np.flatnonzero((meters.building < 0) & (meters.building_id != "")).tolist():
+        raise RegistryError("meters.csv", _line_of(m, i), "building_id",
+                            f"meter {m['meter_id'][i]!r} names building {m['building_id'][i]!r}, which is not in "
+                            f"buildings.csv")
+    for i in np.flatnonzero((buildings.room < 0) & (buildings.pump_room_id != "")).tolist():
+        raise RegistryError("buildings.csv", _line_of(b, i), "pump_room_id",
+                            f"building {b['building_id'][i]!r} names pump room {b['pump_room_id'][i]!r}, which is not "
+                            f"in pump_rooms.csv")
+    for i, mi in enumerate(buildings.master_meter.tolist()):
+        bid, mid = b["building_id"][i], b["master_meter_id"][i]
+        if mid and mi < 0:
+            raise RegistryError("buildings.csv", _line_of(b, i), "master_meter_id",
+                                f"building {bid!r} names master meter {mid!r}, which is not in meters.csv")
+        if mi >= 0 and not meters.is_master[mi]:
+            raise RegistryError("buildings.csv", _line_of(b, i), "master_meter_id",
+                                f"building {bid!r} names {mid!r} as its master meter, but meters.csv"
+                                f"{_on_line(m, mi)} gives it role {m['role'][mi]!r}")
+        if mi >= 0 and m["building_id"][mi] not in ("", bid):
+            raise RegistryError("buildings.csv", _line_of(b, i), "master_meter_id",
+                                f"building {bid!r} names {mid!r} as its master meter, but meters.csv"
+                                f"{_on_line(m, mi)} puts it in building {m['building_id'][mi]!r}")
 
 
 def _line_of(cols: dict, row: int) -> int | None:
     lines = cols.get("__line__")
     return lines[row] if lines else None
+
+
+def _on_line(cols: dict, row: int) -> str:
+    line = _line_of(cols, row)
+    return f" (line {line})" if line is not None else ""
 
 
 def _index_of(ids: np.ndarray) -> dict[str, int]:
@@ -312,7 +363,8 @@ class Registry:
         bad = np.flatnonzero(tank_room < 0)
         if bad.size:
             raise RegistryError("tanks.csv", _line_of(t, bad[0]), "room_id",
-                                f"tank {t['tank_id'][bad[0]]!r} names unknown pump room {t['room_id'][bad[0]]!r}")
+                                f"tank {t['tank_id'][bad[0]]!r} names pump room {t['room_id'][bad[0]]!r}, which is not "
+                                f"in pump_rooms.csv")
         tank_ids = _strings(t["tank_id"])
         tanks = Tanks(
             ids=tank_ids,
@@ -356,14 +408,7 @@ class Registry:
             master_meter=_lookup(b["master_meter_id"], meter_index),
             index=building_index,
         )
-        for i, rid in enumerate(b["pump_room_id"]):
-            if rid and buildings.room[i] < 0:
-                raise RegistryError("buildings.csv", _line_of(b, i), "pump_room_id",
-                                    f"building {b['building_id'][i]!r} names unknown pump room {rid!r}")
-        for i, mid in enumerate(b["master_meter_id"]):
-            if mid and buildings.master_meter[i] < 0:
-                raise RegistryError("buildings.csv", _line_of(b, i), "master_meter_id",
-                                    f"building {b['building_id'][i]!r} names unknown meter {mid!r}")
+        _check_references(m, b, meters, buildings)
         return cls(meters=meters, buildings=buildings, rooms=rooms, tanks=tanks,
                    cell_ids=np.array(cells, dtype=object), folder=folder)
 

@@ -17,6 +17,8 @@ from devices.topics import TopicLayout
 from ingest.config import ConfigError, Settings
 from ingest.dispatch import Dispatcher
 from ingest.pipeline import Pipeline
+from ingest.pipeline.checkpoint import StateLock
+from ingest.pipeline.reload import RegistryWatch
 from ingest.sinks.influx import open_writer
 from ingest.sources import Source
 from ingest.sources.capture import CaptureSource
@@ -127,11 +129,13 @@ class Service:
     alerts_mqtt: Any = None
     closers: list[Callable[[], Any]] = field(default_factory=list)
     api: Any = None
+    lock: StateLock | None = None
 
     @classmethod
     def build(cls, s: Settings) -> Service:
         tokens = api_tokens_of(s)
         registry = load_registry(s)
+        lock = StateLock(s.state_dir).acquire()
         layout = TopicLayout(s.mqtt_topic_prefix)
         writer = make_writer(s)
         source = mqtt_source(s, layout)
@@ -145,21 +149,29 @@ class Service:
                                      mqtt_publish=alerts_mqtt.publish if alerts_mqtt is not None else None)
         if alerts_mqtt is not None:
             alerts_mqtt.on_ack = dispatcher.handle_ack_message
-        pipeline = make_pipeline(registry, s, source, writer=writer, dispatcher=dispatcher, live=True)
+        watch = RegistryWatch(s.registry, s.registry_check_interval_s, s.registry_reload_max_removed_share)
+        pipeline = make_pipeline(registry, s, source, writer=writer, dispatcher=dispatcher, live=True,
+                                 registry_watch=watch)
         try:
             api = make_api(s, dispatcher, tokens)
         except BaseException:
             dispatcher.close()
             raise
-        return cls(s, registry, source, writer, dispatcher, pipeline, alerts_mqtt, api=api)
+        return cls(s, registry, source, writer, dispatcher, pipeline, alerts_mqtt, api=api, lock=lock)
 
     def run(self) -> None:
         def _stop(signum: int, frame: Any) -> None:
             log.info("received %s: finishing the current batch, then exiting", signal.Signals(signum).name)
             self.pipeline.stop()
 
+        def _reload(signum: int, frame: Any) -> None:
+            log.info("received SIGHUP: reloading the registry after the current batch")
+            if self.pipeline.registry_watch is not None:
+                self.pipeline.registry_watch.request()
+
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGHUP, _reload)
         self.source.start()
         if self.alerts_mqtt is not None:
             self.alerts_mqtt.start(wait_s=5)
@@ -181,6 +193,8 @@ class Service:
             if self.alerts_mqtt is not None:
                 self.alerts_mqtt.close()
             self.writer.close()
+            if self.lock is not None:
+                self.lock.release()
         log.info("stopped cleanly")
 
 
@@ -191,17 +205,26 @@ class ReplayResult:
 
 
 def replay(s: Settings, capture: Path, *, until_ns: int | None = None,
-           on_batch: Callable[[Batch], None] | None = None) -> ReplayResult:
-    """`cistern replay`: the same pipeline fed from a capture file, as fast as it can, on the capture's clock."""
+           on_batch: Callable[[Batch], None] | None = None, resume: bool = False) -> ReplayResult:
+    """`cistern replay`: the same pipeline fed from a capture file, as fast as it can, on the capture's clock.
+
+    A replay is a fresh pass over history: its incidents live apart from the service's, under STATE_DIR/replay/.
+    With `resume` it is a continuation of the service instead: it starts from STATE_DIR's detector checkpoint and
+    dispatch cases, and leaves them saved for the service (or the next resumed replay) to carry on."""
     registry = load_registry(s)
+    lock = StateLock(s.state_dir if resume else s.state_dir / "replay").acquire()
     # Replay writes to the database only when one is named explicitly: a replay must not surprise production.
     writer = make_writer(s) if "influx_url" in s.model_fields_set else None
     source = CaptureSource(capture)
-    # A replay is a fresh pass over history: its incidents live apart from the service's, under replay/.
-    dispatcher = make_dispatcher(registry, s, s.state_dir / "replay", resume=False)
-    pipeline = make_pipeline(registry, s, source, writer=writer, dispatcher=dispatcher, live=False,
-                             until_ns=until_ns, checkpoint_interval_s=float("inf"), restore=False,
-                             on_batch=on_batch)
+    if resume:
+        dispatcher = make_dispatcher(registry, s, s.state_dir, resume=True)
+        pipeline = make_pipeline(registry, s, source, writer=writer, dispatcher=dispatcher, live=False,
+                                 until_ns=until_ns, on_batch=on_batch)
+    else:
+        dispatcher = make_dispatcher(registry, s, s.state_dir / "replay", resume=False)
+        pipeline = make_pipeline(registry, s, source, writer=writer, dispatcher=dispatcher, live=False,
+                                 until_ns=until_ns, checkpoint_interval_s=float("inf"), restore=False,
+                                 on_batch=on_batch)
     left = 0
     try:
         pipeline.run()
@@ -211,5 +234,5 @@ def replay(s: Settings, capture: Path, *, until_ns: int | None = None,
         dispatcher.close()
         if writer is not None:
             writer.close()
+        lock.release()
     return ReplayResult(pipeline.stats, left)
-

@@ -11,12 +11,13 @@ import datetime as dt
 import importlib
 import logging
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from devices.registry import RegistryError
+from ingest import cistern_version
 from ingest.config import ConfigError, add_setting_flags, env_name, flag_name, load_settings
 from ingest.dispatch.schema import SchemaError
+from ingest.pipeline.checkpoint import CheckpointError
 from ingest.sinks.influx import InfluxAuthError, InfluxConfigError
 
 log = logging.getLogger("cistern")
@@ -36,13 +37,6 @@ TOOLS = {
 
 class UsageError(Exception):
     pass
-
-
-def cistern_version() -> str:
-    try:
-        return version("cistern")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown (not installed)"
 
 
 def parse_time(text: str) -> int:
@@ -99,14 +93,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     progress = None
     if sys.stderr.isatty():
         progress, _ = _replay_progress(capture.stat().st_size)
-    result = replay(s, capture, until_ns=until, on_batch=progress)
+    result = replay(s, capture, until_ns=until, on_batch=progress, resume=args.resume)
     st = result.stats
     if progress is not None:
         print(file=sys.stderr)
     print(f"replayed {st.received} messages: {st.readings} readings, {st.written} written, "
           f"{st.dead_lettered} dead-lettered, {st.alerts} alert events"
           + (f", {result.undelivered} alert deliveries left undelivered (kept in the outbox)"
-             if result.undelivered else ""), file=sys.stderr)
+             if result.undelivered else "")
+          + (f"; detector and dispatch state saved in {s.state_dir}" if args.resume else ""), file=sys.stderr)
     return EXIT_OK
 
 
@@ -161,6 +156,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="the same pipeline fed from a capture file")
     rp.add_argument("capture", help="capture file (JSON lines of {topic, payload})")
     rp.add_argument("--until", default=None, help="stop at this event time (RFC 3339 or epoch seconds)")
+    rp.add_argument("--resume", action="store_true",
+                    help="continue from the service's saved detector and dispatch state in CISTERN_STATE_DIR and "
+                         "save it at the end (a backlog processed as a continuation of the service); without it a "
+                         "replay starts fresh and keeps its cases apart, under STATE_DIR/replay/")
     add_setting_flags(rp)
     rp.set_defaults(func=cmd_replay)
 
@@ -192,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, RegistryError, UsageError, SchemaError) as e:
+    except (ConfigError, RegistryError, UsageError, SchemaError, CheckpointError) as e:
         print(f"cistern: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ConnectionRefusedError as e:

@@ -183,6 +183,29 @@ class Dispatcher:
                 self._handed.extend(out)
         return inc, out
 
+    def use_registry(self, registry: Registry, now_ns: int) -> list[AlertEvent]:
+        """A reloaded registry: every open case whose subject it no longer holds is cleared at event time `now_ns`,
+        its evidence saying why (no detector will clear it; the event still names where the device was); routing
+        and evidence come from the new registry from then on."""
+        known = {"meter": registry.meters.index, "building": registry.buildings.index, "tank": registry.tanks.index,
+                 "pump_room": registry.rooms.index, "cell": set(registry.cell_ids.tolist())}
+        gone = [inc for inc in self.store.incidents(open_only=True)
+                if inc.subject_type in known and inc.subject_id not in known[inc.subject_type]]
+        out: list[AlertEvent] = []
+        if gone:
+            with self.store.tx() as db:
+                for inc in gone:
+                    what = inc.subject_type.replace("_", " ")
+                    inc.summary = (f"Cleared: {what} {inc.subject_id} is no longer in the registry (removed or "
+                                   f"replaced). {inc.summary}")
+                    inc.evidence = {**inc.evidence, "resolution": "removed_from_registry"}
+                    self.lifecycle.finish(db, inc, max(now_ns, inc.sent_ns), inc.severity, out)
+            log.info("registry: %d open case(s) of devices no longer registered cleared: %s", len(gone),
+                     ", ".join(f"{i.kind} {i.subject_id}" for i in gone[:10]) + (" ..." if len(gone) > 10 else ""))
+        self.registry = self.enricher.reg = self.lifecycle.schedule.registry = registry
+        self._after(out)
+        return out
+
     def ack(self, alert_id: str, by: str, note: str = "", at_ns: int | None = None, *, via: str = "api") -> bool:
         """Record dispatch's acknowledgement; stops reminders and escalation. False when the alert is unknown."""
         at_ns = time.time_ns() if at_ns is None else at_ns

@@ -20,6 +20,7 @@ from devices.topics import TopicLayout
 from ingest.pipeline.checkpoint import Checkpoint
 from ingest.pipeline.clock import Clock
 from ingest.pipeline.decode import Decoder
+from ingest.pipeline.reload import RegistryWatch
 from ingest.sinks.deadletters import DeadLetters
 from ingest.sinks.influx import WriteUnavailable
 from ingest.sinks.lineproto import LineEncoder
@@ -40,7 +41,8 @@ class Detectors(Protocol):
     def update(self, batch: Batch) -> list[AlertEvent]: ...
     def tick(self, now_ns: int) -> list[AlertEvent]: ...
     def state(self) -> dict: ...
-    def restore(self, blob: dict) -> None: ...
+    def restore(self, blob: dict) -> dict: ...
+    def with_registry(self, registry: Registry) -> Detectors: ...
 
 
 class Dispatch(Protocol):
@@ -49,6 +51,7 @@ class Dispatch(Protocol):
 
     def emit(self, events: list[AlertEvent]) -> list[AlertEvent]: ...
     def tick(self, now_ns: int) -> list[AlertEvent]: ...
+    def use_registry(self, registry: Registry, now_ns: int) -> list[AlertEvent]: ...
     @property
     def counts(self) -> dict[str, int]: ...
 
@@ -86,7 +89,7 @@ class Pipeline:
                  on_batch: Callable[[Batch], None] | None = None,
                  on_alerts: Callable[[list[AlertEvent]], None] | None = None, restore: bool = True,
                  spool_max_bytes: int = 0, spool_retry_s: float = 5.0, flood_max_per_device: int = 0,
-                 max_clock_skew_s: float = 300.0):
+                 max_clock_skew_s: float = 300.0, registry_watch: RegistryWatch | None = None):
         self.registry = registry
         self.decoder = Decoder(registry, layout)
         self.source = source
@@ -104,6 +107,7 @@ class Pipeline:
         self.until_ns = until_ns
         self.on_batch = on_batch
         self.on_alerts = on_alerts
+        self.registry_watch = registry_watch
         self.stats = Stats()
         self.clock = Clock(live, max_clock_skew_s)
         self.stop_event = threading.Event()
@@ -121,7 +125,7 @@ class Pipeline:
         self._last_checkpoint = time.monotonic()
         self._checkpoint = Checkpoint(state_dir)
         if restore and detectors is not None:
-            self.clock.watermark_ns = self._checkpoint.load(detectors, registry)
+            self.clock.watermark_ns = self._checkpoint.load(detectors)
 
     @property
     def watermark_ns(self) -> int | None:
@@ -130,8 +134,27 @@ class Pipeline:
     def checkpoint(self) -> None:
         if self.detectors is None or self.checkpoint_interval_s == float("inf"):
             return
-        self._checkpoint.save(self.detectors, self.registry, self.watermark_ns)
+        self._checkpoint.save(self.detectors, self.watermark_ns)
         self._last_checkpoint = time.monotonic()
+
+    def use_registry(self, registry: Registry) -> None:
+        """Switch to a reloaded registry between batches: decoding and tags follow it, detector state carries over
+        by device id (new devices start fresh), the open cases of devices it no longer holds are cleared; then a
+        checkpoint, so a restart resumes on the new registry."""
+        self.registry = registry
+        self.decoder = Decoder(registry, self.decoder.layout)
+        if self._encoder is not None:
+            self._encoder = LineEncoder(registry)
+        if self.detectors is not None:
+            self.detectors = self.detectors.with_registry(registry)
+        self._settle_cases()
+        self.checkpoint()
+
+    def _settle_cases(self) -> None:
+        """Clear the open cases of devices the registry no longer holds (at start, and after a reload)."""
+        if self.dispatcher is not None:
+            now = self.watermark_ns if self.watermark_ns is not None else time.time_ns()
+            self._record(self.dispatcher.use_registry(self.registry, now))
 
     # ---- one step ----------------------------------------------------------------------------------------------
     def _write_durably(self, batch: Batch) -> bool:
@@ -287,6 +310,7 @@ class Pipeline:
     def run(self) -> None:
         """Until the source is exhausted (replay) or stop() is called (live)."""
         try:
+            self._settle_cases()
             while not self.stop_event.is_set():
                 messages = self.source.poll(self.batch_max_messages, self.batch_max_wait_s)
                 if messages or not self.live:
@@ -296,6 +320,10 @@ class Pipeline:
                     if not messages:
                         self.drain_spool()
                     self._live_tick(caught_up=len(messages) < self.batch_max_messages)
+                if self.registry_watch is not None:
+                    reloaded = self.registry_watch.poll(self.registry)
+                    if reloaded is not None:
+                        self.use_registry(reloaded)
                 if time.monotonic() - self._last_checkpoint > self.checkpoint_interval_s:
                     self.checkpoint()
                 self._health()

@@ -22,6 +22,15 @@ class PipelineSettings(BaseModel):
                                                              "others (0: no limit)")
     spool_max_bytes: int = Field(1 << 30, ge=0, description="disk spool for writes while InfluxDB is down, bytes "
                                                             "(0: off)")
+    registry_check_interval_s: float = Field(10.0, ge=0, description="seconds between looks at the registry files "
+                                                                     "while running: a change that stays the same "
+                                                                     "for one look is reloaded without a restart "
+                                                                     "(0: only on SIGHUP)")
+    registry_reload_max_removed_share: float = Field(0.1, ge=0, le=1, description="a reload noticed by its files "
+                                                                                  "that would remove more than this "
+                                                                                  "share of the meters (or buildings, "
+                                                                                  "rooms, tanks) is refused as a "
+                                                                                  "likely mistake; SIGHUP applies it")
     detect: bool = Field(True, description="run the detectors (turn off on extra ingesters of a shared "
                                            "subscription group: each sees only part of every meter's traffic)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from devices.registry import Registry, RegistryError
-from tests.helpers import METERS, TANKS, write_registry
+from tests.helpers import BUILDINGS, METERS, TANKS, write_registry
 
 
 def test_loads_dense_indexes_and_links(tmp_path):
@@ -68,3 +68,67 @@ def test_missing_file_is_named(tmp_path):
     (tmp_path / "pump_rooms.csv").unlink()
     with pytest.raises(RegistryError, match="pump_rooms.csv"):
         Registry.load(tmp_path)
+
+
+@pytest.mark.parametrize("files,where,missing", [
+    ({"meters": METERS.replace("M000002,d01,B001", "M000002,d01,B007")}, ("meters.csv", 3, "building_id"), "B007"),
+    ({"buildings": BUILDINGS.replace("P0001,M000000", "P0404,M000000")}, ("buildings.csv", 2, "pump_room_id"),
+     "P0404"),
+    ({"buildings": BUILDINGS.replace("P0001,M000000", "P0001,M000999")}, ("buildings.csv", 2, "master_meter_id"),
+     "M000999"),
+    ({"tanks": TANKS.replace("P0001-T2,P0001", "P0001-T2,P0002")}, ("tanks.csv", 3, "room_id"), "P0002"),
+])
+def test_an_id_that_names_nothing_in_the_other_file_is_refused_where_it_stands(tmp_path, files, where, missing):
+    with pytest.raises(RegistryError) as e:
+        Registry.load(write_registry(tmp_path, **files))
+    assert (e.value.file, e.value.line, e.value.column) == where
+    assert repr(missing) in str(e.value) and "not in" in str(e.value)
+
+
+@pytest.mark.parametrize("buildings,why", [
+    (BUILDINGS.replace("P0001,M000000", "P0001,M000001"), "role 'household'"),
+])
+def test_a_master_meter_that_is_not_a_master_is_refused(tmp_path, buildings, why):
+    with pytest.raises(RegistryError, match=why) as e:
+        Registry.load(write_registry(tmp_path, buildings=buildings))
+    assert (e.value.file, e.value.line, e.value.column) == ("buildings.csv", 2, "master_meter_id")
+
+
+def test_a_master_meter_registered_in_another_building_is_refused(tmp_path):
+    buildings = BUILDINGS + "B002,d01,2 Songhua Road,P0001,M000000\n"
+    meters = METERS.replace("M000000,d01,B001,master", "M000000,d01,B002,master")
+    with pytest.raises(RegistryError, match="puts it in building 'B002'") as e:
+        Registry.load(write_registry(tmp_path, meters=meters, buildings=buildings))
+    assert (e.value.file, e.value.line) == ("buildings.csv", 2)
+
+
+def test_lines_are_counted_across_quoted_fields_that_hold_line_breaks(tmp_path):
+    # the address of B001 runs over two lines; the bad pump room is on the record starting on line 4
+    buildings = ('building_id,district,address,pump_room_id,master_meter_id\n'
+                 'B001,d01,"1 Songhua Road\nDaoli",P0001,M000000\n'
+                 'B002,d01,"2 Songhua Road",P0404,\n')
+    with pytest.raises(RegistryError, match="P0404") as e:
+        Registry.load(write_registry(tmp_path, buildings=buildings))
+    assert (e.value.file, e.value.line) == ("buildings.csv", 4)
+    meters = METERS.replace("M000003,d01,B001,household,non_residential,20",
+                            'M000003,d01,B001,household,"non_residential\n",twenty')
+    with pytest.raises(RegistryError) as e:  # a bad value in the record on lines 4-5: where it starts
+        Registry.load(write_registry(tmp_path, meters=meters))
+    assert (e.value.line, e.value.column) == (4, "pipe_dn_mm")
+    with pytest.raises(RegistryError) as e:  # and the records after it keep their own lines
+        Registry.load(write_registry(tmp_path, meters=meters.replace(",twenty", ",20").replace(
+            "M000000,d01,B001,master,,50", "M000000,d01,B001,master,,fifty")))
+    assert (e.value.line, e.value.column) == (6, "pipe_dn_mm")
+
+
+def test_an_unclosed_quote_is_reported_on_the_line_it_opens(tmp_path):
+    buildings = BUILDINGS.replace('"1 Songhua Road, Daoli"', '"1 Songhua Road, Daoli') + "B002,d01,x,,\n"
+    with pytest.raises(RegistryError, match="never closed") as e:
+        Registry.load(write_registry(tmp_path, buildings=buildings))
+    assert (e.value.file, e.value.line) == ("buildings.csv", 2)
+
+
+def test_a_semicolon_separated_file_gets_a_hint(tmp_path):
+    with pytest.raises(RegistryError, match="separated by semicolons: registry files are comma-separated") as e:
+        Registry.load(write_registry(tmp_path, tanks=TANKS.replace(",", ";")))
+    assert (e.value.file, e.value.line) == ("tanks.csv", 1)
