@@ -124,6 +124,9 @@ class Dispatcher:
             return []
         out: list[AlertEvent] = []
         with self.store.tx() as db:
+            # The clock first: reminders and escalations due before these events go out before them (a replay ticks
+            # only now and then, and a clear must not swallow the reminders that fell due while the case was open).
+            self._due(db, min(ev.detected_at_ns for ev in events) - 1, out, growth=False)
             for ev in events:
                 self.lifecycle.apply(db, ev, out)
             self._saw(db, max(ev.detected_at_ns for ev in events))
@@ -134,9 +137,7 @@ class Dispatcher:
         """Reminders and escalations due by event time `now_ns`; also nudges deliveries that are due."""
         out: list[AlertEvent] = []
         with self.store.tx() as db:
-            for inc in self.store.due(db, now_ns):
-                self.lifecycle.schedule.due(db, inc, now_ns, out)
-                self.store.save(db, inc)
+            self._due(db, now_ns, out)
             self._saw(db, now_ns)
         self._after(out)
         if not out:
@@ -145,6 +146,11 @@ class Dispatcher:
             with self._handed_lock:
                 out, self._handed = self._handed + out, []
         return out
+
+    def _due(self, db: Any, now_ns: int, out: list[AlertEvent], growth: bool = True) -> None:
+        for inc in self.store.due(db, now_ns, growth):
+            self.lifecycle.schedule.due(db, inc, now_ns, out, growth)
+            self.store.save(db, inc)
 
     def _saw(self, db: Any, now_ns: int) -> None:
         if now_ns > self.clock_ns:

@@ -70,7 +70,7 @@ class Schedule:
         inc.next_ns = clock.next_point(s, inc, t) if more else None
         self.publish(db, inc, "escalated", t, out, {"reminders": inc.reminders})
 
-    def due(self, db: Any, inc: Incident, now_ns: int, out: list[AlertEvent]) -> None:
+    def due(self, db: Any, inc: Incident, now_ns: int, out: list[AlertEvent], growth: bool = True) -> None:
         """Reminders and escalation due by now; each goes out stamped with the time it was due (event time)."""
         while inc.open and not inc.acknowledged and inc.next_ns is not None and inc.next_ns <= now_ns:
             if inc.kind == "disinfection_due_soon":
@@ -88,7 +88,7 @@ class Schedule:
             else:
                 inc.next_ns = None
         # after the reminders, which are stamped earlier (when they were due): one case's events stay in time order
-        if inc.open and inc.grow_ns is not None and inc.grow_ns <= now_ns:
+        if growth and inc.open and inc.grow_ns is not None and inc.grow_ns <= now_ns:
             self.publish(db, inc, "updated", now_ns, out, {"update_reason": "the loss grows with time"})
             self.schedule_growth(inc, now_ns)
 

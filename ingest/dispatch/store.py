@@ -174,9 +174,9 @@ class Store:
         if alias != alert_id:
             db.execute("INSERT OR REPLACE INTO aliases (alias, alert_id) VALUES (?, ?)", (alias, alert_id))
 
-    def due(self, db: sqlite3.Connection, now_ns: int) -> list[Incident]:
+    def due(self, db: sqlite3.Connection, now_ns: int, growth: bool = True) -> list[Incident]:
         rows = db.execute("SELECT * FROM incidents WHERE open = 1 AND (next_ns <= ? OR grow_ns <= ?) "
-                          "ORDER BY raised_ns", (now_ns, now_ns)).fetchall()
+                          "ORDER BY raised_ns", (now_ns, now_ns if growth else -1)).fetchall()
         return [Incident.from_row(r) for r in rows]
 
     def incidents_without_clock(self, db: sqlite3.Connection) -> list[Incident]:

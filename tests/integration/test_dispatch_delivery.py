@@ -63,7 +63,7 @@ def test_refused_attempts_are_retried_until_delivered_signed_once_and_in_order(r
     rx = Receiver(refuse_first=3).start()
     d = dispatcher(registry, tmp_path / "state", rx.url)
     out = d.emit([event(), event(kind="bypass", meter="M000002")])
-    out += d.emit([event("cleared", at=T0 + DAY)])
+    out += d.emit([event("cleared", at=T0 + DAY // 2)])  # within the case's first 18 h: no reminder before it
     assert d.drain(10) == 0
     assert d.counts == {"delivered": len(out), "pending": 0, "failed_attempts": 3}
     d.close()
@@ -119,7 +119,7 @@ def test_cap_body_over_the_webhook(registry, tmp_path):
     rx = Receiver().start()
     d = dispatcher(registry, tmp_path / "state", rx.url, webhook_format="cap", cap_sender="cistern@utility.example")
     d.emit([event()])
-    d.emit([event("cleared", at=T0 + DAY)])
+    d.emit([event("cleared", at=T0 + DAY // 2)])  # before the case's first reminder
     assert d.drain(10) == 0
     d.close()
     rx.stop()

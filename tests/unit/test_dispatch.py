@@ -34,6 +34,9 @@ def registry(tmp_path: Path) -> Registry:
 
 
 def make(registry: Registry, state: Path, alerts: Path | None = None, **settings) -> WireDispatcher:
+    # These tests are about a case's life and its tank deadlines: reminders of other kinds stay out of them unless a
+    # test asks (the clock of every kind is tested in test_supervision.py).
+    settings.setdefault("remind_kinds", ["disinfection_overdue"])
     return WireDispatcher(Dispatcher(registry, state, DispatchSettings(**settings), alerts_file=alerts, webhook_url="",
                       webhook_secret="", mqtt_publish=None))
 
@@ -105,7 +108,7 @@ def test_open_theft_incidents_are_updated_as_their_loss_grows(registry, tmp_path
 
 
 def test_routing_follows_art_14_and_escalation_goes_to_the_supervisor(registry, tmp_path):
-    d = make(registry, tmp_path / "state", district_unit_template="Water service {district}")
+    d = make(registry, tmp_path / "state", district_unit_template="Water service {district}", remind_kinds=["*"])
     meter = d.emit([meter_event()])[0]
     assert meter["route"]["unit"] == "Water service d01"
     tank = d.emit([AlertEvent("disinfection_overdue/P0001-T2/x", "raised", "disinfection_overdue", "warning", "tank",

@@ -125,9 +125,13 @@ def simulate_year(d: WireDispatcher) -> list[dict]:
     return sent
 
 
+YEAR_DIR: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="module")
 def year(tmp_path_factory) -> tuple[list[dict], WireDispatcher]:
     tmp = tmp_path_factory.mktemp("year")
+    YEAR_DIR["tmp"] = tmp
     d = make(registry(tmp), tmp / "state")
     sent = simulate_year(d)
     yield sent, d
@@ -369,9 +373,12 @@ def test_cistern_cases_lists_open_cases_with_their_lights(tmp_path, capsys, monk
     state = tmp_path / "state"
     d = make(registry(tmp_path), state)
     now = 2_000_000_000 * NS  # 2033: later than the wall clock, so the lights are judged at the cases' clock
-    late = d.emit([theft("M3", "d03", now - 3 * DAY, now - 2 * DAY)])[0]["alert_id"]
-    soon = d.emit([theft("M2", "d02", now - 20 * H, now - 20 * H)])[0]["alert_id"]
-    fresh = d.emit([theft("M1", "d01", now - H, now - H)])[0]["alert_id"]
+    def raise_(meter, district, start, at):  # emit also sends the reminders that fell due before it
+        return next(e["alert_id"] for e in d.emit([theft(meter, district, start, at)]) if e["event"] == "raised")
+
+    late = raise_("M3", "d03", now - 3 * DAY, now - 2 * DAY)
+    soon = raise_("M2", "d02", now - 20 * H, now - 20 * H)
+    fresh = raise_("M1", "d01", now - H, now - H)
     d.tick(now)
     d.close()
     flags = ["--state-dir", str(state)]
@@ -409,3 +416,128 @@ def test_api_settings_are_checked_at_start_up_and_tokens_never_shown(tmp_path, c
     reg = write_registry(tmp_path / "registry")
     assert main(["run", "--registry", str(reg), "--alert-api-listen", "127.0.0.1:8480"]) == 2
     assert "CISTERN_ALERT_API_TOKENS (--alert-api-tokens): required" in capsys.readouterr().err
+
+
+# ---- the supervisors' report, its numbers recomputed from the events the receivers got ---------------------------
+def _csv(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _ns(text: str) -> int:
+    return int(dt.datetime.fromisoformat(text).timestamp()) * NS
+
+
+def recompute(sent: list[dict], p0: int, p1: int, as_of: int) -> dict:
+    """From the wire alone: cases raised in the period, their deadlines (the raise's `deadline` to acknowledge; 7 days
+    or the tank's due date to resolve), when they were acknowledged (`acknowledged` on a later event) or closed."""
+    cases: dict[str, dict] = {}
+    for e in sent:
+        c = cases.setdefault(e["alert_id"], {"events": []})
+        c["events"].append(e)
+    out: dict = {"kinds": {}, "districts": {}, "up": {}, "overdue_tanks": {}}
+    for c in cases.values():
+        evs = c["events"]
+        raised = evs[0]
+        t0 = _ns(raised["detected_at"])
+        end = next((e for e in evs if e["event"] == "cleared"), None)
+        # a due-soon case that ends on its due date ends because the tank went overdue
+        superseded = end is not None and raised["kind"] == "disinfection_due_soon" and \
+            end["detected_at"] >= raised["deadline"]
+        closed = _ns(end["detected_at"]) if end and not superseded else None
+        acked = next((_ns(e["acknowledged"]["at"]) for e in evs if e.get("acknowledged")), closed)
+        tank = raised["kind"].startswith("disinfection")
+        resolve_due = _ns(raised["deadline"]) if tank else t0 + 7 * DAY
+        for lvl in (e["evidence"]["level"] for e in evs if e["event"] == "escalated" and p0 <= _ns(e["detected_at"]) < p1):
+            key = (raised["district"], lvl)
+            out["up"][key] = out["up"].get(key, 0) + 1
+        if raised["kind"] == "disinfection_overdue":
+            a, b = max(_ns(raised["start"]), p0), min(_ns(end["detected_at"]) if end else as_of, p1)
+            if b > a:
+                out["overdue_tanks"][raised["subject"]["id"]] = (b - a) / DAY
+        if not p0 <= t0 < p1:
+            continue
+
+        def judge(done, due):
+            if done is not None:
+                return "on_time" if done <= due else "late"
+            return "missed" if as_of >= due else "pending"
+
+        for table, key in (("kinds", raised["kind"]), ("districts", raised["district"])):
+            row = out[table].setdefault(key, {"cases": 0, "ack": [], "resolve": []})
+            row["cases"] += 1
+            row["ack"].append(judge(acked, _ns(raised["deadline"])))
+            row["resolve"].append(judge(closed, resolve_due))
+    return out
+
+
+def share(outcomes: list[str]) -> str:
+    judged = [o for o in outcomes if o != "pending"]
+    return str(round(outcomes.count("on_time") / len(judged), 4)) if judged else ""
+
+
+def test_the_half_year_report_matches_the_events(year, capsys):
+    from ingest.cli import main
+
+    sent, d = year
+    tmp = YEAR_DIR["tmp"]
+    assert main(["report", "--period", "2026-H1", "--state-dir", str(tmp / "state"), "--registry",
+                 str(tmp / "registry"), "--out", str(tmp / "report")]) == 0
+    page = Path(capsys.readouterr().out.strip())
+    assert page.name == "supervision-2026-H1.html" and "<svg" in page.read_text()
+    p0, p1 = YEAR_START, _ns("2026-07-01T00:00:00+08:00")
+    as_of = d.store.clock()
+    want = recompute(sent, p0, p1, as_of)
+    rows = {r["name"]: r for r in _csv(tmp / "report" / "supervision-2026-H1-kinds.csv")}
+    assert set(rows) == set(want["kinds"])
+    for kind, w in want["kinds"].items():
+        got = rows[kind]
+        assert int(got["cases"]) == w["cases"], kind
+        for what in ("ack", "resolve"):
+            for o in ("on_time", "late", "missed", "pending"):
+                assert int(got[f"{what}_{o}"]) == w[what].count(o), (kind, what, o)
+            assert got[f"{what}_on_time_share"] == share(w[what]), (kind, what)
+    districts = {r["name"]: r for r in _csv(tmp / "report" / "supervision-2026-H1-districts.csv")}
+    for dist in UNITS:
+        got, w = districts[dist], want["districts"][dist]
+        assert int(got["cases"]) == w["cases"]
+        assert got["ack_on_time_share"] == share(w["ack"]) and got["resolve_on_time_share"] == share(w["resolve"])
+        assert int(got["escalated_level2"]) == want["up"].get((dist, 2), 0)
+        assert int(got["escalated_level3"]) == want["up"].get((dist, 3), 0)
+        overdue = [t for t in want["overdue_tanks"] if t == TANK_OF[dist]]
+        assert (int(got["tanks"]), int(got["tanks_overdue"]), int(got["tanks_on_time"])) == (1, len(overdue),
+                                                                                           1 - len(overdue))
+        assert float(got["overdue_tank_days"]) == round(sum(want["overdue_tanks"][t] for t in overdue), 1)
+    # what the simulation was built to show: d01 on time, d02 late, d03 never
+    assert [districts[x]["ack_on_time_share"] for x in ("d01", "d02", "d03")] == ["1.0", "0.0", "0.0"]
+    assert (districts["d03"]["escalated_level3"], districts["d01"]["escalated_level2"]) == ("6", "0")
+    # the monthly ranking: each month, a unit of the prompt district first
+    ranking = _csv(tmp / "report" / "supervision-2026-H1-ranking.csv")
+    assert sorted({r["month"] for r in ranking}) == [f"2026-0{m}" for m in range(1, 7)]
+    firsts = {r["month"]: r["unit"] for r in ranking if r["rank"] == "1"}
+    assert set(firsts.values()) <= {"d01 water service", "Unit Prompt"} and len(firsts) == 6
+    month = [r for r in ranking if r["month"] == "2026-03"]
+    assert [(r["unit"], r["closed_on_time"], r["closed_late"]) for r in month][:3] == [
+        ("d01 water service", "1", "0"), ("d02 water service", "0", "1"), ("d03 water service", "0", "1")]
+    cases = _csv(tmp / "report" / "supervision-2026-H1-cases.csv")
+    assert len(cases) == sum(w["cases"] for w in want["kinds"].values())
+
+
+def test_a_month_report_and_what_the_report_refuses(year, tmp_path, capsys):
+    from ingest.cli import main
+
+    state = YEAR_DIR["tmp"] / "state"
+    assert main(["report", "--period", "2026-03", "--state-dir", str(state), "--out", str(tmp_path / "m")]) == 0
+    kinds = {r["name"]: r for r in _csv(tmp_path / "m" / "supervision-2026-03-kinds.csv")}
+    assert kinds["signal_blocking"]["cases"] == "3"  # one a district, raised on 2026-03-12
+    assert {r["month"] for r in _csv(tmp_path / "m" / "supervision-2026-03-ranking.csv")} == {"2026-03"}
+    capsys.readouterr()
+    assert main(["report", "--period", "2026-H3", "--state-dir", str(state), "--out", str(tmp_path / "x")]) == 2
+    assert "give a half-year (2026-H1, 2026-H2) or a month (2026-05)" in capsys.readouterr().err
+    assert main(["report", "--period", "2026-13", "--state-dir", str(state), "--out", str(tmp_path / "x")]) == 2
+    assert main(["report", "--period", "2026-H1", "--state-dir", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "no dispatch state" in capsys.readouterr().err
+    assert main(["report", "--out", str(tmp_path / "x")]) == 2
+    assert "--alerts FILE (the detection report) or --period" in capsys.readouterr().err

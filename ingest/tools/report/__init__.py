@@ -1,5 +1,7 @@
 """`cistern report`: a static HTML report with SVG charts: alerts on a timeline, one example of each incident kind
-drawn from the captured data, and detection scores against the simulator's labels. No plotting library needed."""
+drawn from the captured data, and detection scores against the simulator's labels. No plotting library needed.
+With `--period 2026-H1` (or a month, `2026-05`) it is the supervisors' report instead (supervision.py): tanks
+disinfected on time, cases answered on time, escalations and the monthly ranking of units, from the dispatch state."""
 
 from __future__ import annotations
 
@@ -35,9 +37,16 @@ def write_report(out: Path, *, alerts: list[dict], labels: list[dict] | None = N
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--alerts", required=True, type=Path, help="alert events, JSON lines (CISTERN_ALERTS_FILE)")
+    parser.add_argument("--alerts", type=Path, default=None, help="alert events, JSON lines (CISTERN_ALERTS_FILE): "
+                                                                  "the detection report")
+    parser.add_argument("--period", default=None, help="the supervision report instead, for a half-year (2026-H1) "
+                                                       "or a month (2026-05), from the dispatch state")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="with --period: the state folder holding dispatch.sqlite (default CISTERN_STATE_DIR)")
     parser.add_argument("--capture", type=Path, default=None, help="capture file the examples are drawn from")
-    parser.add_argument("--registry", type=Path, default=None, help="registry folder (needed with --capture)")
+    parser.add_argument("--registry", type=Path, default=None, help="registry folder (needed with --capture; with "
+                                                                    "--period it counts the tanks, default "
+                                                                    "CISTERN_REGISTRY)")
     parser.add_argument("--labels", type=Path, default=None, help="simulator labels: adds detection scores")
     parser.add_argument("--timezone", default="Asia/Shanghai", help="the utility's time zone for the axes")
     parser.add_argument("--out", required=True, type=Path, help="output folder: report.html and charts/")
@@ -46,6 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from ingest.tools.evaluate import read_jsonl
 
+    if args.period is not None:
+        from ingest.tools.report.supervision_cli import main as supervision_main
+
+        return supervision_main(args)
+    if args.alerts is None:
+        print("cistern report: give --alerts FILE (the detection report) or --period PERIOD (the supervision report)",
+              file=sys.stderr)
+        return 2
     for name in ("alerts", "capture", "labels"):
         p = getattr(args, name)
         if p is not None and not p.is_file():
