@@ -50,11 +50,8 @@ def select(store: Store, s: DispatchSettings, now_ns: int, *, kind: str | None =
     if light is not None and light not in LIGHTS:
         raise ValueError(f"light must be one of {', '.join(LIGHTS)}")
     out = []
-    for inc in store.incidents(open_only=state == "open"):
-        if state == "closed" and inc.open:
-            continue
-        if (kind and inc.kind != kind) or (district and inc.district != district):
-            continue
+    for inc in store.incidents(open_only=state == "open", closed_only=state == "closed", kind=kind, district=district,
+                               with_evidence=False):
         v = view(s, inc, now_ns)
         if (unit and v["unit"] != unit) or (light and v["light"] != light):
             continue

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ class Incident:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Incident:
+    def from_row(cls, row: sqlite3.Row | dict[str, Any]) -> Incident:
         d = dict(row)
         d["open"] = bool(d["open"])
         for k in JSON_COLUMNS:
@@ -254,10 +254,24 @@ class Store:
         with self._lock:
             return self.get(self._db, self.resolve(self._db, alert_id))
 
-    def incidents(self, open_only: bool = False) -> list[Incident]:
+    def incidents(self, open_only: bool = False, *, kind: str | None = None, district: str | None = None,
+                  closed_only: bool = False, with_evidence: bool = True) -> list[Incident]:
+        """Cases, oldest raise first; `with_evidence=False` leaves the detector's evidence out (a listing)."""
+        where, args = [], []
+        if open_only or closed_only:
+            where.append("open = ?")
+            args.append(int(open_only))
+        for col, v in (("kind", kind), ("district", district)):
+            if v:
+                where.append(f"{col} = ?")
+                args.append(v)
+        cols = "*" if with_evidence else ", ".join(f.name for f in fields(Incident) if f.name != "evidence")
+        q = f"SELECT {cols} FROM incidents" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY raised_ns"
         with self._lock:
-            q = "SELECT * FROM incidents" + (" WHERE open = 1" if open_only else "") + " ORDER BY raised_ns"
-            return [Incident.from_row(r) for r in self._db.execute(q).fetchall()]
+            rows = self._db.execute(q, args).fetchall()
+        if with_evidence:
+            return [Incident.from_row(r) for r in rows]
+        return [Incident.from_row({**dict(r), "evidence": "{}"}) for r in rows]
 
     # ---- outbox ------------------------------------------------------------------------------------------------
     def enqueue(self, db: sqlite3.Connection, sink: str, alert_id: str, idem: str, topic: str, content_type: str,

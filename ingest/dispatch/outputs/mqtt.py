@@ -12,8 +12,7 @@ import paho.mqtt.client as mqtt
 
 from ingest.dispatch.outputs import Sent
 from ingest.dispatch.store import OutboxRow
-from ingest.sources.mqtt import MqttEndpoint, Protocol
-from ingest.sources.mqtt_paho import PersistentClient
+from ingest.sources.mqtt import MqttEndpoint, PersistentClient, Protocol
 
 log = logging.getLogger("cistern.dispatch.mqtt")
 
