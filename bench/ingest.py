@@ -1,514 +1,185 @@
-"""Ingest benchmark: readings/s of (a) replay decode + line protocol and (b) end to end through Mosquitto into
-InfluxDB 1.x, each printed beside a baseline measured in the same run (machines here are shared and noisy).
+"""Ingest benchmark: `cistern run` draining an MQTT backlog into InfluxDB 1.x, beside the broker's own drain
+(mosquitto_sub) and the naive paho script, and `cistern replay` beside the json.loads floor — every figure next to
+its baselines measured in the same run, with the machine's load (machines here are shared and noisy).
 
-    .venv/bin/python bench/ingest.py            # both parts, a few minutes
-    .venv/bin/python bench/ingest.py --part a   # replay path only (no servers)
+    .venv/bin/python bench/ingest.py                     # everything, about 5 minutes
+    .venv/bin/python bench/ingest.py --part single       # or: batch, replay, rss, profile
+    .venv/bin/python bench/ingest.py --runs 5            # medians over more runs
+
+How the drains are measured: Mosquitto and InfluxDB 1.x start from the project's launchers. Three persistent QoS 1
+sessions subscribe to the meter topics first (`mosquitto_sub -c`, the naive script, `cistern run`, each started
+once and stopped); then a raw-socket publisher streams the backlog at QoS 1 while all three are away (the load
+generator stays out of the measured window); then each drains in turn: `mosquitto_sub -C N` from its first message
+to its exit, the naive script and `cistern run` from the first point InfluxDB stores until it holds every reading.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import random
-import signal
-import subprocess
+import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+for p in (str(ROOT), str(BENCH)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
 
-import numpy as np  # noqa: E402
-import orjson  # noqa: E402
-
-from devices.messages import RawMessage  # noqa: E402
-from devices.registry import Registry  # noqa: E402
-from devices.topics import TopicLayout  # noqa: E402
-from ingest.pipeline.decode import Decoder  # noqa: E402
-
-T0 = 1795334400  # 2026-11-22T00:00:00Z
-DISTRICTS = [f"d{i:02d}" for i in range(1, 11)]
+from drains import Drain, Servers  # noqa: E402
+from traffic import batch_messages, single_chunks, single_messages, write_fleet  # noqa: E402
 
 
-# --- a synthetic fleet and its traffic ---------------------------------------------------------------------
-
-def write_fleet(folder: Path, n_meters: int) -> Path:
-    """A registry of `n_meters` meters in buildings of 20 (the first of each is its master meter)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    meters = ["meter_id,district,building_id,role,customer_class,pipe_dn_mm,prepaid,report_interval_s,cell_id,"
-              "register_max_m3,business_hours_per_day"]
-    buildings = ["building_id,district,address,pump_room_id,master_meter_id"]
-    rooms = ["room_id,district,address,maintenance_unit,supervisor_unit"]
-    tanks = ["tank_id,room_id,capacity_m3,last_disinfected"]
-    for b in range(0, (n_meters + 19) // 20):
-        d = DISTRICTS[b % len(DISTRICTS)]
-        bid, rid = f"B{b:05d}", f"P{b:05d}"
-        rooms.append(f"{rid},{d},{b} Songhua Road,Unit {b % 7},Water Authority")
-        tanks.append(f"{rid}-T1,{rid},50,2026-06-01")
-        master = f"M{b * 20:06d}"
-        buildings.append(f"{bid},{d},{b} Songhua Road,{rid},{master}")
-        for k in range(20):
-            i = b * 20 + k
-            if i >= n_meters:
-                break
-            role, interval = ("master", 900) if k == 0 else ("household", 3600 if k % 2 else 86400)
-            meters.append(f"M{i:06d},{d},{bid},{role},{'' if k == 0 else 'residential'},15,{k % 3 == 0:d},"
-                          f"{interval},C{b // 10:04d},99999,")
-    for name, rows in (("meters", meters), ("buildings", buildings), ("pump_rooms", rooms), ("tanks", tanks)):
-        (folder / f"{name}.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return folder
+def load() -> str:
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
-def _iso(t: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+def median_of(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
 
 
-def single_messages(reg: Registry, layout: TopicLayout, n: int, seed: int = 1) -> list[RawMessage]:
-    """`n` single-reading messages, hourly, each with the full status of CONTRACT §5."""
-    rng = random.Random(seed)
-    ids, districts = reg.meters.ids.tolist(), reg.meters.district.tolist()
-    out = []
-    for j in range(n):
-        i = j % len(ids)
-        p = {"meter_id": ids[i], "ts": _iso(T0 + 3600 * (j // len(ids))), "total_m3": round(rng.uniform(0, 9000), 3),
-             "reverse_m3": 0.0, "flow_m3h": round(rng.uniform(0, 2), 3),
-             "signal": {"rsrp_dbm": float(rng.randint(-120, -70)), "snr_db": rng.randint(-5, 20) / 2,
-                        "ecl": rng.randint(0, 2)},
-             "battery_v": round(rng.uniform(3.4, 3.7), 2), "valve": "open",
-             "balance_cny": round(rng.uniform(0, 200), 2), "status": []}
-        out.append(RawMessage(layout.meter_reading(districts[i], ids[i]), orjson.dumps(p)))
+def _fmt_runs(xs: list[float], fmt: str = "{:,.0f}") -> str:
+    return "[" + " ".join(fmt.format(x) for x in xs) + "]"
+
+
+# --- MQTT drains ---------------------------------------------------------------------------------------------
+
+def drain_runs(srv: Servers, kind: str, messages: list[tuple[str, bytes]], per: int, registry: Path, tmp: Path,
+               runs: int, timeout_s: float) -> dict[str, list[Drain]]:
+    """`runs` rounds of: three sessions, one backlog published, three drains in turn."""
+    out: dict[str, list[Drain]] = {"sub": [], "naive": [], "cistern": []}
+    expected = len(messages) * per
+    pub = srv.publisher()
+    for r in range(runs):
+        tag = f"{kind}{r}-{os.getpid()}"
+        db_naive, db_cistern = srv.influx.new_database(f"naive_{kind}"), srv.influx.new_database(f"cistern_{kind}")
+        naive = srv.naive_cmd(f"naive-{tag}", db_naive)
+        cistern = srv.cistern_cmd(f"cistern-{tag}", db_cistern, registry, tmp / f"state-{tag}")
+        log = tmp / f"{tag}.log"
+        srv.sub_session(f"ref-{tag}")
+        srv.session(naive, "subscribed", log)
+        srv.session(cistern, "MQTT subscribed", log)
+        pub_s = pub.publish(messages)
+        print(f"    run {r + 1}: backlog of {len(messages):,} published in {pub_s:.2f} s "
+              f"({len(messages) / pub_s:,.0f} msg/s); {load()}", flush=True)
+        time.sleep(1.0)
+        out["sub"].append(srv.sub_drain(f"ref-{tag}", len(messages)))
+        time.sleep(1.0)
+        out["naive"].append(srv.consumer_drain(naive, db_naive, expected, log, timeout_s))
+        time.sleep(1.0)
+        out["cistern"].append(srv.consumer_drain(cistern, db_cistern, expected, log, timeout_s))
+        d = {k: v[-1] for k, v in out.items()}
+        print(f"           msg/s: mosquitto_sub {d['sub'].rate_msgs:,.0f}, naive {d['naive'].rate_msgs / per:,.0f}, "
+              f"cistern {d['cistern'].rate_msgs / per:,.0f} (RSS peak {d['cistern'].peak_rss_mb:.0f} MB)"
+              f"{'; ' + '; '.join(d['naive'].notes + d['cistern'].notes) if d['naive'].notes + d['cistern'].notes else ''}"
+              f"; {load()}", flush=True)
     return out
 
 
-def batch_messages(reg: Registry, layout: TopicLayout, n: int, seed: int = 2) -> list[RawMessage]:
-    """`n` NB-IoT daily uploads of 24 hourly readings each."""
-    rng = random.Random(seed)
-    ids, districts = reg.meters.ids.tolist(), reg.meters.district.tolist()
-    out = []
-    for j in range(n):
-        i = j % len(ids)
-        day = T0 + 86400 * (j // len(ids))
-        total = rng.uniform(0, 9000)
-        rows = []
-        for h in range(24):
-            total += rng.uniform(0, 0.05)
-            rows.append({"ts": _iso(day + 3600 * h), "total_m3": round(total, 3), "reverse_m3": 0.0})
-        p = {"meter_id": ids[i], "readings": rows,
-             "signal": {"rsrp_dbm": float(rng.randint(-120, -70)), "snr_db": rng.randint(-5, 20) / 2,
-                        "ecl": rng.randint(0, 2)}, "battery_v": round(rng.uniform(3.4, 3.7), 2)}
-        out.append(RawMessage(layout.meter_reading(districts[i], ids[i]), orjson.dumps(p)))
-    return out
+def report_drains(title: str, res: dict[str, list[Drain]], per: int, targets: Callable[[float, float], str]) -> None:
+    sub = [d.rate_msgs for d in res["sub"]]
+    naive = [d.rate_msgs / per for d in res["naive"]]
+    cis = [d.rate_msgs / per for d in res["cistern"]]
+    vs_naive = [c / n if n else 0.0 for c, n in zip(cis, naive, strict=True)]
+    vs_sub = [c / s if s else 0.0 for c, s in zip(cis, sub, strict=True)]
+    unit = "msg/s" if per == 1 else f"msg/s ({per} readings each)"
+    print(f"  {title}, medians of {len(sub)} runs [each run]:")
+    print(f"    mosquitto_sub -C N (broker drain)   {median_of(sub):>9,.0f} {unit}  {_fmt_runs(sub)}")
+    print(f"    naive paho script -> InfluxDB        {median_of(naive):>9,.0f} {unit}  {_fmt_runs(naive)}")
+    print(f"    cistern run -> InfluxDB              {median_of(cis):>9,.0f} {unit}  {_fmt_runs(cis)}")
+    if per > 1:
+        print(f"    in readings/s: broker {median_of(sub) * per:,.0f}, naive {median_of(naive) * per:,.0f}, "
+              f"cistern {median_of(cis) * per:,.0f}")
+    print(f"    cistern / naive   {median_of(vs_naive):.2f}x {_fmt_runs(vs_naive, '{:.2f}')}")
+    print(f"    cistern / broker  {median_of(vs_sub):.2f}x {_fmt_runs(vs_sub, '{:.2f}')}")
+    print(f"    {targets(median_of(vs_naive), median_of(vs_sub))}", flush=True)
 
 
-# --- baseline: the straightforward implementation ----------------------------------------------------------
-
-class PointBaseline:
-    """json.loads each payload, look up the tags, build an influxdb-client Point per reading."""
-
-    def __init__(self, reg: Registry):
-        from influxdb_client import Point, WritePrecision
-
-        self.Point, self.precision = Point, WritePrecision.NS
-        m = reg.meters
-        self.tags = {mid: (d, b, r) for mid, d, b, r in zip(m.ids.tolist(), m.district.tolist(),
-                                                          m.building_id.tolist(), m.role.tolist(), strict=True)}
-
-    def _point(self, meter_id: str, tags: tuple, r: dict, status: dict | None) -> str:
-        p = self.Point("meter_reading").tag("meter_id", meter_id).tag("district", tags[0]) \
-            .tag("building_id", tags[1]).tag("role", tags[2])
-        for k in ("total_m3", "reverse_m3", "flow_m3h"):
-            if r.get(k) is not None:
-                p.field(k, float(r[k]))
-        if status:
-            sig = status.get("signal") or {}
-            for k in ("rsrp_dbm", "snr_db"):
-                if sig.get(k) is not None:
-                    p.field(k, float(sig[k]))
-            if sig.get("ecl") is not None:
-                p.field("ecl", int(sig["ecl"]))
-            for k in ("battery_v", "balance_cny"):
-                if status.get(k) is not None:
-                    p.field(k, float(status[k]))
-            if status.get("valve") is not None:
-                p.field("valve", status["valve"])
-        ts = r["ts"]
-        if isinstance(ts, str):
-            ts = int(np.datetime64(ts.rstrip("Z"), "s").astype(np.int64)) * 1_000_000_000
-        p.time(ts, self.precision)
-        return p.to_line_protocol()
-
-    def lines(self, messages: list[RawMessage]) -> list[str]:
-        out = []
-        for msg in messages:
-            p = json.loads(msg.payload)
-            meter_id = p["meter_id"]
-            tags = self.tags[meter_id]
-            if "readings" in p:
-                last = len(p["readings"]) - 1
-                out += [self._point(meter_id, tags, r, p if k == last else None) for k, r in enumerate(p["readings"])]
-            else:
-                out.append(self._point(meter_id, tags, p, p))
-        return out
-
-    def encode(self, messages: list[RawMessage]) -> bytes:
-        return "\n".join(self.lines(messages)).encode()
+def part_single(srv: Servers, args, registry: Path, tmp: Path) -> list[Drain]:
+    msgs = single_messages(args.meters, args.single)
+    print(f"\nsingle-reading messages: a backlog of {len(msgs):,} from {args.meters:,} meters", flush=True)
+    res = drain_runs(srv, "single", msgs, 1, registry, tmp, args.runs, args.timeout_s)
+    report_drains("single-reading messages", res, 1, lambda n, s: (
+        f"targets: >= 2x naive ({'met' if n >= 2 else 'NOT met'}), >= 0.5x broker ({'met' if s >= 0.5 else 'NOT met'}"
+        f"; goal 0.9x)"))
+    return res["cistern"]
 
 
-# --- (a) replay path ---------------------------------------------------------------------------------------
-
-def best_rate(fn: Callable[[], int], repeat: int) -> float:
-    """Readings/s of the fastest of `repeat` runs of fn (which returns the readings it handled)."""
-    rates = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        n = fn()
-        rates.append(n / (time.perf_counter() - t))
-    return max(rates)
+def part_batch(srv: Servers, args, registry: Path, tmp: Path) -> None:
+    msgs = batch_messages(args.meters, args.batch)
+    print(f"\ndaily batches: a backlog of {len(msgs):,} messages of 24 readings ({24 * len(msgs):,} readings)",
+          flush=True)
+    res = drain_runs(srv, "batch", msgs, 24, registry, tmp, args.runs, args.timeout_s)
+    report_drains("daily 24-reading batches", res, 24, lambda n, s: (
+        f"target: >= 1.5x naive in readings/s ({'met' if n >= 1.5 else 'NOT met'})"))
 
 
-def _replay(decoder: Decoder, encoder, groups: list[list[RawMessage]]) -> int:
-    n = 0
-    for g in groups:
-        batch, rejects = decoder.decode(g)
-        assert not rejects, rejects[:1]
-        if encoder is not None:
-            encoder.encode(batch)
-        n += len(batch.meters)
-    return n
+def part_rss(srv: Servers, args, registry: Path, tmp: Path, small: list[Drain]) -> None:
+    """A backlog of args.rss single readings drained by one `cistern run`, its resident memory sampled."""
+    n = args.rss
+    print(f"\nmemory: a backlog of {n:,} single-reading messages drained by cistern run", flush=True)
+    db = srv.influx.new_database("cistern_rss")
+    cmd = srv.cistern_cmd(f"cistern-rss-{os.getpid()}", db, registry, tmp / "state-rss")
+    log = tmp / "rss.log"
+    srv.session(cmd, "MQTT subscribed", log)
+    pub_s = srv.publisher().publish(single_chunks(args.meters, n), total=n)
+    print(f"    backlog published in {pub_s:.1f} s; {load()}", flush=True)
+    d = srv.consumer_drain(cmd, db, n, log, max(args.timeout_s, n / 5000))
+    before = f"; the {args.single:,}-message drains peaked at {max(x.peak_rss_mb for x in small):.0f} MB" if small else ""
+    print(f"    drained at {d.rate_msgs:,.0f} msg/s in {d.seconds:.1f} s; RSS peak {d.peak_rss_mb:.0f} MB{before}"
+          f"{'; ' + '; '.join(d.notes) if d.notes else ''}; {load()}", flush=True)
 
 
-def part_a(reg: Registry, layout: TopicLayout, n_single: int, n_batch: int, group: int, repeat: int) -> None:
+def mqtt_parts(args, parts: set[str], registry: Path, tmp: Path) -> None:
+    srv = Servers()
     try:
-        from ingest.sinks.lineproto import LineEncoder
-        encoder = LineEncoder(reg)
-    except ImportError:
-        encoder = None
-    fast, schema = Decoder(reg, layout), Decoder(reg, layout, fast=False)
-    baseline = PointBaseline(reg)
-    what = "decode + line protocol" if encoder else "decode only (ingest.sinks.lineproto missing)"
-    print(f"(a) replay path: {what}, groups of {group} messages, best of {repeat}")
-    print(f"    {'traffic':<26}{'cistern':>14}{'schemas only':>16}{'baseline':>14}{'× baseline':>12}")
-    for label, msgs in (("single-reading messages", single_messages(reg, layout, n_single)),
-                        ("24-reading batch messages", batch_messages(reg, layout, n_batch))):
-        groups = [msgs[i:i + group] for i in range(0, len(msgs), group)]
-        r_fast = best_rate(lambda g=groups: _replay(fast, encoder, g), repeat)
-        r_schema = best_rate(lambda g=groups: _replay(schema, encoder, g), max(1, repeat // 2))
-        r_base = best_rate(lambda g=groups: sum(len(baseline.lines(x)) for x in g), max(1, repeat // 2))
-        print(f"    {label:<26}{r_fast:>12,.0f}/s{r_schema:>14,.0f}/s{r_base:>12,.0f}/s{r_fast / r_base:>11.1f}×")
-
-
-# --- (b) end to end: Mosquitto → consumer → InfluxDB 1.x -------------------------------------------------
-
-PUBLISHER = "bench-publisher"
-
-
-class Publisher:
-    """Publishes at QoS 1 from `workers` paho processes (one paho client tops out near 6,000 messages/s here)
-    and says when the broker has acked every message."""
-
-    def __init__(self, host: str, port: int, password: str, folder: Path, workers: int = 3):
-        self.host, self.port, self.password, self.folder, self.workers = host, port, password, folder, workers
-        self._procs: list[subprocess.Popen] = []
-
-    def publish(self, messages: list[RawMessage]) -> float:
-        """Starts publishing; returns the perf_counter time it started. `wait()` for the acks."""
-        self._procs = []
-        for w in range(self.workers):
-            path = self.folder / f"publish-{w}.jsonl"
-            path.write_bytes(b"".join(orjson.dumps([m.topic, m.payload.decode()]) + b"\n"
-                                      for m in messages[w::self.workers]))
-            p = subprocess.Popen([sys.executable, __file__, "--publish-worker", self.host, str(self.port),
-                                  self.password, str(path)], cwd=ROOT, text=True, stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE)
-            self._procs.append(p)
-        for p in self._procs:
-            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        t0 = time.perf_counter()
-        for p in self._procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        return t0
-
-    def wait(self, timeout_s: float = 300) -> None:
-        for p in self._procs:
-            p.wait(timeout_s)
-
-
-def publish_worker(host: str, port: str, password: str, path: str) -> int:
-    """One publisher process: connect, say ready, publish its file at QoS 1 on "go", exit when all are acked."""
-    import paho.mqtt.client as mqtt
-
-    items = [orjson.loads(line) for line in Path(path).read_bytes().splitlines()]
-    window = threading.Semaphore(100)  # paho slows down badly with thousands waiting in its own queue
-    acked = threading.Semaphore(0)
-
-    def on_publish(client, userdata, mid, reason_code, properties) -> None:
-        window.release()
-        acked.release()
-
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{random.randrange(10**9)}")
-    c.username_pw_set(PUBLISHER, password)
-    c.max_inflight_messages_set(100)
-    c.on_publish = on_publish
-    c.connect(host, int(port))
-    c.loop_start()
-    print("ready", flush=True)
-    sys.stdin.readline()
-    for topic, payload in items:
-        window.acquire()
-        c.publish(topic, payload.encode(), qos=1)
-    for _ in items:
-        acked.acquire()
-    c.loop_stop()
-    c.disconnect()
-    return 0
-
-
-def _influx_count(influx, db: str) -> int:
-    rows = influx.query('SELECT count("total_m3") FROM "meter_reading"', db=db)
-    return int(rows[0].get("count", 0)) if rows else 0
-
-
-def _wait_stored(influx, db: str, expected: int, t0: float, timeout_s: float) -> tuple[int, float]:
-    """(readings stored, seconds from the first publish until the last of them was counted)."""
-    n, last_change = 0, time.perf_counter()
-    deadline = t0 + timeout_s
-    while time.perf_counter() < deadline:
-        got = _influx_count(influx, db)
-        if got != n:
-            n, last_change = got, time.perf_counter()
-        if n >= expected:
-            break
-        time.sleep(0.1)
-    return n, last_change - t0
-
-
-def _wait_line(proc: subprocess.Popen, needle: str, timeout_s: float, lines: list[str]) -> None:
-    """Reads the process's output (in a thread, kept in `lines`) until a line contains `needle`."""
-    seen = threading.Event()
-
-    def pump() -> None:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.append(line)
-            if needle in line:
-                seen.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not seen.wait(timeout_s):
-        proc.kill()
-        raise RuntimeError(f"{proc.args[0]} did not say {needle!r}:\n" + "".join(lines[-20:]))
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def run_mosquitto_sub(mq, pub: Publisher, messages: list[RawMessage]) -> float:
-    """Messages/s at which mosquitto_sub (QoS 1) receives the publish."""
-    from ingest.tools.servers import INGEST_USER
-
-    proc = subprocess.Popen(["mosquitto_sub", "-h", mq.host, "-p", str(mq.port), "-u", INGEST_USER,
-                             "-P", mq.passwords[INGEST_USER], "-q", "1", "-i", f"bench-sub-{random.randrange(10**9)}",
-                             "-t", "water/+/meter/+/reading", "-C", str(len(messages)), "-F", "%m"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(1.0)  # let it subscribe
-    t0 = pub.publish(messages)
-    try:
-        proc.wait(300)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    rate = len(messages) / (time.perf_counter() - t0)
-    pub.wait()
-    return rate
-
-
-def run_cistern(mq, influx, registry_dir: Path, state_dir: Path, pub: Publisher, messages: list[RawMessage],
-                expected: int, timeout_s: float) -> tuple[int, float]:
-    """`cistern run` as a subprocess, configured by CONTRACT §2 variables: (readings stored, seconds)."""
-    db = influx.new_database("bench")
-    env = {**os.environ, "CISTERN_MQTT_URL": mq.url(), "CISTERN_MQTT_CLIENT_ID": f"bench-{random.randrange(10**9)}",
-           "CISTERN_INFLUX_URL": influx.url, "CISTERN_INFLUX_API": "v1", "CISTERN_INFLUX_BUCKET": db,
-           "CISTERN_INFLUX_USERNAME": influx.username, "CISTERN_INFLUX_PASSWORD": influx.password,
-           "CISTERN_REGISTRY": str(registry_dir), "CISTERN_STATE_DIR": str(state_dir / db)}
-    proc = subprocess.Popen([sys.executable, "-m", "ingest", "run"], env=env, cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    lines: list[str] = []
-    try:
-        _wait_line(proc, "MQTT subscribed", 30, lines)
-        t0 = pub.publish(messages)
-        got = _wait_stored(influx, db, expected, t0, timeout_s)
-        pub.wait()
-        return got
+        small: list[Drain] = []
+        if "single" in parts:
+            small = part_single(srv, args, registry, tmp)
+        if "batch" in parts:
+            part_batch(srv, args, registry, tmp)
+        if "rss" in parts and args.rss:
+            part_rss(srv, args, registry, tmp, small)
     finally:
-        _stop(proc)
-
-
-def run_baseline(mq, influx, registry_dir: Path, pub: Publisher, messages: list[RawMessage], expected: int,
-                 timeout_s: float) -> tuple[int, float]:
-    """The straightforward consumer (this file, --baseline-consumer) as a subprocess: (readings stored, seconds)."""
-    from ingest.tools.servers import INGEST_USER
-
-    db = influx.new_database("base")
-    proc = subprocess.Popen([sys.executable, __file__, "--baseline-consumer", mq.host, str(mq.port), INGEST_USER,
-                             mq.passwords[INGEST_USER], influx.url, db, str(registry_dir)],
-                            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    lines: list[str] = []
-    try:
-        _wait_line(proc, "subscribed", 30, lines)
-        t0 = pub.publish(messages)
-        got = _wait_stored(influx, db, expected, t0, timeout_s)
-        pub.wait()
-        return got
-    finally:
-        _stop(proc)
-
-
-def baseline_consumer(host: str, port: str, user: str, password: str, influx_url: str, db: str,
-                      registry_dir: str) -> int:
-    """paho on_message → json.loads → influxdb-client Point per reading → POST /write in batches of 500."""
-    import urllib.request
-
-    import paho.mqtt.client as mqtt
-
-    baseline = PointBaseline(Registry.load(registry_dir))
-    pending: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def flush() -> None:
-        with lock:
-            body = "\n".join(pending).encode()
-            pending.clear()
-        if body:
-            req = urllib.request.Request(f"{influx_url}/write?db={db}&precision=ns", data=body, method="POST")
-            urllib.request.urlopen(req, timeout=30).close()
-
-    def on_message(client, userdata, msg) -> None:
-        lines = baseline.lines([RawMessage(msg.topic, msg.payload)])
-        with lock:
-            pending.extend(lines)
-            full = len(pending) >= 500
-        if full:
-            flush()
-
-    def on_connect(client, userdata, flags, reason_code, properties) -> None:
-        client.subscribe("water/+/meter/+/reading", qos=1)
-
-    def on_subscribe(client, userdata, mid, reason_codes, properties) -> None:
-        print("subscribed", flush=True)
-
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-base-{random.randrange(10**9)}")
-    c.username_pw_set(user, password)
-    c.on_message, c.on_connect, c.on_subscribe = on_message, on_connect, on_subscribe
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    c.connect(host, int(port))
-    c.loop_start()
-    while not stop.wait(0.2):
-        flush()
-    c.loop_stop()
-    flush()
-    return 0
-
-
-def part_b(registry_dir: Path, reg: Registry, layout: TopicLayout, n_single: int, n_batch: int,
-           timeout_s: float, workers: int) -> None:
-    from ingest.tools.servers import ServerUnavailable, start_influx_v1, start_mosquitto
-
-    try:
-        mq = start_mosquitto(use_docker=False)
-        influx = start_influx_v1(use_docker=False)
-    except (ServerUnavailable, RuntimeError) as e:
-        print(f"(b) skipped: {e}")
-        return
-    try:
-        assert mq.folder is not None
-        with (mq.folder / "acl").open("a") as f:  # a bench account that may publish for every meter
-            f.write(f"\nuser {PUBLISHER}\ntopic write water/#\n")
-        pub = Publisher(mq.host, mq.port, mq.add_device(PUBLISHER), mq.folder, workers)
-        print("(b) end to end: paho QoS 1 publish → Mosquitto → consumer → InfluxDB 1.x, readings/s stored")
-        print(f"    {'traffic':<34}{'cistern run':>14}{'mosquitto_sub':>16}{'baseline':>14}{'vs sub':>9}"
-              f"{'× baseline':>12}")
-        with tempfile.TemporaryDirectory(prefix="cistern-bench-state-") as state:
-            for label, msgs, per in ((f"{n_single:,} single-reading msgs", single_messages(reg, layout, n_single), 1),
-                                     (f"{n_batch:,} 24-reading batch msgs", batch_messages(reg, layout, n_batch), 24)):
-                expected = len(msgs) * per
-                sub_rate = run_mosquitto_sub(mq, pub, msgs) * per
-                stored, secs = run_cistern(mq, influx, registry_dir, Path(state), pub, msgs, expected, timeout_s)
-                c_rate = stored / secs
-                b_stored, b_secs = run_baseline(mq, influx, registry_dir, pub, msgs, expected, timeout_s)
-                b_rate = b_stored / b_secs
-                note = "" if stored == expected and b_stored == expected else \
-                    f"  (stored {stored:,} and {b_stored:,} of {expected:,} within {timeout_s:.0f} s)"
-                print(f"    {label:<34}{c_rate:>12,.0f}/s{sub_rate:>14,.0f}/s{b_rate:>12,.0f}/s"
-                      f"{c_rate / sub_rate:>8.0%}{c_rate / b_rate:>11.1f}×{note}")
-    finally:
-        mq.stop()
-        influx.stop()
+        srv.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("a", "b", "all"), default="all")
-    ap.add_argument("--meters", type=int, default=20_000, help="fleet size (registry)")
-    ap.add_argument("--single", type=int, default=50_000, help="(a) single-reading messages")
-    ap.add_argument("--batch", type=int, default=5_000, help="(a) 24-reading batch messages")
-    ap.add_argument("--group", type=int, default=2_000, help="(a) messages per decode call")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--e2e-single", type=int, default=100_000, help="(b) single-reading messages")
-    ap.add_argument("--e2e-batch", type=int, default=10_000, help="(b) 24-reading batch messages")
-    ap.add_argument("--e2e-timeout-s", type=float, default=120.0, help="(b) give up waiting for InfluxDB after this")
-    ap.add_argument("--publishers", type=int, default=3, help="(b) paho publisher processes")
-    ap.add_argument("--profile", action="store_true", help="(a) print a cProfile of the fast path")
+    ap.add_argument("--part", action="append", choices=("single", "batch", "replay", "rss", "profile"),
+                    help="run only these parts (repeatable); default: all but profile")
+    ap.add_argument("--runs", type=int, default=3, help="rounds of each measurement (medians are quoted)")
+    ap.add_argument("--meters", type=int, default=20_000, help="fleet size of the MQTT backlogs")
+    ap.add_argument("--single", type=int, default=60_000, help="single-reading messages in the backlog")
+    ap.add_argument("--batch", type=int, default=20_000, help="daily 24-reading batches in the backlog")
+    ap.add_argument("--rss", type=int, default=1_000_000, help="backlog drained while memory is sampled (0: skip)")
+    ap.add_argument("--replay-meters", type=int, default=2000)
+    ap.add_argument("--replay-days", type=int, default=30)
+    ap.add_argument("--timeout-s", type=float, default=180.0, help="give up waiting for InfluxDB after this")
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="cistern-bench-") as tmp:
-        reg = Registry.load(write_fleet(Path(tmp) / "registry", args.meters))
-        layout = TopicLayout("water")
-        if args.part in ("a", "all"):
-            part_a(reg, layout, args.single, args.batch, args.group, args.repeat)
-        if args.part in ("b", "all"):
-            part_b(Path(tmp) / "registry", reg, layout, args.e2e_single, args.e2e_batch, args.e2e_timeout_s,
-                   args.publishers)
-        if args.profile:
-            profile_a(reg, layout, args.single, args.batch, args.group)
+    parts = set(args.part or ("single", "batch", "replay", "rss"))
+    print(f"cistern ingest benchmark: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
+          f"{load()} (1, 5, 15 min)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="cistern-bench-") as t:
+        tmp = Path(t)
+        registry = write_fleet(tmp / "registry", args.meters)
+        if parts & {"single", "batch", "rss"}:
+            mqtt_parts(args, parts, registry, tmp)
+        if "replay" in parts:
+            from replaybench import part_replay
+
+            part_replay(args.replay_meters, args.replay_days, args.runs, tmp)
+        if "profile" in parts:
+            from profile_ingest import part_profile
+
+            part_profile(args, registry, tmp)
+    print(f"\ndone: {load()}")
     return 0
 
 
-def profile_a(reg: Registry, layout: TopicLayout, n_single: int, n_batch: int, group: int) -> None:
-    import cProfile
-    import pstats
-
-    from ingest.sinks.lineproto import LineEncoder
-
-    enc, dec = LineEncoder(reg), Decoder(reg, layout)
-    for label, msgs in (("single", single_messages(reg, layout, n_single)),
-                        ("batch", batch_messages(reg, layout, n_batch))):
-        groups = [msgs[i:i + group] for i in range(0, len(msgs), group)]
-        for g in groups:  # warm: topic routes cached, formatters compiled, as in a running service
-            enc.encode(dec.decode(g)[0])
-        prof = cProfile.Profile()
-        prof.enable()
-        for g in groups:
-            enc.encode(dec.decode(g)[0])
-        prof.disable()
-        print(f"--- profile: {label}")
-        pstats.Stats(prof).sort_stats("tottime").print_stats(14)
-
-
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--publish-worker":
-        sys.exit(publish_worker(*sys.argv[2:]))
-    if len(sys.argv) == 9 and sys.argv[1] == "--baseline-consumer":
-        sys.exit(baseline_consumer(*sys.argv[2:]))
     sys.exit(main())

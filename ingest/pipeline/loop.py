@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -124,6 +125,10 @@ class Pipeline:
         self._last_tick = time.monotonic()
         self._last_checkpoint = time.monotonic()
         self._checkpoint = Checkpoint(state_dir)
+        self._io_lock = threading.RLock()  # the database and spool: the writer thread's, or a caller's when idle
+        self._stats_lock = threading.Lock()
+        self._writes: ThreadPoolExecutor | None = None
+        self._in_flight: tuple[Future, Batch] | None = None
         if restore and detectors is not None:
             self.clock.watermark_ns = self._checkpoint.load(detectors)
 
@@ -157,42 +162,48 @@ class Pipeline:
             self._record(self.dispatcher.use_registry(self.registry, now))
 
     # ---- one step ----------------------------------------------------------------------------------------------
-    def _write_durably(self, batch: Batch) -> bool:
-        """Store the batch in the database, or in the spool while the database is unreachable.
+    def _encode(self, batch: Batch) -> bytes | None:
+        """The batch as line protocol, or None when nothing is written (no database: replay without one)."""
+        if self.writer is None or self._encoder is None:
+            return None
+        return self._encoder.encode(batch)
+
+    def _store(self, body: bytes | None) -> bool:
+        """Store a body in the database, or in the spool while the database is unreachable.
 
         Returns False only when asked to stop while neither was possible: the messages then stay unacked and the
         broker delivers them again after the restart.
         """
-        if self.writer is None or self._encoder is None:
+        if body is None:
             return True
-        body = self._encoder.encode(batch)
-        self.drain_spool()
-        if not body:
-            return True
-        if self.spool is not None and len(self.spool):
-            return self._spool_or_wait(body)  # keep the database's view in arrival order
-        delays = backoff_delays()
-        while True:
-            try:
-                self._account(self.writer.write(body), body)
+        with self._io_lock:
+            self.drain_spool()
+            if not body:
                 return True
-            except WriteUnavailable as e:
-                self.stats.write_retries += 1
-                if self.spool is not None:
-                    log.warning("database unavailable (%s); spooling to disk", e)
-                    self._retry_at = time.monotonic() + self.spool_retry_s
-                    return self._spool_or_wait(body)
-                if self.stop_event.is_set() and self.live:
-                    return False
-                wait = max(getattr(e, "retry_after_s", 0) or 0, next(delays))
-                log.warning("database unavailable (%s); retrying in %.1f s, messages stay unacked", e, wait)
-                if self.stop_event.wait(wait) and self.live:
-                    return False
+            if self.spool is not None and len(self.spool):
+                return self._spool_or_wait(body)  # keep the database's view in arrival order
+            delays = backoff_delays()
+            while True:
+                try:
+                    self._account(self.writer.write(body), body)  # type: ignore[union-attr]
+                    return True
+                except WriteUnavailable as e:
+                    self.stats.write_retries += 1
+                    if self.spool is not None:
+                        log.warning("database unavailable (%s); spooling to disk", e)
+                        self._retry_at = time.monotonic() + self.spool_retry_s
+                        return self._spool_or_wait(body)
+                    if self.stop_event.is_set() and self.live:
+                        return False
+                    wait = max(getattr(e, "retry_after_s", 0) or 0, next(delays))
+                    log.warning("database unavailable (%s); retrying in %.1f s, messages stay unacked", e, wait)
+                    if self.stop_event.wait(wait) and self.live:
+                        return False
 
     def _account(self, refused: list[tuple[bytes, str]], body: bytes) -> None:
         if refused:
             self.dead.write_lines(refused)
-            self.stats.dead_lettered += len(refused)
+            self._count_dead(len(refused))
         self.stats.written += body.count(b"\n") + (not body.endswith(b"\n")) - len(refused)
 
     def _spool_or_wait(self, body: bytes) -> bool:
@@ -212,10 +223,19 @@ class Pipeline:
                 self._retry_at = 0.0
                 self.drain_spool()
 
+    def _count_dead(self, n: int) -> None:
+        with self._stats_lock:  # the writer thread counts refused points, the pipeline thread refused messages
+            self.stats.dead_lettered += n
+
     def drain_spool(self) -> None:
         """Write spooled batches oldest first while the database answers."""
         if self.spool is None or not len(self.spool) or time.monotonic() < self._retry_at:
             return
+        with self._io_lock:
+            self._drain_spool()
+
+    def _drain_spool(self) -> None:
+        assert self.spool is not None
         while len(self.spool):
             body = self.spool.oldest()
             assert body is not None
@@ -254,8 +274,8 @@ class Pipeline:
         if self.on_alerts is not None:
             self.on_alerts(events)
 
-    def process(self, messages: list[RawMessage]) -> bool:
-        """Decode, store, ack, detect. Returns False when the batch could not be made durable (stopping)."""
+    def _prepare(self, messages: list[RawMessage]) -> tuple[Batch, bytes | None]:
+        """Decode, set the rejects aside durably (dead letters, quarantine) and encode: all before any ack."""
         rejects = self.source.take_rejects()
         to_decode = messages
         if self.flood_max_per_device and len(messages) > self.flood_max_per_device:
@@ -268,10 +288,12 @@ class Pipeline:
         self.dead.write(rejects)
         self.stats.received += len(messages)
         self.stats.readings += batch.readings
-        self.stats.dead_lettered += len(rejects)
-        if not self._write_durably(batch):
-            return False
-        self.source.ack(messages)
+        self._count_dead(len(rejects))
+        return batch, self._encode(batch)
+
+    def _durable(self, batch: Batch) -> None:
+        """After the batch is stored and acked: the clock, the detectors and dispatch. Detectors only ever see
+        durable batches, so a checkpoint never holds readings the broker will deliver again."""
         self.stats.batches += 1
         self.clock.saw(batch.max_ts_ns())
         if self.on_batch is not None:
@@ -280,6 +302,51 @@ class Pipeline:
             self._emit(self.detectors.update(batch))
             if not self.live and self.watermark_ns is not None:
                 self._tick(self.watermark_ns)
+
+    def process(self, messages: list[RawMessage]) -> bool:
+        """Decode, store, ack, detect. Returns False when the batch could not be made durable (stopping)."""
+        batch, body = self._prepare(messages)
+        if not self._store(body):
+            return False
+        self.source.ack(messages)
+        self._durable(batch)
+        return True
+
+    # ---- write-behind: batch n is stored on the writer thread while batch n+1 is decoded -------------------
+    def _submit(self, messages: list[RawMessage], batch: Batch, body: bytes | None) -> None:
+        def store_and_ack() -> bool:
+            if not self._store(body):
+                return False
+            self.source.ack(messages)
+            return True
+
+        assert self._writes is not None
+        self._in_flight = (self._writes.submit(store_and_ack), batch)
+
+    def _await_write(self) -> bool:
+        """Wait for the batch in flight to be stored and acked, then run what follows durability. False when it
+        could not be stored (stopping): it stays unacked and unseen by the detectors."""
+        if self._in_flight is None:
+            return True
+        future, batch = self._in_flight
+        self._in_flight = None
+        if not future.result():
+            return False
+        self._durable(batch)
+        return True
+
+    def _step(self, messages: list[RawMessage]) -> bool:
+        """One batch through the pipeline: synchronously without a database, else with its write behind."""
+        if self._writes is None:
+            return self.process(messages)
+        batch, body = self._prepare(messages)
+        previous = self._in_flight
+        self._in_flight = None
+        if previous is not None and not previous[0].result():
+            return False
+        self._submit(messages, batch, body)
+        if previous is not None:
+            self._durable(previous[1])  # batch n-1's detectors run while batch n is being written
         return True
 
     def _live_tick(self, caught_up: bool) -> None:
@@ -309,31 +376,37 @@ class Pipeline:
 
     def run(self) -> None:
         """Until the source is exhausted (replay) or stop() is called (live)."""
+        self._writes = ThreadPoolExecutor(1, "cistern-writer") if self.writer is not None else None
         try:
             self._settle_cases()
             while not self.stop_event.is_set():
                 messages = self.source.poll(self.batch_max_messages, self.batch_max_wait_s)
                 if messages or not self.live:
-                    if not self.process(messages):
+                    if not self._step(messages):
                         break
                 if self.live:
                     if not messages:
+                        if not self._await_write():
+                            break
                         self.drain_spool()
                     self._live_tick(caught_up=len(messages) < self.batch_max_messages)
                 if self.registry_watch is not None:
                     reloaded = self.registry_watch.poll(self.registry)
-                    if reloaded is not None:
+                    # The batch in flight was decoded against the old registry: its detectors run first.
+                    if reloaded is not None and self._await_write():
                         self.use_registry(reloaded)
-                if time.monotonic() - self._last_checkpoint > self.checkpoint_interval_s:
+                if time.monotonic() - self._last_checkpoint > self.checkpoint_interval_s and self._await_write():
                     self.checkpoint()
                 self._health()
                 if self.source.exhausted:
                     break
-            if not self.live and self.detectors is not None:
+            if self._await_write() and not self.live and self.detectors is not None:
                 end = self.until_ns if self.until_ns is not None else self.watermark_ns
                 if end is not None:
                     self._tick(end)
         finally:
+            if self._writes is not None:
+                self._writes.shutdown(wait=True)
             self.checkpoint()
             self._health(force=True)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -358,17 +359,19 @@ class AutoWriter:
     def __init__(self, make: Callable[[str], InfluxWriter], url: str, timeout_s: float):
         self._make, self._url, self._timeout_s = make, url, timeout_s
         self._inner: InfluxWriter | None = None
+        self._lock = threading.Lock()  # batches and alert records are written from two threads
 
     @property
     def api(self) -> str:
         return self._inner.api if self._inner is not None else "auto"
 
     def resolve(self) -> InfluxWriter:
-        if self._inner is None:
-            api = detect_api(self._url, self._timeout_s)
-            log.info("InfluxDB at %s speaks the %s API", _public(self._url), api)
-            self._inner = self._make(api)
-        return self._inner
+        with self._lock:
+            if self._inner is None:
+                api = detect_api(self._url, self._timeout_s)
+                log.info("InfluxDB at %s speaks the %s API", _public(self._url), api)
+                self._inner = self._make(api)
+            return self._inner
 
     def write(self, body: bytes) -> Refused:
         if not body.strip():

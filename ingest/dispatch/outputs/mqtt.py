@@ -12,7 +12,8 @@ import paho.mqtt.client as mqtt
 
 from ingest.dispatch.outputs import Sent
 from ingest.dispatch.store import OutboxRow
-from ingest.sources.mqtt import MqttEndpoint, PersistentClient, Protocol
+from ingest.sources.mqtt import MqttEndpoint, Protocol
+from ingest.sources.mqtt_paho import PersistentClient
 
 log = logging.getLogger("cistern.dispatch.mqtt")
 
