@@ -1,9 +1,10 @@
-"""The device registry: four CSV files (CONTRACT.md §4) turned into dense integer indexes and numpy columns."""
+"""The device registry: four CSV files (docs/FORMATS.md) turned into dense integer indexes and numpy columns."""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,31 @@ def _nonempty(v: str) -> str:
     v = v.strip()
     if not v:
         raise ValueError("must not be empty")
+    return v
+
+
+# A device id is a topic level and a broker account: what the payload schemas accept (devices.schemas.Id).
+_DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Topic levels the service itself uses right under the prefix: a district by that name would put device traffic
+# into the alerts tree ({prefix}/alerts/{kind}, {prefix}/alerts/ack).
+RESERVED_DISTRICTS = frozenset({"alerts"})
+
+
+def _device_id(v: str) -> str:
+    v = v.strip()
+    if not _DEVICE_ID.fullmatch(v):
+        raise ValueError("must be 1 to 64 letters, digits or . _ : - (it is an MQTT topic level and broker account)")
+    return v
+
+
+def _district(v: str) -> str:
+    v = v.strip()
+    if not v:
+        raise ValueError("must not be empty")
+    if any(c in v for c in "/+#\0") or v.startswith("$"):
+        raise ValueError("must be one MQTT topic level: no / + # and not starting with $")
+    if v in RESERVED_DISTRICTS:
+        raise ValueError(f"is reserved: {{prefix}}/{v}/... is where alert events go")
     return v
 
 
@@ -111,8 +137,8 @@ def _date(v: str) -> np.datetime64:
 Schema = dict[str, Callable[[str], object]]
 
 METER_COLUMNS: Schema = {
-    "meter_id": _nonempty,
-    "district": _nonempty,
+    "meter_id": _device_id,
+    "district": _district,
     "building_id": _text,
     "role": _choice("household", "master"),
     "customer_class": _choice("residential", "non_residential", empty_ok=True),
@@ -125,20 +151,20 @@ METER_COLUMNS: Schema = {
 }
 BUILDING_COLUMNS: Schema = {
     "building_id": _nonempty,
-    "district": _nonempty,
+    "district": _district,
     "address": _text,
     "pump_room_id": _text,
     "master_meter_id": _text,
 }
 ROOM_COLUMNS: Schema = {
-    "room_id": _nonempty,
-    "district": _nonempty,
+    "room_id": _device_id,
+    "district": _district,
     "address": _text,
     "maintenance_unit": _text,
     "supervisor_unit": _text,
 }
 TANK_COLUMNS: Schema = {
-    "tank_id": _nonempty,
+    "tank_id": _device_id,
     "room_id": _nonempty,
     "capacity_m3": _positive_float,
     "last_disinfected": _date,
@@ -409,6 +435,11 @@ class Registry:
             index=building_index,
         )
         _check_references(m, b, meters, buildings)
+        for i, rid in enumerate(r["room_id"]):
+            if rid in meter_index:
+                raise RegistryError("pump_rooms.csv", _line_of(r, i), "room_id",
+                                    f"{rid!r} is also a meter id (meters.csv{_on_line(m, meter_index[rid])}): a device's "
+                                    f"id is its broker account, one device each")
         return cls(meters=meters, buildings=buildings, rooms=rooms, tanks=tanks,
                    cell_ids=np.array(cells, dtype=object), folder=folder)
 

@@ -1,4 +1,4 @@
-"""Payload schemas of CONTRACT.md §5 as pydantic models: what a device may send, and why a message is refused."""
+"""Payload schemas (docs/FORMATS.md) as pydantic models: what a device may send, and why a message is refused."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ NonNegative = Annotated[float, Field(ge=0)]
 
 
 class _Payload(BaseModel):
-    # Unknown fields are accepted and ignored (CONTRACT §5); NaN/Infinity never pass.
+    # Unknown fields are accepted and ignored (docs/FORMATS.md); NaN/Infinity never pass.
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False, frozen=True, strict=True)
 
 

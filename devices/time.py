@@ -22,6 +22,11 @@ def iso_utc(ts_ns: int) -> str:
     return t + "Z"
 
 
+def zoned_text(t: dt.datetime, timespec: str = "seconds") -> str:
+    """An aware time as people read it: date, a space, the wall clock and its UTC offset ('2026-09-05 12:00 +08:00')."""
+    return t.isoformat(sep=" ", timespec=timespec)[:-6] + " " + t.isoformat()[-6:]
+
+
 def parse_iso_ns(text: str) -> int:
     """RFC 3339 (UTC when it carries no offset) → integer nanoseconds."""
     t = dt.datetime.fromisoformat(text)
@@ -108,9 +113,9 @@ class LocalCalendar:
         return (d - EPOCH_DATE).days
 
     def local_text(self, ts_ns: int) -> str:
-        """A time as a dispatcher reads it: local wall clock, minutes."""
-        t = dt.datetime.fromtimestamp(int(ts_ns) / NS, self.zone)
-        return t.strftime("%Y-%m-%d %H:%M")
+        """A time as a dispatcher reads it: local wall clock to the minute, with its UTC offset (a person must never
+        have to guess the zone: '2026-09-05 12:00 +08:00')."""
+        return zoned_text(dt.datetime.fromtimestamp(int(ts_ns) / NS, self.zone), "minutes")
 
     def local_date(self, ts_ns: int) -> str:
         return dt.datetime.fromtimestamp(int(ts_ns) / NS, self.zone).date().isoformat()

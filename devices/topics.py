@@ -1,4 +1,4 @@
-"""MQTT topic layout of CONTRACT.md §5 and §8: build and parse, with a configurable first level."""
+"""MQTT topic layout (docs/FORMATS.md): build and parse, with a configurable first level."""
 
 from __future__ import annotations
 

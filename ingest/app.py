@@ -3,6 +3,7 @@ demo. Nothing else wires sources, sinks, detectors and dispatch together."""
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import logging
 import signal
@@ -11,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from devices.batch import Batch
 from devices.registry import Registry
+from devices.time import zoned_text
 from devices.topics import TopicLayout
 from ingest.config import ConfigError, Settings
 from ingest.dispatch import Dispatcher
@@ -28,9 +31,22 @@ from ingest.sources.mqtt import MqttSource, open_mqtt_source
 log = logging.getLogger("cistern")
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+class ZonedFormatter(logging.Formatter):
+    """Log lines stamped on the utility's clock with the offset shown ('2026-09-05 12:00:03.125 +08:00'), the same
+    clock the alert summaries read in: a person never has to guess which zone a line is in."""
+
+    def __init__(self, timezone: str):
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.zone = ZoneInfo(timezone)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return zoned_text(dt.datetime.fromtimestamp(record.created, self.zone), "milliseconds")
+
+
+def setup_logging(level: str, timezone: str = "Asia/Shanghai") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ZonedFormatter(timezone))
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler])
     # influxdb-client and urllib3 are chatty at INFO and may echo request details.
     for noisy in ("influxdb_client", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -28,6 +28,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 TOOLS = {
     "simulate": ("ingest.tools.simulate", "generate a city's traffic with labelled incidents and decoys"),
     "evaluate": ("ingest.tools.evaluate", "precision, recall, F1 and delay of alerts against labels"),
+    "accounts": ("ingest.tools.accounts", "broker accounts for every meter and pump room in the registry, in bulk"),
     "ack": ("ingest.tools.ack", "record dispatch's acknowledgement of an alert (stops reminders)"),
     "cases": ("ingest.tools.cases", "the open cases with their deadlines and lights"),
     "demo": ("ingest.tools.demo", "one command: broker, database, simulator, service, alerts, report"),
@@ -58,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ingest.app import Service, setup_logging
 
     s = load_settings(args)
-    setup_logging(s.log_level)
+    setup_logging(s.log_level, s.timezone)
     Service.build(s).run()
     return EXIT_OK
 
@@ -85,7 +86,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from ingest.app import replay, setup_logging
 
     s = load_settings(args)
-    setup_logging(s.log_level)
+    setup_logging(s.log_level, s.timezone)
     capture = Path(args.capture)
     if not capture.is_file():
         raise UsageError(f"capture file {capture} not found")
@@ -111,7 +112,7 @@ def cmd_reingest(args: argparse.Namespace) -> int:
     from ingest.tools.reingest import reingest
 
     s = load_settings(args)
-    setup_logging(s.log_level)
+    setup_logging(s.log_level, s.timezone)
     registry = load_registry(s)
     writer = make_writer(s)
     try:

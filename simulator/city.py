@@ -186,7 +186,7 @@ def build_city(cfg: SimConfig) -> City:
 
 
 def write_registry(city: City, folder: Path) -> None:
-    """The four CSV files of CONTRACT §4, in a fixed row order."""
+    """The four CSV files of the registry (docs/FORMATS.md), in a fixed row order."""
     folder.mkdir(parents=True, exist_ok=True)
 
     def write(name: str, header: list[str], rows: list[list]) -> None:

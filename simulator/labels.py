@@ -1,4 +1,4 @@
-"""labels.jsonl (CONTRACT §9): every injected incident and decoy, with start and end read off the traffic itself."""
+"""labels.jsonl (docs/FORMATS.md): every injected incident and decoy, with start and end read off the traffic itself."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The city's MQTT traffic: when each device publishes what, and the capture file (CONTRACT §7) in publish order.
+"""The city's MQTT traffic: when each device publishes what, and the capture file (docs/FORMATS.md) in publish order.
 
 Meter uploads are a table (meter, publish time, first and last reading hour) built with numpy; silences
 (blocking, dead batteries, cell outages, lost packets) edit that table; serialization runs in publish-time

@@ -150,7 +150,7 @@ class DispatchSettings(BaseModel):
     disinfection_interval_months: int = Field(6, ge=1, le=24,
                                               description="due date fallback for due-soon events with no due_date "
                                                           "(follows CISTERN_DISINFECTION_INTERVAL_MONTHS when unset)")
-    webhook_format: Literal["json", "cap"] = Field("json", description="webhook body: json (CONTRACT §8) or cap "
+    webhook_format: Literal["json", "cap"] = Field("json", description="webhook body: json (docs/FORMATS.md) or cap "
                                                                        "(OASIS CAP 1.2 XML)")
     webhook_timeout_s: float = Field(10.0, gt=0, le=300, description="one webhook request's timeout")
     retry_first_s: float = Field(1.0, gt=0, description="first retry delay of a refused delivery")

@@ -1,4 +1,4 @@
-"""InfluxDB line protocol for whole batches (CONTRACT.md §6): each device's escaped measurement and tags are
+"""InfluxDB line protocol for whole batches (docs/FORMATS.md): each device's escaped measurement and tags are
 computed once, and each table is formatted in one pass of compiled f-strings over its numpy columns.
 """
 
@@ -309,7 +309,7 @@ def _flatten(fields: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 class LineEncoder:
-    """Turns batches and alert events into line protocol, with the registry's tags (CONTRACT.md §6)."""
+    """Turns batches and alert events into line protocol, with the registry's tags (docs/FORMATS.md)."""
 
     def __init__(self, registry: Registry):
         self.registry = registry

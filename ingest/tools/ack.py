@@ -22,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     s = load_settings(args)
+    if args.list and not (s.state_dir / DB_NAME).is_file():
+        # nothing raised here yet: an empty list (scripts read stdout), and a word for the person on stderr
+        print(f"cistern ack: no open cases in {s.state_dir} (no alert has been raised there yet)", file=sys.stderr)
+        return 0
     if not (s.state_dir / DB_NAME).is_file():
         print(f"cistern ack: no dispatch state in {s.state_dir} (CISTERN_STATE_DIR / --state-dir): "
               "no alert has been raised there", file=sys.stderr)

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from devices.alerts import AlertEvent
+from devices.time import LocalCalendar
 from ingest.tools.servers import INGEST_USER, ServerUnavailable, start_influx_v1, start_mosquitto
 
 log = logging.getLogger("cistern.demo")
@@ -25,6 +26,7 @@ log = logging.getLogger("cistern.demo")
 # bypasses start; about 200,000 messages, which this machine publishes through MQTT in a minute or two.
 DEFAULT_METERS = 400
 DEFAULT_DAYS = 45
+DEMO_TIMEZONE = "Asia/Shanghai"  # the simulated city's clock: every time the demo shows is on it, offset shown
 STALL_S = 30.0  # no message for this long after the publisher finished: stop waiting for the rest
 
 
@@ -92,15 +94,16 @@ def _publish_worker(capture: str, pub_ns, device_class, url: str, speed: float) 
 
 
 SIM_USER = "cistern-sim"  # the simulator publishes for every device, so the demo gives it one account for all
-SIM_ACL = f"# cistern demo: the simulator speaks for every device\nuser {SIM_USER}\ntopic write water/+/meter/#\n" \
-          f"topic write water/+/pumproom/#\n"
+SIM_ACL = f"# cistern demo: the simulator speaks for every device (never into the alerts tree)\nuser {SIM_USER}\n" \
+          f"topic deny water/alerts/#\ntopic write water/+/meter/#\ntopic write water/+/pumproom/#\n"
 
 
 class _Alerts:
     """Each raised or escalated case on the console as it goes out, counted by kind."""
 
-    def __init__(self, console: _Console):
+    def __init__(self, console: _Console, calendar: LocalCalendar):
         self.console = console
+        self.calendar = calendar  # the utility's clock, the one the summaries read in
         self.raised: Counter[str] = Counter()
 
     def __call__(self, events: list[AlertEvent]) -> None:
@@ -110,8 +113,8 @@ class _Alerts:
             if e.event == "raised":
                 self.raised[e.kind] += 1
             mark = "!" if e.event == "escalated" else "▲"
-            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.detected_at_ns / 1e9))
-            self.console.say(f"  [{when} UTC] {mark} {e.kind:<22} {e.summary}")
+            when = self.calendar.local_text(e.detected_at_ns)
+            self.console.say(f"  [{when}] {mark} {e.kind:<22} {e.summary}")
 
 
 def _start_broker(stack: contextlib.ExitStack):
@@ -176,8 +179,10 @@ def _clean_out(out: Path) -> None:
 
 def _log_to_file(out: Path) -> logging.Handler:
     """The service's own log (health lines, every alert) goes to a file; the console shows the story."""
+    from ingest.app import ZonedFormatter
+
     handler = logging.FileHandler(out / "cistern.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(ZonedFormatter(DEMO_TIMEZONE))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -215,7 +220,7 @@ class _Run:
         # make every meter look silent. live=False gives exactly that (a tick at each batch's newest reading).
         # Small batches keep each one to a few hours of city time even when the publisher runs far ahead, so the
         # clock ticks often enough to see a cell go quiet for hours.
-        self.settings = Settings(registry=out / "sim" / "registry", state_dir=out / "state",
+        self.settings = Settings(registry=out / "sim" / "registry", state_dir=out / "state", timezone=DEMO_TIMEZONE,
                                  alerts_file=out / "alerts.jsonl", mqtt_client_id="cistern-demo-ingest",
                                  batch_max_messages=1000, health_interval_s=10.0)
         from devices.registry import Registry
@@ -225,7 +230,8 @@ class _Run:
         self.source = mqtt_source(self.settings, TopicLayout("water"), url=broker.url(INGEST_USER),
                                   max_buffered=40_000)
         self.dispatcher = make_dispatcher(self.registry, self.settings, self.settings.state_dir, resume=False)
-        self.alerts = _Alerts(console)
+        self.calendar = LocalCalendar(DEMO_TIMEZONE)
+        self.alerts = _Alerts(console, self.calendar)
         self.pipeline = make_pipeline(self.registry, self.settings, self.source, writer=writer,
                                       dispatcher=self.dispatcher, live=False, checkpoint_interval_s=float("inf"),
                                       restore=False, on_alerts=self.alerts)
@@ -276,7 +282,7 @@ def _watch(run: _Run, publisher, total: int, console: _Console) -> None:
         if st.received != last_seen:
             last_seen, last_change = st.received, time.monotonic()
         wm = run.pipeline.watermark_ns
-        clock = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(wm / 1e9)) if wm else "-"
+        clock = run.calendar.local_text(wm) if wm else "-"
         console.status(f"  received {st.received:,}/{total:,} ({100 * st.received / max(total, 1):.0f} %) · "
                        f"city clock {clock} · stored {st.written:,} points · "
                        f"{sum(run.alerts.raised.values())} incidents · {time.monotonic() - t_pub:.0f} s")

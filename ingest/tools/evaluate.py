@@ -1,4 +1,4 @@
-"""`cistern evaluate`: score alert events against simulator labels by the matching rule of CONTRACT §9."""
+"""`cistern evaluate`: score alert events against simulator labels by the matching rule of docs/FORMATS.md."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ def format_table(result: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--alerts", required=True, type=Path, help="alert events, JSON lines (CONTRACT §8)")
+    parser.add_argument("--alerts", required=True, type=Path, help="alert events, JSON lines (docs/FORMATS.md)")
     parser.add_argument("--labels", required=True, type=Path, help="labels.jsonl written by `cistern simulate`")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
 

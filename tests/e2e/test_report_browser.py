@@ -173,7 +173,7 @@ def test_report_without_capture_still_has_every_section(tmp_path):
 
 
 def test_report_draws_the_same_examples_from_a_capture_with_other_spacing(report, tmp_path):
-    """CONTRACT §7 fixes the keys, not the spacing or their order: a capture re-written by another tool works."""
+    """A capture file's format fixes the keys, not the spacing or their order: a capture re-written by another tool works."""
     import json
 
     work = report.parent.parent

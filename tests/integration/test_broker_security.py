@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import ssl
-import subprocess
 import threading
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -170,18 +167,3 @@ def test_queued_readings_survive_a_broker_restart(mosquitto_private):
     got = again.received(50)
     assert [p for _, p in got] == [f"r{i}".encode() for i in range(50)]
     again.close()
-
-
-def test_the_deploy_script_adds_a_device_account(broker):
-    assert broker.folder is not None
-    script = Path(__file__).resolve().parents[2] / "deploy" / "add-device-account"
-    env = {**os.environ, "CISTERN_DEVICE_PASSWORD": "fresh-pw-1"}
-    r = subprocess.run([str(script), "M000888", "--password-file", str(broker.folder / "passwd")], env=env,
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-    broker.reload()
-    c = Conn(broker, "M000888", "fresh-pw-1")
-    assert c.accepted
-    c.close()
-    bad = subprocess.run([str(script), "M+#"], env=env, capture_output=True, text=True, timeout=30)
-    assert bad.returncode == 2 and "may contain only" in bad.stderr

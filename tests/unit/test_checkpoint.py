@@ -2,7 +2,7 @@
 counts changed; a file of the first release is migrated, one of a newer Cistern refused with what to do.
 
 tests/data/checkpoint-v1.npz was written by the first release's own code (commit e4766d8, Cistern 0.1.0): the
-registry of tests/helpers.py, 48 hourly readings of each meter from 2026-11-22T00:00Z (M000002 silent from hour 30),
+registry of tests/helpers.py, 48 hourly readings of each meter from 2026-11-22T08:00Z (M000002 silent from hour 30),
 meter i's register at 100 + 50 i + 0.02 h m3.
 """
 

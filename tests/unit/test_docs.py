@@ -18,3 +18,27 @@ def test_every_setting_is_documented_in_the_reference():
     doc = (ROOT / "docs" / "OPERATIONS.md").read_text()
     missing = [env_name(n) for n in all_settings() if env_name(n) not in doc]
     assert missing == []
+
+
+def _user_docs() -> dict[str, str]:
+    return {p.relative_to(ROOT).as_posix(): p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]}
+
+
+def test_the_docs_point_to_nothing_outside_the_repository():
+    """Users have the repository, not the project's design notes: no CONTRACT/DOMAIN references, and every
+    relative link lands on a file that exists."""
+    import re
+
+    for name, text in _user_docs().items():
+        assert not re.search(r"CONTRACT|DOMAIN\.md|\.\./shared", text), name
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+            assert ((ROOT / name).parent / target).exists(), f"{name} links to {target}, which is not there"
+
+
+def test_formats_names_every_alert_kind_and_the_readme_links_it():
+    from detectors import DETECTORS
+
+    formats = (ROOT / "docs" / "FORMATS.md").read_text()
+    missing = [k for cls in DETECTORS.values() for k in cls.kinds if f"`{k}`" not in formats]
+    assert missing == [], "docs/FORMATS.md does not list these alert kinds"
+    assert "FORMATS.md" in (ROOT / "README.md").read_text()

@@ -1,4 +1,4 @@
-"""`cistern evaluate`: the CONTRACT §9 matching rule on hand-made alert and label files."""
+"""`cistern evaluate`: the matching rule of docs/FORMATS.md on hand-made alert and label files."""
 
 from __future__ import annotations
 

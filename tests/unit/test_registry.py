@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from devices.registry import Registry, RegistryError
-from tests.helpers import BUILDINGS, METERS, TANKS, write_registry
+from tests.helpers import BUILDINGS, METERS, ROOMS, TANKS, write_registry
 
 
 def test_loads_dense_indexes_and_links(tmp_path):
@@ -132,3 +132,19 @@ def test_a_semicolon_separated_file_gets_a_hint(tmp_path):
     with pytest.raises(RegistryError, match="separated by semicolons: registry files are comma-separated") as e:
         Registry.load(write_registry(tmp_path, tanks=TANKS.replace(",", ";")))
     assert (e.value.file, e.value.line) == ("tanks.csv", 1)
+
+
+@pytest.mark.parametrize("files,where,why", [
+    ({"meters": METERS.replace("M000002,d01", "M 0002,d01")}, ("meters.csv", 3, "meter_id"), "MQTT topic level"),
+    ({"meters": METERS.replace("M000002,d01", "M+2,d01")}, ("meters.csv", 3, "meter_id"), "letters, digits"),
+    ({"meters": METERS.replace("M000002,d01", "M000002,alerts")}, ("meters.csv", 3, "district"), "reserved"),
+    ({"meters": METERS.replace("M000002,d01", "M000002,d/1")}, ("meters.csv", 3, "district"), "one MQTT topic"),
+    ({"meters": METERS.replace("M000002,d01", "M000002,$SYS")}, ("meters.csv", 3, "district"), r"starting with \$"),
+    ({"pump_rooms": ROOMS.replace("P0001,d01", "P0001,#")}, ("pump_rooms.csv", 2, "district"), r"no / \+ #"),
+    ({"pump_rooms": ROOMS.replace("P0001,d01", "M000003,d01"), "buildings": BUILDINGS.replace(",P0001,", ",,"),
+      "tanks": TANKS.replace(",P0001,", ",M000003,")}, ("pump_rooms.csv", 2, "room_id"), "also a meter id"),
+])
+def test_ids_and_districts_must_be_usable_as_topic_levels_and_accounts(tmp_path, files, where, why):
+    with pytest.raises(RegistryError, match=why) as e:
+        Registry.load(write_registry(tmp_path, **files))
+    assert (e.value.file, e.value.line, e.value.column) == where

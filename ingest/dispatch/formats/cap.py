@@ -83,7 +83,7 @@ def _describe(alert: dict[str, Any]) -> str:
 def render(alert: dict[str, Any], *, sequence: int, sender: str, sent: dt.datetime, references: str | None,
            language: str = "en-US", scope: str = "Restricted", restriction: str = "water utility dispatch",
            zone: dt.tzinfo = dt.UTC) -> tuple[bytes, str]:
-    """The CAP <alert> for one alert event dict (CONTRACT §8 shape); returns (XML bytes, CAP identifier)."""
+    """The CAP <alert> for one alert event dict (docs/FORMATS.md shape); returns (XML bytes, CAP identifier)."""
     ET.register_namespace("", CAP_NS)
     kind, event = alert["kind"], alert["event"]
     ident = identifier(sender, alert["alert_id"], sequence)

@@ -74,7 +74,7 @@ def _topics(capture: Path):
         for line in fh:
             if line.startswith(b'{"topic":"'):  # the simulator's compact form: no JSON parsing needed
                 parts = line[10:120].split(b"/", 5)
-            else:  # any other spacing or key order (CONTRACT §7 allows it)
+            else:  # any other spacing or key order (capture files allow it)
                 try:
                     topic = orjson.loads(line).get("topic")
                 except (orjson.JSONDecodeError, AttributeError):

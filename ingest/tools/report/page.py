@@ -413,7 +413,7 @@ class Report:
                     f"<td>{f(o['recall'])}</td><td>{f(o['f1'])}</td><td></td><td></td></tr>")
         unscored = ", ".join(f"{k} {n}" for k, n in self.scores.get("unscored", {}).items())
         note = ("<p>An alert matches a label of the same kind and subject when it starts within a day of the labelled "
-                "interval; each label matches one alert (CONTRACT §9). Decoy hits are false alarms on the "
+                "interval; each label matches one alert (docs/FORMATS.md). Decoy hits are false alarms on the "
                 "look-alikes the simulator planted (vacancies, rollovers, meter replacements, cell outages).</p>")
         if unscored:
             note += f"<p>Not scored (no labels for these kinds): {html.escape(unscored)}.</p>"
