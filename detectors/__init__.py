@@ -23,6 +23,7 @@ from devices.registry import Registry
 from .base import Board, Detector, LocalCalendar, MeterView, Params
 from .bypass_hourly import HourlyBypassDetector
 from .disinfection import DisinfectionDetector
+from .pump_rooms import IntrusionDetector, WaterQualityDetector
 from .reverse_flow import ReverseFlowDetector
 from .signal import SignalDetector
 
@@ -33,16 +34,20 @@ DETECTORS: dict[str, type[Detector]] = {
     # bypass: the building's hourly gap follows one household's hourly use (detectors/bypass_hourly.py)
     HourlyBypassDetector.name: HourlyBypassDetector,
     DisinfectionDetector.name: DisinfectionDetector,
+    # pump rooms: the tanks' water and sensors, then the door (which names the water-quality incidents raised
+    # during an opening, read off the board in the same batch)
+    WaterQualityDetector.name: WaterQualityDetector,
+    IntrusionDetector.name: IntrusionDetector,
 }
 
 __all__ = ["DETECTORS", "Board", "Detector", "DetectorSet", "LocalCalendar", "MeterView", "Params"]
 
-_ID_AXES = ("meter", "cell", "building", "tank")
+_ID_AXES = ("meter", "cell", "building", "tank", "room")
 
 
 def _ids(registry: Registry, axis: str) -> np.ndarray:
     src = {"meter": registry.meters.ids, "cell": registry.cell_ids, "building": registry.buildings.ids,
-           "tank": registry.tanks.ids}[axis]
+           "tank": registry.tanks.ids, "room": registry.rooms.ids}[axis]
     return np.asarray(src, dtype=str)
 
 
@@ -178,7 +183,7 @@ class DetectorSet:
             prefix = f"{n}."
             d.restore({k[len(prefix):]: v for k, v in blob.items() if k.startswith(prefix)}, remap or None)
         self.board.restore({k.removeprefix("_board."): v for k, v in blob.items() if k.startswith("_board.")},
-                           remap.get("meter") if remap else None)
+                           remap or None)
         if "_watermark" in blob:
             self.watermark = int(np.asarray(blob["_watermark"])[0])
         return changed

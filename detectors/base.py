@@ -21,7 +21,7 @@ __all__ = ["AXES", "DAY_NS", "HOUR_NS", "Board", "Detector", "LocalCalendar", "M
            "group_index", "param", "round_or_none", "unit_of"]
 
 # Axes a state array is indexed by; restore() remaps rows by device id along them.
-AXES = ("meter", "cell", "building", "tank", "scalar")
+AXES = ("meter", "cell", "building", "tank", "room", "scalar")
 
 
 class Params(BaseModel):
@@ -43,23 +43,41 @@ def unit_of(field: Any) -> str | None:
 
 
 class Board:
-    """Which meters have an open incident of which kind, as the detectors raised and cleared them (read-only to
-    the detectors: the DetectorSet writes it). Lets one detector stay quiet on a meter another already explains:
-    a meter with an open reverse_flow is not also a bypass."""
+    """Open incidents as the detectors raised and cleared them (read-only to the detectors: the DetectorSet writes
+    it). Lets one detector stay quiet on a meter another already explains (a meter with an open reverse_flow is not
+    also a bypass), and lets pump-room incidents name each other: for tanks and pump rooms it keeps the latest
+    incident of each kind (its start, when it was raised, when it was cleared), from which its alert_id follows."""
+
+    SUBJECTS = ("tank", "pump_room")
 
     def __init__(self, registry: Registry):
         self.registry = registry
         self._open: dict[str, np.ndarray] = {}
+        self._latest: dict[str, np.ndarray] = {}  # "tank:<kind>" / "pump_room:<kind>" -> (n, 3) int64
 
     def open_mask(self, kind: str) -> np.ndarray:
         """True for each meter (registry index) with an open incident of `kind`."""
         m = self._open.get(kind)
         return m if m is not None else np.zeros(len(self.registry.meters), dtype=bool)
 
+    def _size(self, subject_type: str) -> int:
+        return len(self.registry.tanks) if subject_type == "tank" else len(self.registry.rooms)
+
+    def latest(self, kind: str, subject_type: str) -> np.ndarray:
+        """(n, 3) int64 per tank or pump room (registry index): start_ns, raised_ns (detected_at of the raise) and
+        cleared_ns (0 while open) of its latest incident of `kind`; all 0 where it never had one."""
+        m = self._latest.get(f"{subject_type}:{kind}")
+        return m if m is not None else np.zeros((self._size(subject_type), 3), dtype=np.int64)
+
     def note(self, events: Sequence[AlertEvent]) -> None:
         index = self.registry.meters.index
         for e in events:
-            if e.subject_type != "meter" or e.event not in ("raised", "cleared"):
+            if e.event not in ("raised", "cleared"):
+                continue
+            if e.subject_type in self.SUBJECTS:
+                self._note_latest(e)
+                continue
+            if e.subject_type != "meter":
                 continue
             i = index.get(e.subject_id)
             if i is None:
@@ -67,21 +85,45 @@ class Board:
             mask = self._open.setdefault(e.kind, np.zeros(len(self.registry.meters), dtype=bool))
             mask[i] = e.event == "raised"
 
-    def state(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self._open.items()}
+    def _note_latest(self, e: AlertEvent) -> None:
+        reg = self.registry
+        i = (reg.tanks.index if e.subject_type == "tank" else reg.rooms.index).get(e.subject_id)
+        if i is None:
+            return
+        key = f"{e.subject_type}:{e.kind}"
+        rows = self._latest.get(key)
+        if rows is None:
+            rows = self._latest[key] = np.zeros((self._size(e.subject_type), 3), dtype=np.int64)
+        if e.event == "raised":
+            rows[i] = (e.start_ns, e.detected_at_ns, 0)
+        elif rows[i, 1]:
+            rows[i, 2] = e.detected_at_ns
 
-    def restore(self, blob: dict[str, np.ndarray], remap: tuple[np.ndarray, np.ndarray] | None) -> None:
-        n = len(self.registry.meters)
-        for kind, old in blob.items():
-            old = np.asarray(old, dtype=bool)
-            fresh = np.zeros(n, dtype=bool)
-            if remap is None:
-                if old.shape != (n,):
-                    raise ValueError(f"checkpoint board.{kind} has shape {old.shape}, expected {(n,)}")
+    def state(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in (self._open | self._latest).items()}
+
+    def restore(self, blob: dict[str, np.ndarray], remap: dict[str, tuple[np.ndarray, np.ndarray]] | None) -> None:
+        """`remap[axis] = (new_rows, old_rows)` for the axes whose devices changed (meter, tank, room)."""
+        for key, old in blob.items():
+            subject, _, kind = key.rpartition(":")
+            if subject:
+                axis = "room" if subject == "pump_room" else subject
+                fresh = np.zeros((self._size(subject), 3), dtype=np.int64)
+                old = np.asarray(old, dtype=np.int64).reshape(-1, 3)
+                target = self._latest
+            else:
+                axis = "meter"
+                fresh = np.zeros(len(self.registry.meters), dtype=bool)
+                old = np.asarray(old, dtype=bool)
+                target = self._open
+            rows = remap.get(axis) if remap else None
+            if rows is None:
+                if old.shape != fresh.shape:
+                    raise ValueError(f"checkpoint board.{key} has shape {old.shape}, expected {fresh.shape}")
                 fresh[:] = old
             else:
-                fresh[remap[0]] = old[remap[1]]
-            self._open[kind] = fresh
+                fresh[rows[0]] = old[rows[1]]
+            target[key] = fresh
 
 
 class MeterView:

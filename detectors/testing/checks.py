@@ -14,11 +14,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from devices.batch import Batch
+from devices.batch import NS, Batch
 from devices.registry import Registry
 
 from ..base import Detector, unit_of
-from .town import Town, run
+from .town import HOUR, Town, run
 
 
 def busy_town(seed: int = 3, incidents: bool = True) -> Town:
@@ -39,6 +39,17 @@ def busy_town(seed: int = 3, incidents: bool = True) -> Town:
         t.vacancy(int(hh[30]), t.t(8))
         t.disinfect(1, t.t(5), True)
         t.disinfect(2, t.t(6), False)
+        # pump rooms: P000 reports every 15 minutes (tanks 0, 1), P001 every 5 (tanks 2, 3); t(d) is local midnight
+        h = HOUR
+        t.water(0, "free_chlorine_mg_l", t.t(3.3), t.t(3.3) + 3 * h, 0.02)
+        t.water(3, "turbidity_ntu", t.t(4.2), t.t(4.2) + 2 * h, 2.5)
+        t.water(2, "ph", t.t(9.5), t.t(9.5) + 5 * h, 9.2)
+        t.intrusion(1, t.t(7.1), t.t(7.1) + 3 * h, chlorine_to=0.01)  # at night, the tank tampered with
+        t.intrusion(0, t.t(10.5), t.t(10.5) + 20 * 60 * NS)
+        t.visit(0, t.t(11.4), t.t(11.4) + 2 * h)
+        t.disinfect(3, t.t(12.4), True, chlorine_peak=3.5, record_late_h=2)
+        t.stuck(1, "ph", t.t(13), t.t(14.2))
+        t.spike(3, "turbidity_ntu", t.t(15.3), 4.0)
     return t.build()
 
 
@@ -68,12 +79,16 @@ def check_quiet_on_clean_traffic(name: str, town: Town | None = None) -> None:
 
 
 def _split(batch: Batch, rng: np.random.Generator, pieces: int) -> list[Batch]:
-    """The same readings cut into smaller batches, each meter's readings still in time order across them."""
+    """The same readings cut into smaller batches, each device's readings still in time order across them (rows
+    shuffled within a piece); a pump room's telemetry goes with the meter readings of its time."""
     m = batch.meters.take(np.argsort(batch.meters.ts_ns, kind="stable"))
     cuts = np.sort(rng.integers(0, len(m) + 1, pieces - 1))
     parts = np.split(np.arange(len(m)), cuts)
-    t_cut = np.array_split(rng.permutation(len(batch.tanks)), pieces)
-    return [Batch(meters=m.take(rng.permutation(idx)), tanks=batch.tanks.take(t_cut[k]),
+    edge = np.append(m.ts_ns, np.iinfo(np.int64).max)[cuts]
+    tables = {name: getattr(batch, name) for name in ("tanks", "rooms", "pumps")}
+    piece = {name: np.searchsorted(edge, t.ts_ns, side="right") for name, t in tables.items()}
+    return [Batch(meters=m.take(rng.permutation(idx)),
+                  **{name: t.take(rng.permutation(np.flatnonzero(piece[name] == k))) for name, t in tables.items()},
                   events=batch.events if k == 0 else []) for k, idx in enumerate(parts)]
 
 
@@ -154,10 +169,10 @@ def _columns(reg: Registry) -> tuple[dict, dict, dict, dict]:
     return meters, buildings, rooms, tanks
 
 
-def _permuted(reg: Registry, rng: np.random.Generator, grow: bool = False) -> tuple[Registry, np.ndarray, np.ndarray]:
-    """The registry with its meters, buildings and tanks in another order (and with `grow`, a new building of
-    three meters that never report, in a cell of its own and in an existing one, and a new tank, placed among the
-    old rows); returns it with the old -> new meter and tank index maps."""
+def _permuted(reg: Registry, rng: np.random.Generator, grow: bool = False) -> tuple[Registry, dict[str, np.ndarray]]:
+    """The registry with its meters, buildings, pump rooms and tanks in another order (and with `grow`, a new
+    building of three meters that never report, in a cell of its own and in an existing one, a new pump room and a
+    new tank, placed among the old rows); returns it with the old -> new meter, room and tank index maps."""
     meters, buildings, rooms, tanks = _columns(reg)
     if grow:
         cell = meters["cell_id"][-1]
@@ -172,31 +187,41 @@ def _permuted(reg: Registry, rng: np.random.Generator, grow: bool = False) -> tu
         for col, v in (("building_id", "BNEW"), ("district", "d01"), ("address", "1 New Street"),
                        ("pump_room_id", rooms["room_id"][0]), ("master_meter_id", "MNEW0")):
             buildings[col].append(v)
+        for col, v in (("room_id", "PNEW"), ("district", "d01"), ("address", "1 New Street"),
+                       ("maintenance_unit", "Unit N"), ("supervisor_unit", "District water office")):
+            rooms[col].append(v)
         for col, v in (("tank_id", "TNEW"), ("room_id", rooms["room_id"][0]), ("capacity_m3", 20.0),
                        ("last_disinfected", max(tanks["last_disinfected"]))):
             tanks[col].append(v)
-    n_m, n_t = len(reg.meters), len(reg.tanks)
-    pm, pt = rng.permutation(len(meters["meter_id"])), rng.permutation(len(tanks["tank_id"]))
+    n = {"meter": len(reg.meters), "tank": len(reg.tanks), "room": len(reg.rooms)}
+    perm = {"meter": rng.permutation(len(meters["meter_id"])), "tank": rng.permutation(len(tanks["tank_id"])),
+            "room": rng.permutation(len(rooms["room_id"]))}
     pb = rng.permutation(len(buildings["building_id"]))
-    meters = {k: [v[i] for i in pm] for k, v in meters.items()}
+    meters = {k: [v[i] for i in perm["meter"]] for k, v in meters.items()}
     buildings = {k: [v[i] for i in pb] for k, v in buildings.items()}
-    tanks = {k: [v[i] for i in pt] for k, v in tanks.items()}
-    meter_map = np.empty(len(pm), dtype=np.int32)
-    meter_map[pm] = np.arange(len(pm))
-    tank_map = np.empty(len(pt), dtype=np.int32)
-    tank_map[pt] = np.arange(len(pt))
-    return Registry.from_columns(meters, buildings, rooms, tanks), meter_map[:n_m], tank_map[:n_t]
+    rooms = {k: [v[i] for i in perm["room"]] for k, v in rooms.items()}
+    tanks = {k: [v[i] for i in perm["tank"]] for k, v in tanks.items()}
+    maps = {}
+    for name, p in perm.items():
+        where = np.empty(len(p), dtype=np.int32)
+        where[p] = np.arange(len(p))
+        maps[name] = where[:n[name]]
+    return Registry.from_columns(meters, buildings, rooms, tanks), maps
 
 
-def _mapped(batch: Batch, meter_map: np.ndarray, tank_map: np.ndarray) -> Batch:
-    """The batch with its meter and tank indexes in another registry's order."""
+def _mapped(batch: Batch, maps: dict[str, np.ndarray]) -> Batch:
+    """The batch with its meter, pump room and tank indexes in another registry's order."""
     meters = batch.meters.take(np.arange(len(batch.meters)))
-    meters.meter = meter_map[meters.meter]
+    meters.meter = maps["meter"][meters.meter]
     tanks = batch.tanks.take(np.arange(len(batch.tanks)))
-    tanks.tank = tank_map[tanks.tank]
-    evs = [type(e)(e.device, int(meter_map[e.index]) if e.device == "meter" else e.index, e.device_id,
+    tanks.tank = maps["tank"][tanks.tank]
+    rooms = batch.rooms.take(np.arange(len(batch.rooms)))
+    rooms.room = maps["room"][rooms.room]
+    pumps = batch.pumps.take(np.arange(len(batch.pumps)))
+    pumps.room = maps["room"][pumps.room]
+    evs = [type(e)(e.device, int(maps["meter" if e.device == "meter" else "room"][e.index]), e.device_id,
                    e.district, e.ts_ns, e.type, e.fields) for e in batch.events]
-    return Batch(meters=meters, tanks=tanks, events=evs)
+    return Batch(meters=meters, tanks=tanks, rooms=rooms, pumps=pumps, events=evs)
 
 
 def _as_set(evs: list) -> list:
@@ -206,11 +231,11 @@ def _as_set(evs: list) -> list:
 def check_device_order_invariance(name: str, town: Town | None = None) -> None:
     town = town or busy_town()
     straight = run(_set(name, town.registry), town)
-    reg, meter_map, tank_map = _permuted(town.registry, np.random.default_rng(9))
+    reg, maps = _permuted(town.registry, np.random.default_rng(9))
     ds = _set(name, reg)
     events: list = []
     for batch, wm in town.chunks():
-        events += ds.update(_mapped(batch, meter_map, tank_map))
+        events += ds.update(_mapped(batch, maps))
         events += ds.tick(wm)
     events += ds.tick(town.end_ns())
     assert _as_set(events) == _as_set(straight), f"{name}: another order of the registry, other incidents"
@@ -223,12 +248,12 @@ def check_state_follows_device_ids(name: str, town: Town | None = None) -> None:
     id to its new row."""
     town = town or busy_town()
     straight = run(_set(name, town.registry), town)
-    grown, meter_map, tank_map = _permuted(town.registry, np.random.default_rng(4), grow=True)
+    grown, maps = _permuted(town.registry, np.random.default_rng(4), grow=True)
     ds = _set(name, town.registry)
     events: list = []
     for k, (batch, wm) in enumerate(town.chunks()):
         on_grown = k % 2 == 1
-        events += ds.update(_mapped(batch, meter_map, tank_map) if on_grown else batch)
+        events += ds.update(_mapped(batch, maps) if on_grown else batch)
         events += ds.tick(wm)
         buf = io.BytesIO()
         np.savez(buf, **ds.state())

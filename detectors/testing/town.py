@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from devices.alerts import AlertEvent, iso_utc
-from devices.batch import NS, Batch, DeviceEvent, MeterReadings, TankReadings
+from devices.batch import NS, Batch, DeviceEvent, MeterReadings
 from devices.registry import Registry
+
+from .rooms import RoomPlan, build_rooms
 
 HOUR = 3600 * NS
 DAY = 24 * HOUR
@@ -37,7 +39,8 @@ class Plan:
     leak: dict[int, tuple[int, float]] = field(default_factory=dict)  # building -> (from, m3/h)
     chance_fit: dict[int, tuple[int, float, bool]] = field(default_factory=dict)  # household -> (day, beta, falls)
     burst: dict[int, tuple[int, float]] = field(default_factory=dict)  # household -> (hour, m3 used in it)
-    disinfections: list[tuple[int, int, bool]] = field(default_factory=list)  # (tank, when, drawdown?)
+    disinfections: list[tuple[int, int, int]] = field(default_factory=list)  # (tank, refilled at, record at)
+    rooms: RoomPlan = field(default_factory=RoomPlan)
 
 
 class Town:
@@ -45,15 +48,18 @@ class Town:
 
     def __init__(self, seed: int = 0, buildings: int = 4, households: int = 8, days: int = 20, cells: int = 3,
                  start_ns: int = T0, overdue_tanks: int = 0, hourly_every: int = 3,
-                 upload_hours: tuple[int, int] = (0, 24), masters_in_cell: bool = True):
+                 upload_hours: tuple[int, int] = (0, 24), masters_in_cell: bool = True,
+                 room_intervals: tuple[int, ...] = (900, 300)):
         """`hourly_every`: every k-th household of a building reports hourly, the rest daily (0: all daily);
         `upload_hours`: the UTC hours within which each daily meter has its own upload time; `masters_in_cell`:
-        the master meters report over the NB-IoT cell too (otherwise wired, as in the simulated city)."""
+        the master meters report over the NB-IoT cell too (otherwise wired, as in the simulated city);
+        `room_intervals`: the pump rooms' reporting intervals in seconds, cycled over the rooms."""
         self.rng = np.random.default_rng(seed)
         self.upload_hours = upload_hours
         self.days = days
         self.start = start_ns
         self.plan = Plan()
+        self.plan.rooms.intervals = room_intervals
         self.labels: list[dict] = []
         rng = self.rng
         m: dict[str, list] = {k: [] for k in ("meter_id", "district", "building_id", "role", "customer_class",
@@ -193,8 +199,41 @@ class Town:
         mi = int(self.registry.buildings.master_meter[b])
         self.label("none", "meter", self.mid(mi), start, None, decoy="leak")
 
-    def disinfect(self, tank: int, when: int, drawdown: bool = True) -> None:
-        self.plan.disinfections.append((tank, when, drawdown))
+    def disinfect(self, tank: int, when: int, drawdown: bool = True, chlorine_peak: float | None = None,
+                  record_late_h: float = 0.0) -> None:
+        """Tank cleaned and refilled at `when` (drained for 6 hours before it when `drawdown`); its record is published
+        `record_late_h` later. With `chlorine_peak` the refilled water starts that high in chlorine (a look-alike)."""
+        self.plan.disinfections.append((tank, when, when + int(record_late_h * HOUR)))
+        if drawdown:
+            self.plan.rooms.drawdowns.append((tank, when))
+        if chlorine_peak is not None:
+            self.plan.rooms.peaks.append((tank, when, chlorine_peak))
+
+    # ------------------------------------------------------------------ pump rooms
+    def tank_id(self, tank: int) -> str:
+        return str(self.registry.tanks.ids[tank])
+
+    def water(self, tank: int, parameter: str, start: int, end: int, value: float) -> None:
+        """The tank's `parameter` (free_chlorine_mg_l, turbidity_ntu, ph) reads about `value` from start to end."""
+        self.plan.rooms.episodes.append((tank, parameter, start, end, value))
+
+    def intrusion(self, room: int, start: int, end: int, chlorine_to: float | None = None) -> None:
+        """The door open from start to end with no work order; with `chlorine_to` the room's first tank is tampered
+        with: its chlorine falls to that within an hour and stays there until the door closes."""
+        self.plan.rooms.openings.append((room, start, end, "", 0, ""))
+        if chlorine_to is not None:
+            tank = int(np.flatnonzero(self.registry.tanks.room == room)[0])
+            self.plan.rooms.tamper.append((tank, start, end, chlorine_to))
+
+    def visit(self, room: int, start: int, end: int, event_type: str = "maintenance", lead_min: float = 30) -> None:
+        """A crew's visit: its work-order event `lead_min` before the door opens (negative: after)."""
+        self.plan.rooms.openings.append((room, start, end, event_type, int(lead_min * 60), "maintenance_visit"))
+
+    def stuck(self, tank: int, parameter: str, start: int, end: int) -> None:
+        self.plan.rooms.stuck.append((tank, parameter, start, end))
+
+    def spike(self, tank: int, parameter: str, at: int, value: float) -> None:
+        self.plan.rooms.spikes.append((tank, parameter, at, value))
 
     # ------------------------------------------------------------------ traffic
     def build(self) -> Town:
@@ -375,27 +414,22 @@ class Town:
 
 
     def _pump_rooms(self) -> None:
-        """Tank levels every 15 minutes, drawn down for a real cleaning; disinfection and replacement records."""
+        """Pump-room telemetry (rooms.py), disinfection and replacement records."""
         reg, p = self.registry, self.plan
-        n_t = len(reg.tanks)
-        tq = self.start + np.arange(self.days * 96, dtype=np.int64) * 900 * NS
-        lvl = 2.5 + 0.4 * np.sin(np.arange(tq.size) / 96 * 2 * np.pi)[None, :] + np.zeros((n_t, 1))
-        events: list[tuple[int, DeviceEvent]] = []
-        for tank, when, draw in p.disinfections:
-            if draw:
-                k = (tq >= when - 6 * HOUR) & (tq < when)
-                lvl[tank, k] = 0.1
+        traffic = build_rooms(reg, p.rooms, self.start, self.days, int(self.rng.integers(1 << 30)))
+        events = list(traffic.events)
+        self.labels += traffic.labels
+        for tank, _when, record in p.disinfections:
             room = int(reg.tanks.room[tank])
-            events.append((when, DeviceEvent("pumproom", room, str(reg.rooms.ids[room]), "d01", when, "disinfection",
-                                             {"tank_id": str(reg.tanks.ids[tank]), "work_order": "WO-1"})))
+            events.append((record, DeviceEvent("pumproom", room, str(reg.rooms.ids[room]), "d01", record,
+                                               "disinfection", {"tank_id": self.tank_id(tank), "work_order": "WO-1"})))
         for i, (when, new) in p.replacements.items():
             late = p.record_late.get(i, 0)
             if late is None:
                 continue  # never recorded: to the detectors the register simply fell
             events.append((when + late * NS, DeviceEvent("meter", i, self.mid(i), "d01", when, "replacement",
                                                          {"register_m3": new, "work_order": "WO-2"})))
-        self.tank_rows = TankReadings.from_columns(
-            tank=np.repeat(np.arange(n_t), tq.size), ts_ns=np.tile(tq, n_t), level_m=lvl.ravel())
+        self.tank_rows, self.room_rows, self.pump_rows = traffic.tanks, traffic.rooms, traffic.pumps
         self.events = sorted(events, key=lambda x: x[0])
 
     def chunks(self, messages: int = 200, shuffle: bool = False, seed: int = 1) -> Iterator[tuple[Batch, int]]:
@@ -410,13 +444,16 @@ class Town:
             t_hi = int(self.msg_pub[b - 1]) if b < n_msg else self.start + self.days * DAY
             lo, hi = np.searchsorted(self.meter_msg, [a, b])
             idx = np.arange(lo, hi)
-            tk = np.flatnonzero((self.tank_rows.ts_ns > t_prev) & (self.tank_rows.ts_ns <= t_hi))
+            span = {name: np.flatnonzero((tab.ts_ns > t_prev) & (tab.ts_ns <= t_hi)) for name, tab in
+                    (("tanks", self.tank_rows), ("rooms", self.room_rows), ("pumps", self.pump_rows))}
             if shuffle:
                 idx = rng.permutation(idx)
-                tk = rng.permutation(tk)
+                span = {k: rng.permutation(v) for k, v in span.items()}
             ev = [e for t, e in self.events if t_prev < t <= t_hi]
             t_prev = t_hi
-            batch = Batch(meters=self.meter_rows.take(idx), tanks=self.tank_rows.take(tk), events=ev)
+            batch = Batch(meters=self.meter_rows.take(idx), tanks=self.tank_rows.take(span["tanks"]),
+                          rooms=self.room_rows.take(span["rooms"]), pumps=self.pump_rows.take(span["pumps"]),
+                          events=ev)
             top = batch.max_ts_ns()
             wm = max(wm, top if top is not None else 0)
             yield batch, wm

@@ -358,6 +358,22 @@ def test_cap_messages_carry_the_required_elements_and_reference_the_first(regist
     assert params["alert_id"] == raised["alert_id"] and float(params["loss_telemetry_m3"]) == 2.0
 
 
+def test_cap_names_water_quality_a_health_alert_and_an_intrusion_a_security_one():
+    sent = dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.UTC)
+    got = {}
+    for kind, subject in (("water_quality", "tank"), ("pump_room_intrusion", "pump_room"), ("sensor_fault", "tank")):
+        alert = {"alert_id": f"{kind}/X/1", "event": "raised", "kind": kind, "severity": "warning",
+                 "subject": {"type": subject, "id": "X"}, "district": "d01", "start": "2026-11-23T07:00:00Z",
+                 "detected_at": "2026-11-23T07:30:00Z", "summary": "s", "route": {"unit": "Unit 1"}, "evidence": {}}
+        info = ET.fromstring(cap.render(alert, sequence=1, sender="c", sent=sent, references=None, zone=TZ)[0]).find(
+            f"{CAP}info")
+        got[kind] = (info.find(f"{CAP}category").text, info.find(f"{CAP}event").text,
+                     info.find(f"{CAP}instruction").text)
+    assert got["water_quality"][0] == "Health" and "GB 5749" in got["water_quality"][1]
+    assert got["pump_room_intrusion"][0] == "Security" and "work order" in got["pump_room_intrusion"][1]
+    assert got["sensor_fault"][0] == "Infra" and "sensor" in got["sensor_fault"][2]
+
+
 def test_signature_is_hmac_sha256_of_the_raw_body():
     body = b'{"alert_id":"a"}'
     expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()

@@ -19,6 +19,9 @@ EVENT_TITLE = {
     "bypass": "Suspected bypass pipe around a water meter",
     "disinfection_overdue": "Water storage tank disinfection overdue",
     "disinfection_due_soon": "Water storage tank disinfection due soon",
+    "water_quality": "Storage tank water out of drinking-water limits (GB 5749-2022)",
+    "pump_room_intrusion": "Pump room door opened without a work order (suspected intrusion)",
+    "sensor_fault": "Storage tank water sensor stuck or reading the impossible",
 }
 INSTRUCTION = {
     "signal_blocking": "Send a crew to inspect the meter and its antenna for shielding or damage (Art. 43); "
@@ -29,8 +32,14 @@ INSTRUCTION = {
     "bypass": "Send a crew to inspect the supply pipe around the meter for a bypass (Art. 43).",
     "disinfection_overdue": "Clean and disinfect the tank, test the water and post the result (Art. 31).",
     "disinfection_due_soon": "Plan the tank's cleaning and disinfection before the due date (Art. 31).",
+    "water_quality": "Test the tank's water on site, restrict supply from it if the test confirms, find the cause "
+                     "(dosing, inlet, tank lining) and flush; post the result in the building (Art. 31).",
+    "pump_room_intrusion": "Send someone to the pump room now: check the door, the tanks and the dosing, and report "
+                           "whether anyone was authorised to be there.",
+    "sensor_fault": "Clean and recalibrate or replace the tank's sensor; test the water by hand until it is fixed.",
 }
-HEALTH_KINDS = ("disinfection_overdue", "disinfection_due_soon")
+HEALTH_KINDS = ("disinfection_overdue", "disinfection_due_soon", "water_quality")
+CATEGORY = {"pump_room_intrusion": "Security"}  # CAP 1.2 categories other than Health / Infra
 # CAP identifiers must not contain spaces, commas or the restricted characters < and &.
 _BAD_ID = str.maketrans({" ": "_", ",": "_", "<": "_", "&": "_"})
 
@@ -109,7 +118,7 @@ def render(alert: dict[str, Any], *, sequence: int, sender: str, sent: dt.dateti
 
     info = _sub(root, "info")
     _sub(info, "language", language)
-    _sub(info, "category", "Health" if kind in HEALTH_KINDS else "Infra")
+    _sub(info, "category", CATEGORY.get(kind, "Health" if kind in HEALTH_KINDS else "Infra"))
     _sub(info, "event", EVENT_TITLE.get(kind, kind.replace("_", " ")))
     if event == "cleared":
         _sub(info, "responseType", "AllClear")
