@@ -521,6 +521,8 @@ def test_the_half_year_report_matches_the_events(year, capsys):
     month = [r for r in ranking if r["month"] == "2026-03"]
     assert [(r["unit"], r["closed_on_time"], r["closed_late"]) for r in month][:3] == [
         ("d01 water service", "1", "0"), ("d02 water service", "0", "1"), ("d03 water service", "0", "1")]
+    june = {r["unit"]: r for r in ranking if r["month"] == "2026-06"}
+    assert june["Unit Never"]["overdue_at_month_end"] == "1"  # the overdue tank once, not its due-soon case too
     cases = _csv(tmp / "report" / "supervision-2026-H1-cases.csv")
     assert len(cases) == sum(w["cases"] for w in want["kinds"].values())
 

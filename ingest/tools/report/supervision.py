@@ -84,6 +84,7 @@ class CaseFacts:
     result: str
     escalations: list[tuple[int, int]]  # (level, at_ns)
     max_level: int
+    closed_ns: int | None  # when the case closed, resolved or not (a superseded due-soon case closes unresolved)
 
 
 def facts(inc: Incident, as_of_ns: int) -> CaseFacts:
@@ -99,7 +100,7 @@ def facts(inc: Incident, as_of_ns: int) -> CaseFacts:
                      outcome(acked, inc.ack_due_ns, as_of_ns), inc.resolve_due_ns, resolved,
                      outcome(resolved, inc.resolve_due_ns, as_of_ns),
                      inc.result or ("superseded" if superseded else "condition ended" if resolved else ""),
-                     ups, max([lvl for lvl, _ in ups], default=1))
+                     ups, max([lvl for lvl, _ in ups], default=1), None if inc.open else inc.closed_ns)
 
 
 def _share(c: dict[str, int]) -> float | None:
@@ -215,7 +216,7 @@ def ranking(incidents: list[Incident], period: Period, as_of_ns: int) -> list[di
         for f in all_facts:
             if f.resolved_ns is not None and month.start_ns <= f.resolved_ns < month.end_ns and f.resolve_due_ns:
                 rows[f.unit]["closed_on_time" if f.resolved_ns <= f.resolve_due_ns else "closed_late"] += 1
-            still_open = f.resolved_ns is None or f.resolved_ns >= end
+            still_open = f.closed_ns is None or f.closed_ns >= end
             if f.raised_ns < end and still_open and f.resolve_due_ns is not None and f.resolve_due_ns < end:
                 rows[f.unit]["overdue_at_month_end"] += 1
         order = sorted(rows.items(), key=lambda kv: (-kv[1]["closed_on_time"], kv[1]["overdue_at_month_end"],
