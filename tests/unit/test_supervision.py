@@ -543,3 +543,28 @@ def test_a_month_report_and_what_the_report_refuses(year, tmp_path, capsys):
     assert "no dispatch state" in capsys.readouterr().err
     assert main(["report", "--out", str(tmp_path / "x")]) == 2
     assert "--alerts FILE (the detection report) or --period" in capsys.readouterr().err
+
+
+def test_water_quality_and_intrusion_cases_run_on_an_hour(tmp_path):
+    d = make(registry(tmp_path), tmp_path / "state")
+    t0 = T + 3 * H
+    quality = AlertEvent("water_quality/T3/1", "raised", "water_quality", "critical", "tank", "T3", "d03", t0 - H // 2,
+                         t0, "Tank T3: free chlorine 0.02 mg/L", {}, {"out_of_limits_min": 30})
+    door = AlertEvent("pump_room_intrusion/P3/1", "raised", "pump_room_intrusion", "warning", "pump_room", "P3", "d03",
+                      t0, t0, "Pump room P3: door open, no work order", {}, {"door_open_min": 5})
+    raised = d.emit([quality, door])
+    assert [(e["route"]["unit"], e["deadline"], e["light"]) for e in raised] == [
+        ("Unit Never", iso_utc(t0 + H), "green")] * 2
+    out = [(e["kind"], e["event"], e.get("reminder"), e["route"]["level"], e["light"],
+            (dt.datetime.fromisoformat(e["detected_at"]).timestamp() * NS - t0) / 60 / NS) for e in d.tick(t0 + 6 * H)]
+    for kind in ("water_quality", "pump_room_intrusion"):  # yellow at 45 min, red at 1 h, up every hour after
+        assert [x[1:] for x in out if x[0] == kind] == [
+            ("updated", 1, 1, "yellow", 45), ("updated", 2, 1, "red", 60), ("escalated", None, 2, "red", 120),
+            ("updated", 3, 2, "red", 180), ("updated", 4, 2, "red", 240), ("escalated", None, 3, "red", 300)]
+    top = [e for e in d.tick(t0 + 7 * H)]
+    assert top == []
+    case = d.store.incident("water_quality/T3/1")
+    assert (case.level, case.resolve_due_ns) == (3, t0 + 24 * H)
+    assert [e for e in out if e[1] == "escalated"] and \
+        d.store.incident("pump_room_intrusion/P3/1").history[-1]["unit"] == "d03 discipline office"
+    d.close()
