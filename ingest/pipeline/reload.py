@@ -28,26 +28,21 @@ def _stamp(folder: Path) -> tuple:
     return tuple(out)
 
 
+def _ids(reg: Registry) -> dict[str, set[str]]:
+    return {label: set(getattr(reg, attr).ids.tolist()) for attr, label in _KINDS}
+
+
 def describe_change(old: Registry, new: Registry) -> str:
     """'meters 1200 (+3 -1), buildings 60, ...': counts now, with what came and went by id."""
-    parts = []
-    for attr, label in _KINDS:
-        a, b = set(getattr(old, attr).ids.tolist()), set(getattr(new, attr).ids.tolist())
-        delta = f" (+{len(b - a)} -{len(a - b)})" if a != b else ""
-        parts.append(f"{label} {len(b)}{delta}")
-    return ", ".join(parts)
+    a, b = _ids(old), _ids(new)
+    return ", ".join(f"{k} {len(b[k])}" + (f" (+{len(b[k] - a[k])} -{len(a[k] - b[k])})" if a[k] != b[k] else "")
+                     for k in b)
 
 
 def removed_share(old: Registry, new: Registry) -> tuple[float, str]:
     """The largest share of one kind of device that `new` no longer holds, and which kind."""
-    worst, which = 0.0, ""
-    for attr, label in _KINDS:
-        a = set(getattr(old, attr).ids.tolist())
-        if a:
-            share = len(a - set(getattr(new, attr).ids.tolist())) / len(a)
-            if share > worst:
-                worst, which = share, label
-    return worst, which
+    a, b = _ids(old), _ids(new)
+    return max(((len(a[k] - b[k]) / len(a[k]), k) for k in a if a[k]), default=(0.0, ""))
 
 
 class RegistryWatch:

@@ -26,6 +26,7 @@ import orjson
 
 from detectors.testing import Town
 from devices.messages import RawMessage
+from devices.registry import Registry
 from ingest.app import make_dispatcher, make_pipeline
 from ingest.config import Settings
 from ingest.pipeline.checkpoint import FILE_NAME
@@ -109,27 +110,26 @@ def traffic(town: Town) -> list[Message]:
             return f"water/d01/meter/{mid}/reading", orjson.dumps(body)
         out.append(Message(int(town.msg_pub[int(town.meter_msg[a])]), i, ts, make))
     tanks = town.tank_rows
-    hourly = tanks.ts_ns % HOUR == 0
-    for t_ns in np.unique(tanks.ts_ns[hourly]).tolist():
-        at = np.flatnonzero(hourly & (tanks.ts_ns == t_ns))
-        by_room: dict[int, list] = {}
-        for k in at.tolist():
-            ti = int(tanks.tank[k])
-            by_room.setdefault(int(reg.tanks.room[ti]), []).append(
-                {"tank_id": str(reg.tanks.ids[ti]), "level_m": round(float(tanks.level_m[k]), 3)})
-        for room, tks in by_room.items():
-            rid = str(reg.rooms.ids[room])
-            body = orjson.dumps({"room_id": rid, "ts": t_ns // NS, "tanks": tks})
-            out.append(Message(t_ns + 30 * NS, None, np.array([t_ns]),
-                               lambda _m, _o, rid=rid, body=body: (f"water/d01/pumproom/{rid}/telemetry", body)))
+    hourly = np.flatnonzero(tanks.ts_ns % HOUR == 0)
+    telemetry: dict[tuple[int, int], list] = {}  # (time, room) -> its tanks' readings
+    for k in hourly[np.lexsort((tanks.tank[hourly], tanks.ts_ns[hourly]))].tolist():
+        ti = int(tanks.tank[k])
+        telemetry.setdefault((int(tanks.ts_ns[k]), int(reg.tanks.room[ti])), []).append(
+            {"tank_id": str(reg.tanks.ids[ti]), "level_m": round(float(tanks.level_m[k]), 3)})
+    for (t_ns, room), tks in telemetry.items():
+        rid = str(reg.rooms.ids[room])
+        topic, body = f"water/d01/pumproom/{rid}/telemetry", orjson.dumps({"room_id": rid, "ts": t_ns // NS, "tanks": tks})
+        out.append(Message(t_ns + 30 * NS, None, np.array([t_ns]), lambda _m, _o, t=topic, b=body: (t, b)))
     for pub, e in town.events:
-        key = "room_id" if e.device == "pumproom" else "meter_id"
-        body = {key: e.device_id, "ts": e.ts_ns // NS, "type": e.type, **e.fields}
-        meter = e.index if e.device == "meter" else None
-        out.append(Message(pub, meter, np.array([e.ts_ns]),
-                           lambda mid, _o, e=e, body=body, key=key: (
-                               f"water/d01/{e.device}/{mid if key == 'meter_id' else e.device_id}/event",
-                               orjson.dumps({**body, key: mid} if key == "meter_id" else body))))
+        if e.device == "meter":  # under whichever id the meter has in the world it is sent in
+            def make_event(mid: str, _o: float, e=e) -> tuple[str, bytes]:
+                return f"water/d01/meter/{mid}/event", orjson.dumps(
+                    {"meter_id": mid, "ts": e.ts_ns // NS, "type": e.type, **e.fields})
+            out.append(Message(pub, e.index, np.array([e.ts_ns]), make_event))
+        else:
+            topic = f"water/d01/pumproom/{e.device_id}/event"
+            body = orjson.dumps({"room_id": e.device_id, "ts": e.ts_ns // NS, "type": e.type, **e.fields})
+            out.append(Message(pub, None, np.array([e.ts_ns]), lambda _m, _o, t=topic, b=body: (t, b)))
     out.sort(key=lambda m: m.pub_ns)
     return out
 
@@ -165,7 +165,7 @@ def rows_of(town: Town) -> dict[str, dict[str, list]]:
 
 
 @dataclass
-class Registry:
+class Export:
     """The registry files an operator maintains: rows by file, written out in the order kept (or shuffled)."""
 
     rows: dict[str, dict[str, list]]
@@ -192,7 +192,7 @@ class Plan:
 
     town: Town
     all_rows: dict[str, dict[str, list]]
-    registry: Registry
+    registry: Export
     weekly: dict[int, Callable[[], None]] = field(default_factory=dict)
     restarts: dict[int, str] = field(default_factory=dict)  # week -> "restart" | "upgrade"
     added_at: dict[str, int] = field(default_factory=dict)  # meter id -> when the registry got it
@@ -217,7 +217,7 @@ def year_plan(town: Town) -> Plan:
     del first["pump_rooms.csv"]["P002"]
     for tid in ("P002-T1", "P002-T2"):
         del first["tanks.csv"][tid]
-    plan = Plan(town, rows, Registry(first))
+    plan = Plan(town, rows, Export(first))
     f = plan.registry.rows
 
     def add(name: str, key: str) -> Callable[[], None]:
@@ -365,9 +365,7 @@ class Stored:
 
 def run(settings: Settings, source: Hours, stored: Stored, events: list, watch: RegistryWatch | None,
         restore: bool) -> None:
-    from devices.registry import Registry as Loaded
-
-    registry = Loaded.load(settings.registry)
+    registry = Registry.load(settings.registry)
     dispatcher = make_dispatcher(registry, settings, settings.state_dir, resume=True)
     pipeline = make_pipeline(registry, settings, source, writer=stored, dispatcher=dispatcher, live=False,
                              restore=restore, on_alerts=events.extend, registry_watch=watch,
@@ -418,7 +416,7 @@ def year(tmp_path: Path, caplog) -> None:
 
     # a year without any change: the first registry, one service that never stops
     base_dir = tmp_path / "baseline"
-    Registry({n: dict(r) for n, r in plan.registry.rows.items()}).write(base_dir / "registry")
+    Export({n: dict(r) for n, r in plan.registry.rows.items()}).write(base_dir / "registry")
     base = Settings(registry=base_dir / "registry", state_dir=base_dir / "state")
     base_events: list = []
     base_stored = Stored()
