@@ -12,7 +12,8 @@ import pytest
 from devices.alerts import SCORED_KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_SECTIONS = ("signal_blocking", "network_outage", "reverse_flow", "bypass", "disinfection")
+EXAMPLE_SECTIONS = ("signal_blocking", "network_outage", "reverse_flow", "bypass", "disinfection", "water_quality",
+                    "pump_room_intrusion")
 
 
 def run_demo(out: Path, *extra: str) -> subprocess.CompletedProcess:

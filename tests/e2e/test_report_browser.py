@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("timeline", "signal_blocking", "network_outage", "reverse_flow", "bypass", "disinfection", "scores")
+SECTIONS = ("timeline", "signal_blocking", "network_outage", "reverse_flow", "bypass", "disinfection", "water_quality",
+            "pump_room_intrusion", "scores")
 CHART_SECTIONS = SECTIONS[:-1]
 
 

@@ -14,8 +14,10 @@ from devices.time import NS
 
 KIND_COLORS = {"signal_blocking": "#d62728", "network_outage": "#9467bd", "reverse_flow": "#ff7f0e",
                "bypass": "#1f77b4", "disinfection_overdue": "#2ca02c", "disinfection_due_soon": "#98df8a",
-               "battery_depleted": "#8c564b", "disinfection_unverified": "#bcbd22"}
-SECTIONS = ("timeline", "signal_blocking", "network_outage", "reverse_flow", "bypass", "disinfection", "scores")
+               "battery_depleted": "#8c564b", "disinfection_unverified": "#bcbd22", "water_quality": "#17becf",
+               "pump_room_intrusion": "#e377c2", "sensor_fault": "#7f7f7f"}
+SECTIONS = ("timeline", "signal_blocking", "network_outage", "reverse_flow", "bypass", "disinfection", "water_quality",
+            "pump_room_intrusion", "scores")
 
 
 

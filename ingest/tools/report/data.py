@@ -49,20 +49,34 @@ class Data:
         self.events = batch.events
         m = batch.meters
         self.m = m.take(np.lexsort((m.ts_ns, m.meter)))
+        self._rooms = None
 
     def meter(self, idx: int):
         lo, hi = np.searchsorted(self.m.meter, [idx, idx + 1])
         return self.m.take(np.arange(lo, hi))
 
-    def tank(self, idx: int):
-        """Readings of one tank: its pump room's telemetry, read from the capture now."""
-        from devices.messages import RawMessage
+    def rooms(self):
+        """Every pump room's telemetry (tanks, doors, pumps) as one batch, decoded on first use by a second pass
+        over the capture."""
+        if self._rooms is None:
+            from devices.batch import Batch
+            from devices.messages import RawMessage
 
-        room = str(self.reg.tanks.room_id[idx]).encode()
-        lines = [_raw(line, RawMessage) for parts, line in _topics(self.capture)
-                 if parts[3] == room and parts[2] == b"pumproom" and parts[4].startswith(b"telemetry")]
-        batch, _ = self.decoder.decode(lines)
-        t = batch.tanks.take(batch.tanks.tank == idx)
+            parts, lines = [], []
+            for topic, line in _topics(self.capture):
+                if topic[2] == b"pumproom" and topic[4].startswith(b"telemetry"):
+                    lines.append(_raw(line, RawMessage))
+                    if len(lines) == 20_000:
+                        parts.append(self.decoder.decode(lines)[0])
+                        lines = []
+            parts.append(self.decoder.decode(lines)[0])
+            self._rooms = Batch.concat(parts)
+        return self._rooms
+
+    def tank(self, idx: int):
+        """Readings of one tank, in time order."""
+        tanks = self.rooms().tanks
+        t = tanks.take(tanks.tank == idx)
         return t.take(np.argsort(t.ts_ns, kind="stable"))
 
 
@@ -150,6 +164,8 @@ def pick_examples(alerts: list[dict], labels: list[dict] | None) -> dict[str, di
         "reverse_flow": _pick(alerts, "reverse_flow", labels, lambda a: (ev(a).get("volume_reversed_m3") or 0) > 1),
         "bypass": _pick(alerts, "bypass", labels),
         "disinfection_overdue": _pick(alerts, "disinfection_overdue", labels),
+        "water_quality": _pick(alerts, "water_quality", labels, lambda a: a.get("severity") == "critical"),
+        "pump_room_intrusion": _pick(alerts, "pump_room_intrusion", labels, lambda a: ev(a).get("night")),
     }
 
 

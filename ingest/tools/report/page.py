@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from devices.time import DAY_NS, NS, LocalCalendar
+from ingest.tools.report import pumprooms
 from ingest.tools.report.chart import KIND_COLORS, SECTIONS, Chart
 from ingest.tools.report.data import (
     Data,
@@ -414,7 +415,8 @@ class Report:
         unscored = ", ".join(f"{k} {n}" for k, n in self.scores.get("unscored", {}).items())
         note = ("<p>An alert matches a label of the same kind and subject when it starts within a day of the labelled "
                 "interval; each label matches one alert (docs/FORMATS.md). Decoy hits are false alarms on the "
-                "look-alikes the simulator planted (vacancies, rollovers, meter replacements, cell outages).</p>")
+                "look-alikes the simulator planted (vacancies, rollovers, meter replacements, cell outages, crews' visits, "
+                "high chlorine after a disinfection, stuck sensors, single readings out of limits).</p>")
         if unscored:
             note += f"<p>Not scored (no labels for these kinds): {html.escape(unscored)}.</p>"
         self.section("scores", title, f"<table>{head}{''.join(rows)}</table>{note}")
@@ -426,6 +428,8 @@ class Report:
         self.reverse_flow()
         self.bypass()
         self.disinfection()
+        pumprooms.water_quality(self)
+        pumprooms.intrusion(self)
         self.score_table()
         facts = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in self.facts.items())
         period = (f"{dt.datetime.fromtimestamp(self.t0 / NS, self.zone):%Y-%m-%d} to "
