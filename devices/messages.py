@@ -15,6 +15,7 @@ class RawMessage:
     payload: bytes
     token: Any = None  # the source's handle for acknowledging this message
     received_ns: int = 0
+    parsed: Any = None  # the payload's JSON object when the source has already parsed it (a capture file)
 
 
 @dataclass(slots=True)

@@ -34,6 +34,21 @@ from devices.schemas import (
     PumpRoomTelemetry,
 )
 from devices.topics import Channel, TopicError, TopicLayout
+from ingest.pipeline.columns import (
+    DICT_OR_NONE,
+    ID,
+    INT_OR_NONE,
+    LIST_OR_NONE,
+    NUM,
+    NUM_OR_NONE,
+    STR_OR_NONE,
+    bad_types,
+    floats,
+    get,
+    in_range,
+    loads_or_none,
+)
+from ingest.pipeline.decode_rooms import RoomParts, decode_telemetry
 from ingest.pipeline.timestamps import _ns, _timestamps
 
 MAX_PAYLOAD_BYTES = 256 * 1024
@@ -66,93 +81,73 @@ def _first_error(e: ValidationError) -> str:
     return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
 
 
-# --- fast-path checks ---------------------------------------------------------------------------------------
-# The fast path never refuses anything: a value it cannot vouch for sends the whole message to the schemas.
-# So it only has to be as strict as the schemas, never stricter in a way that changes a value.
-
-# Strict pydantic: a float field takes JSON ints and floats (not bools, not strings); an int field only ints.
-_NUM = frozenset((int, float))
-_NUM_OR_NONE = frozenset((int, float, type(None)))
-_INT_OR_NONE = frozenset((int, type(None)))
-_STR_OR_NONE = frozenset((str, type(None)))
-_DICT_OR_NONE = frozenset((dict, type(None)))
-_LIST_OR_NONE = frozenset((list, type(None)))
-# devices.schemas.Id, checked once per topic: a payload id equal to a topic id that fits passes the schema.
-_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# --- fast-path checks (ingest/pipeline/columns.py) ----------------------------------------------------------
 _MAX_BATCH_READINGS = 10_000  # MeterBatch.readings max_length
+# What decode does with a message, from its route: refuse it, the schemas, or one of the fast paths.
+REJECTED, SLOW, METER, TELEMETRY = -1, 0, 1, 2
+_FAST = {Channel.METER_READING: METER, Channel.PUMPROOM_TELEMETRY: TELEMETRY}
+
+
+def _parsed(messages: Sequence[RawMessage], positions: list[int]) -> list[dict]:
+    """The JSON objects of the messages at `positions` (a capture source parsed them already); anything that is
+    not an object becomes {}, which has no id, so the schemas decide and word the refusal."""
+    pre = [messages[i].parsed for i in positions]
+    if None in pre:
+        payloads = [messages[i].payload for i, p in zip(positions, pre, strict=True) if p is None]
+        try:
+            done = iter(list(map(orjson.loads, payloads)))
+        except orjson.JSONDecodeError:  # some payload is not JSON: the schemas will say why
+            done = iter(list(map(loads_or_none, payloads)))
+        pre = [p if p is not None else next(done) for p in pre]
+    if set(map(type, pre)) != {dict} and pre:
+        pre = [p if type(p) is dict else {} for p in pre]
+    return pre
 _VALVE_OR_ABSENT = {**VALVE_CODES, None: -1}  # other strings: 2
-
-def _loads_or_none(payload: bytes) -> Any:
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def _get(dicts: list[dict], key: str) -> list:
-    return list(map(dict.get, dicts, repeat(key)))
-
-
-def _bad_types(col: list, allowed: frozenset) -> np.ndarray | None:
-    """Positions whose value has a type outside `allowed`, or None when all fit (the usual case)."""
-    if set(map(type, col)) <= allowed:
-        return None
-    return np.fromiter((type(v) not in allowed for v in col), dtype=bool, count=len(col))
-
-
-def _floats(col: list, bad: np.ndarray | None) -> np.ndarray:
-    """A column of ints, floats and None as float64 (None → NaN); `bad` positions (other types) become NaN."""
-    if bad is not None:
-        col = [None if b else v for v, b in zip(col, bad.tolist(), strict=True)]
-    return np.array(col, dtype=np.float64)
-
-
-def _in_range(x: np.ndarray, lo: float | None, hi: float | None, optional: bool) -> np.ndarray:
-    """True where x is a finite number within [lo, hi] (or NaN, i.e. absent, when optional)."""
-    with np.errstate(invalid="ignore"):
-        good = np.isfinite(x)
-        if lo is not None:
-            good &= x >= lo
-        if hi is not None:
-            good &= x <= hi
-    return good | np.isnan(x) if optional else good
 
 
 class _Status:
     """The status fields of meter messages (signal, battery, valve, balance, status list), checked in bulk."""
 
+    @classmethod
+    def absent(cls, n: int) -> _Status:
+        st = cls.__new__(cls)
+        st.cols = {k: np.full(n, np.nan) for k in ("rsrp_dbm", "snr_db", "ecl", "battery_v", "balance_cny")}
+        st.valve = np.full(n, -1, np.int8)
+        st.bad = np.zeros(n, bool)
+        return st
+
     def __init__(self, dicts: list[dict]):
         n = len(dicts)
         bad = np.zeros(n, bool)
-        sig = _get(dicts, "signal")
-        b = _bad_types(sig, _DICT_OR_NONE)
+        sig = get(dicts, "signal")
+        b = bad_types(sig, DICT_OR_NONE)
         if b is not None:
             bad |= b
             sig = [None if x else s for s, x in zip(sig, b.tolist(), strict=True)]
         sigs = [s if s is not None else {} for s in sig] if None in sig else sig
-        rsrp, snr, ecl = _get(sigs, "rsrp_dbm"), _get(sigs, "snr_db"), _get(sigs, "ecl")
-        battery, balance = _get(dicts, "battery_v"), _get(dicts, "balance_cny")
+        rsrp, snr, ecl = get(sigs, "rsrp_dbm"), get(sigs, "snr_db"), get(sigs, "ecl")
+        battery, balance = get(dicts, "battery_v"), get(dicts, "balance_cny")
         cols = {}
-        for name, col, allowed in (("rsrp_dbm", rsrp, _NUM_OR_NONE), ("snr_db", snr, _NUM_OR_NONE),
-                                   ("ecl", ecl, _INT_OR_NONE), ("battery_v", battery, _NUM_OR_NONE),
-                                   ("balance_cny", balance, _NUM_OR_NONE)):
-            b = _bad_types(col, allowed)
+        for name, col, allowed in (("rsrp_dbm", rsrp, NUM_OR_NONE), ("snr_db", snr, NUM_OR_NONE),
+                                   ("ecl", ecl, INT_OR_NONE), ("battery_v", battery, NUM_OR_NONE),
+                                   ("balance_cny", balance, NUM_OR_NONE)):
+            b = bad_types(col, allowed)
             if b is not None:
                 bad |= b
-            cols[name] = _floats(col, b)
-        bad |= ~_in_range(cols["rsrp_dbm"], -200, 0, True)
-        bad |= ~_in_range(cols["snr_db"], -50, 60, True)
-        bad |= ~_in_range(cols["ecl"], 0, 2, True)
-        bad |= ~_in_range(cols["battery_v"], 0, 10, True)
-        bad |= ~_in_range(cols["balance_cny"], None, None, True)
-        valve = _get(dicts, "valve")
-        b = _bad_types(valve, _STR_OR_NONE)
+            cols[name] = floats(col, b)
+        bad |= ~in_range(cols["rsrp_dbm"], -200, 0, True)
+        bad |= ~in_range(cols["snr_db"], -50, 60, True)
+        bad |= ~in_range(cols["ecl"], 0, 2, True)
+        bad |= ~in_range(cols["battery_v"], 0, 10, True)
+        bad |= ~in_range(cols["balance_cny"], None, None, True)
+        valve = get(dicts, "valve")
+        b = bad_types(valve, STR_OR_NONE)
         if b is not None:
             bad |= b
             valve = [None if x else v for v, x in zip(valve, b.tolist(), strict=True)]
         self.valve = np.fromiter(map(_VALVE_OR_ABSENT.get, valve, repeat(2)), np.int8, n)
-        status = _get(dicts, "status")
-        b = _bad_types(status, _LIST_OR_NONE)
+        status = get(dicts, "status")
+        b = bad_types(status, LIST_OR_NONE)
         if b is not None:
             bad |= b
         lists = [(i, s) for i, s in enumerate(status) if s and type(s) is list] if any(status) else None
@@ -206,10 +201,11 @@ class Decoder:
         self.registry = registry
         self.layout = layout
         self.fast = fast
-        self._topics: dict[str, tuple[Channel, int, str, bool]] = {}
+        self._topics: dict[str, tuple[Channel, int, str, int]] = {}
         self._limits = _MeterLimits(registry)
+        self._tank_index: dict[str, int] = {}  # tank id -> registry index (-1: unknown), for the fast path
 
-    def _route(self, topic: str) -> tuple[Channel, int, str, bool] | Reject:
+    def _route(self, topic: str) -> tuple[Channel, int, str, int] | Reject:
         hit = self._topics.get(topic)
         if hit is not None:
             return hit
@@ -229,88 +225,102 @@ class Decoder:
         if district != t.district:
             return Reject(topic, b"", f"topic district {t.district!r} but the registry puts "
                                       f"{t.device_id!r} in {district!r}")
-        # The fast path only takes meter readings whose id the schema's Id pattern accepts.
-        fast_ok = t.channel is Channel.METER_READING and _ID.fullmatch(t.device_id) is not None
-        hit = (t.channel, idx, t.device_id, fast_ok)
+        # The fast paths take meter readings and pump-room telemetry whose id the schema's Id pattern accepts.
+        fast = _FAST.get(t.channel, SLOW) if ID.fullmatch(t.device_id) is not None else SLOW
+        hit = (t.channel, idx, t.device_id, fast)
         self._topics[topic] = hit
         return hit
 
     def decode(self, messages: Sequence[RawMessage]) -> tuple[Batch, list[Reject]]:
         out = _Collected(messages, self._limits)
-        slow: list[int] = []  # positions of the messages the schemas decode one by one
         n = len(messages)
         topics = [m.topic for m in messages]
         routes: list[Any] = list(map(self._topics.get, topics))
         if None in routes:
             routes = [r if r is not None else self._route(t) for r, t in zip(routes, topics, strict=True)]
         # Bulk passes over the whole group (comprehensions run at C speed next to a per-message loop body).
-        fast_ok = [type(r) is tuple and r[3] for r in routes] if self.fast else [False] * n
+        kinds = [r[3] if type(r) is tuple else REJECTED for r in routes]
+        if not self.fast:
+            kinds = [SLOW if k != REJECTED else k for k in kinds]
         payloads = [m.payload for m in messages]
-        if all(fast_ok) and max(map(len, payloads), default=0) <= MAX_PAYLOAD_BYTES:
-            cand = list(range(n))
-            cand_payloads = payloads
+        if max(map(len, payloads), default=0) > MAX_PAYLOAD_BYTES:  # the schema path words the refusal
+            kinds = [SLOW if k > SLOW and len(p) > MAX_PAYLOAD_BYTES else k for k, p in zip(kinds, payloads,
+                                                                                       strict=True)]
+        if kinds.count(METER) == n:
+            meters, rooms, slow = list(range(n)), [], []
         else:
-            cand = []
-            for i, (r, ok) in enumerate(zip(routes, fast_ok, strict=True)):
-                if type(r) is Reject:
-                    r.payload = payloads[i]
-                    out.reject(i, r)
-                elif ok and len(payloads[i]) <= MAX_PAYLOAD_BYTES:
-                    cand.append(i)
-                else:
-                    slow.append(i)
-            cand_payloads = [payloads[i] for i in cand]
-        try:
-            parsed = list(map(orjson.loads, cand_payloads))
-        except orjson.JSONDecodeError:  # some payload is not JSON: the schemas will say why
-            parsed = list(map(_loads_or_none, cand_payloads))
-        if set(map(type, parsed)) != {dict} and parsed:
-            parsed = [p if type(p) is dict else {} for p in parsed]  # {} has no id: it goes to the schemas
+            k = np.array(kinds, np.int8)
+            for i in np.flatnonzero(k == REJECTED).tolist():
+                routes[i].payload = payloads[i]
+                out.reject(i, routes[i])
+            meters = np.flatnonzero(k == METER).tolist()
+            rooms = np.flatnonzero(k == TELEMETRY).tolist()
+            slow = np.flatnonzero(k == SLOW).tolist()
+        if meters:
+            slow += self._meters(messages, meters, payloads, routes, out)
+        if rooms:
+            parts, more = decode_telemetry(self.registry, self._tank_index, rooms, [routes[i][1] for i in rooms],
+                                           [routes[i][2] for i in rooms], _parsed(messages, rooms))
+            out.room_parts(parts)
+            slow += more
+        for i in sorted(slow):
+            self._decode_one(i, messages[i], routes[i], out)
+        return out.batch(), out.rejects()
+
+    def _meters(self, messages: Sequence[RawMessage], cand: list[int], payloads: list[bytes], routes: list,
+                out: _Collected) -> list[int]:
+        """Meter readings in bulk: single readings and batches apart; returns the positions for the schemas."""
+        n = len(messages)
+        cand_payloads = payloads if len(cand) == n else [payloads[i] for i in cand]
+        parsed = _parsed(messages, cand)
         ids = list(map(dict.get, parsed, repeat("meter_id")))
         device_ids = [routes[i][2] for i in cand]
         # The same peek the schema path uses; the plain substring test runs in C over the whole group first.
-        peek = list(map(operator.contains, cand_payloads, repeat(_READINGS)))
-        if any(peek):
-            peek = [_is_batch(p) for p in cand_payloads]
-        if ids == device_ids and not any(peek):
+        m = len(cand)
+        peek = np.fromiter(map(operator.contains, cand_payloads, repeat(_READINGS)), bool, m)
+        if peek.any():
+            for j in np.flatnonzero(peek).tolist():
+                peek[j] = _BATCH_KEY.search(cand_payloads[j]) is not None
+        slow: list[int] = []
+        if ids == device_ids and not peek.any():
             singles = (cand, parsed)
             batches: tuple[list[int], list[dict]] = ([], [])
         else:
-            singles, batches = ([], []), ([], [])
-            for i, p, same, is_batch in zip(cand, parsed, map(operator.eq, ids, device_ids), peek, strict=True):
-                if not same:
-                    slow.append(i)
-                else:
-                    dest = batches if is_batch else singles
-                    dest[0].append(i)
-                    dest[1].append(p)
+            same = np.fromiter(map(operator.eq, ids, device_ids), bool, m)
+            at = np.array(cand, np.int64)
+            slow = at[~same].tolist()
+            pick = [np.flatnonzero(same & ~peek).tolist(), np.flatnonzero(same & peek).tolist()]
+            singles, batches = ((at[j].tolist(), list(map(parsed.__getitem__, j))) for j in pick)
         if singles[0]:
             slow += self._singles(singles[0], [routes[i][1] for i in singles[0]], singles[1], out)
         if batches[0]:
             slow += self._batches(batches[0], [routes[i][1] for i in batches[0]], batches[1], out)
-        for i in sorted(slow):
-            self._decode_one(i, messages[i], routes[i], out)
-        return out.batch(), out.rejects()
+        return slow
 
     # --- the fast path: meter readings ---------------------------------------------------------------------
 
     @staticmethod
     def _singles(positions: list[int], meters: list[int], dicts: list[dict], out: _Collected) -> list[int]:
         """Decodes single-reading messages in bulk; returns the positions the schemas must decide."""
-        st = _Status(dicts)
-        bad = st.bad
-        total, rev, flow = _get(dicts, "total_m3"), _get(dicts, "reverse_m3"), _get(dicts, "flow_m3h")
+        total, rev, flow = get(dicts, "total_m3"), get(dicts, "reverse_m3"), get(dicts, "flow_m3h")
+        bad = np.zeros(len(dicts), bool)
         cols = {}
-        for name, col, allowed in (("total_m3", total, _NUM), ("reverse_m3", rev, _NUM_OR_NONE),
-                                   ("flow_m3h", flow, _NUM_OR_NONE)):
-            b = _bad_types(col, allowed)
+        for name, col, allowed in (("total_m3", total, NUM), ("reverse_m3", rev, NUM_OR_NONE),
+                                   ("flow_m3h", flow, NUM_OR_NONE)):
+            b = bad_types(col, allowed)
             if b is not None:
                 bad |= b
-            cols[name] = _floats(col, b)
-        bad |= ~_in_range(cols["total_m3"], 0, None, False)
-        bad |= ~_in_range(cols["reverse_m3"], 0, None, True)
-        bad |= ~_in_range(cols["flow_m3h"], None, None, True)
-        ts_ns, ts_ok = _timestamps(_get(dicts, "ts"))
+            cols[name] = floats(col, b)
+        # Messages that hold nothing but meter_id, ts and the registers (a count of their keys tells) carry no
+        # status: its dozen column lookups are skipped. A message missing ts or total_m3 is refused anyway.
+        bare = np.fromiter(map(len, dicts), np.int64, len(dicts)) == (
+            3 + ~np.isnan(cols["reverse_m3"]) + ~np.isnan(cols["flow_m3h"]))
+        st = _Status.absent(len(dicts)) if bare.all() else _Status(dicts)
+        bad |= st.bad
+        bad |= ~in_range(cols["total_m3"], 0, None, False)
+        bad |= ~in_range(cols["reverse_m3"], 0, None, True)
+        bad |= ~in_range(cols["flow_m3h"], None, None, True)
+        ts_ns, ts_ok = _timestamps(get(dicts, "ts"))
         bad |= ~ts_ok
         good = ~bad
         order = np.array(positions, np.int64)
@@ -325,7 +335,7 @@ class Decoder:
         """Decodes batch messages in bulk: readings flattened into rows, status on each message's latest row."""
         st = _Status(dicts)
         bad = st.bad
-        readings = _get(dicts, "readings")
+        readings = get(dicts, "readings")
         lengths = np.fromiter((len(r) if type(r) is list else 0 for r in readings), np.int64, len(readings))
         bad |= (lengths < 1) | (lengths > _MAX_BATCH_READINGS)
         readings = [r if ok else [] for r, ok in zip(readings, (~bad).tolist(), strict=True)]
@@ -333,21 +343,25 @@ class Decoder:
         rows = [r for rs in readings for r in rs]
         owner = np.repeat(np.arange(len(dicts)), lengths)
         row_bad = np.zeros(len(rows), bool)
-        b = _bad_types(rows, frozenset((dict,)))
+        b = bad_types(rows, frozenset((dict,)))
         if b is not None:
             row_bad |= b
             rows = [{} if x else r for r, x in zip(rows, b.tolist(), strict=True)]
         cols = {}
-        for name, allowed in (("total_m3", _NUM), ("reverse_m3", _NUM_OR_NONE), ("flow_m3h", _NUM_OR_NONE)):
-            col = _get(rows, name)
-            b = _bad_types(col, allowed)
+        for name, allowed in (("total_m3", NUM), ("reverse_m3", NUM_OR_NONE), ("flow_m3h", NUM_OR_NONE)):
+            if name == "flow_m3h" and (np.fromiter(map(len, rows), np.int64, len(rows)) ==
+                                       2 + ~np.isnan(cols["reverse_m3"])).all():
+                cols[name] = np.full(len(rows), np.nan)  # no row has a key beyond ts and the registers
+                continue
+            col = get(rows, name)
+            b = bad_types(col, allowed)
             if b is not None:
                 row_bad |= b
-            cols[name] = _floats(col, b)
-        row_bad |= ~_in_range(cols["total_m3"], 0, None, False)
-        row_bad |= ~_in_range(cols["reverse_m3"], 0, None, True)
-        row_bad |= ~_in_range(cols["flow_m3h"], None, None, True)
-        ts_ns, ts_ok = _timestamps(_get(rows, "ts"))
+            cols[name] = floats(col, b)
+        row_bad |= ~in_range(cols["total_m3"], 0, None, False)
+        row_bad |= ~in_range(cols["reverse_m3"], 0, None, True)
+        row_bad |= ~in_range(cols["flow_m3h"], None, None, True)
+        ts_ns, ts_ok = _timestamps(get(rows, "ts"))
         row_bad |= ~ts_ok
         bad[owner[row_bad]] = True
 
@@ -433,17 +447,20 @@ class Decoder:
             tanks["free_chlorine_mg_l"].append(_nan(tk.free_chlorine_mg_l))
             tanks["turbidity_ntu"].append(_nan(tk.turbidity_ntu))
             tanks["ph"].append(_nan(tk.ph))
+            out.tank_pos.append(pos)
         if p.outlet_pressure_mpa is not None or p.door_open is not None or not (p.tanks or p.pumps):
             rooms["room"].append(idx)
             rooms["ts_ns"].append(t)
             rooms["outlet_pressure_mpa"].append(_nan(p.outlet_pressure_mpa))
             rooms["door_open"].append(_flag(p.door_open))
+            out.room_pos.append(pos)
         for pu in p.pumps:
             pumps["room"].append(idx)
             pumps["pump_id"].append(pu.pump_id)
             pumps["ts_ns"].append(t)
             pumps["running"].append(_flag(pu.running))
             pumps["current_a"].append(_nan(pu.current_a))
+            out.pump_pos.append(pos)
 
     def _event(self, pos: int, msg: RawMessage, channel: Channel, idx: int, device_id: str, p: Any,
                out: _Collected) -> None:
@@ -503,7 +520,14 @@ class _Collected:
         self.tanks: dict[str, list] = {k: [] for k in TankReadings.dtypes}
         self.rooms: dict[str, list] = {k: [] for k in RoomReadings.dtypes}
         self.pumps: dict[str, list] = {k: [] for k in PumpReadings.dtypes}
+        self.tank_pos: list[int] = []  # the message position of each row above
+        self.room_pos: list[int] = []
+        self.pump_pos: list[int] = []
+        self._room_parts: RoomParts | None = None
         self.events: list[DeviceEvent] = []
+
+    def room_parts(self, parts: RoomParts | None) -> None:
+        self._room_parts = parts
 
     def reject(self, pos: int, r: Reject) -> None:
         self._rejects.append((pos, r))
@@ -541,11 +565,22 @@ class _Collected:
             meters = MeterReadings.concat([m for _, m in parts])
             order = np.concatenate([o for o, _ in parts])
             meters = meters.take(np.argsort(order, kind="stable"))
-        tanks, rooms, pumps = self.tanks, self.rooms, self.pumps
+        f = self._room_parts
         return Batch(
             meters=meters,
-            tanks=TankReadings.from_columns(**tanks) if tanks["ts_ns"] else TankReadings.empty(),
-            rooms=RoomReadings.from_columns(**rooms) if rooms["ts_ns"] else RoomReadings.empty(),
-            pumps=PumpReadings.from_columns(**pumps) if pumps["ts_ns"] else PumpReadings.empty(),
+            tanks=_merge(TankReadings, self.tanks, self.tank_pos, f and f.tanks, f and f.tank_pos),
+            rooms=_merge(RoomReadings, self.rooms, self.room_pos, f and f.rooms, f and f.room_pos),
+            pumps=_merge(PumpReadings, self.pumps, self.pump_pos, f and f.pumps, f and f.pump_pos),
             events=self.events,
         )
+
+
+def _merge(table: Any, cols: dict[str, list], pos: list[int], fast: Any, fast_pos: np.ndarray | None) -> Any:
+    """The rows of the schema path (columns of lists) and of the fast path, in the order of their messages."""
+    slow = table.from_columns(**cols) if pos else None
+    if fast is None or not len(fast):
+        return slow if slow is not None else table.empty()
+    if slow is None:
+        return fast
+    order = np.concatenate([np.array(pos, np.int64), fast_pos])
+    return table.concat([slow, fast]).take(np.argsort(order, kind="stable"))

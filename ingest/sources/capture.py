@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from itertools import islice
 from pathlib import Path
 
 import orjson
 
 from devices.messages import RawMessage, Reject
+
+# The line layout Cistern's own captures have: the payload object's text can be taken as it stands, and parsed
+# once for decode. Any other layout (other key order, spaces, escapes in the topic, a string payload) is read whole.
+_PLAIN_LINE = re.compile(rb'\{"topic":"([^"\\\x00-\x1f]*)","payload":\{')
 
 
 class CaptureSource:
@@ -16,42 +21,68 @@ class CaptureSource:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._fh = self.path.open("rb")
-        self._lines = self._read()
         self._rejects: list[Reject] = []
         self._done = False
+        self._topics: dict[bytes, str] = {}
         self.line_no = 0
         self.bytes_read = 0
 
-    def _read(self) -> Iterator[RawMessage]:
-        for raw in self._fh:
-            self.line_no += 1
-            self.bytes_read += len(raw)
-            line = raw.strip()
-            if not line:
-                continue
-            try:
-                obj = orjson.loads(line)
-                topic = obj["topic"]
-                payload = obj["payload"]
-                if not isinstance(topic, str):
-                    raise TypeError("topic is not a string")
-            except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-                self._rejects.append(Reject(f"capture:{self.path.name}:{self.line_no}", line,
-                                            f"capture line {self.line_no} is not a capture record: {e}"))
-                continue
-            if isinstance(payload, str):
-                data = payload.encode("utf-8", "surrogatepass")
-            else:
-                data = orjson.dumps(payload)
-            yield RawMessage(topic, data)
+    def _messages(self, lines: list[bytes]) -> list[RawMessage]:
+        """The messages of a run of lines, read in bulk; lines in another layout one at a time."""
+        first = self.line_no
+        self.line_no += len(lines)
+        self.bytes_read += sum(map(len, lines))
+        stripped = [raw.strip() for raw in lines]
+        plain = list(map(_PLAIN_LINE.match, stripped))
+        texts = [line[m.end() - 1:-1] if m is not None and line[-1:] == b"}" else None
+                 for line, m in zip(stripped, plain, strict=True)]
+        try:
+            objs = [orjson.loads(t) if t is not None else None for t in texts]
+        except orjson.JSONDecodeError:
+            objs = [_loads_or_none(t) for t in texts]
+        topics = self._topics
+        out = []
+        for k, obj in enumerate(objs):
+            if type(obj) is dict:
+                raw_topic = plain[k].group(1)  # type: ignore[union-attr]
+                topic = topics.get(raw_topic)
+                if topic is None:
+                    try:
+                        topic = topics[raw_topic] = raw_topic.decode()
+                    except UnicodeDecodeError:
+                        obj = None
+                if obj is not None:
+                    out.append(RawMessage(topic, texts[k], parsed=obj))  # type: ignore[arg-type]
+                    continue
+            if stripped[k]:
+                msg = self._line(first + k + 1, stripped[k])
+                if msg is not None:
+                    out.append(msg)
+        return out
+
+    def _line(self, line_no: int, line: bytes) -> RawMessage | None:
+        try:
+            obj = orjson.loads(line)
+            topic = obj["topic"]
+            payload = obj["payload"]
+            if not isinstance(topic, str):
+                raise TypeError("topic is not a string")
+        except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+            self._rejects.append(Reject(f"capture:{self.path.name}:{line_no}", line,
+                                        f"capture line {line_no} is not a capture record: {e}"))
+            return None
+        if isinstance(payload, str):
+            return RawMessage(topic, payload.encode("utf-8", "surrogatepass"))
+        return RawMessage(topic, orjson.dumps(payload))
 
     def poll(self, max_messages: int, timeout_s: float = 0.0) -> list[RawMessage]:
         out: list[RawMessage] = []
-        for msg in self._lines:
-            out.append(msg)
-            if len(out) >= max_messages:
-                return out
-        self._done = True
+        while len(out) < max_messages:
+            lines = list(islice(self._fh, max_messages - len(out)))
+            if not lines:
+                self._done = True
+                break
+            out += self._messages(lines)
         return out
 
     def ack(self, messages: list[RawMessage]) -> None:
@@ -69,3 +100,10 @@ class CaptureSource:
         self._fh.close()
 
 
+def _loads_or_none(text: bytes | None) -> object:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
