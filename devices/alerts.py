@@ -8,7 +8,8 @@ from typing import Any
 from devices.time import iso_utc, parse_iso_ns
 
 ALERT_EVENTS = ("raised", "updated", "escalated", "cleared")
-SCORED_KINDS = ("signal_blocking", "network_outage", "reverse_flow", "bypass", "disinfection_overdue")
+SCORED_KINDS = ("signal_blocking", "network_outage", "reverse_flow", "bypass", "disinfection_overdue", "water_quality",
+                "pump_room_intrusion")
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """What the city's devices measure: water use, registers, balances and pump-room telemetry as numpy arrays.
 
-Household arrays are meter × hour (reading h is the register at start + h hours); master and pump-room arrays
-are building × quarter-hour. The plan's incidents and decoys are applied here, where they change measurements.
+Household arrays are meter × hour (reading h is the register at start + h hours); master arrays are building ×
+quarter-hour, pump-room arrays on a 5-minute grid (simulator/pumprooms.py). The plan's incidents and decoys are
+applied here, where they change measurements.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 
 from simulator.city import DAY_S, HOUR_S, LOCAL_OFFSET_S, NS, City, SimConfig
 from simulator.incidents import Plan
+from simulator.pumprooms import RoomPlan, pump_rooms
 
 # Relative use by local hour (mean 1): morning and evening peaks, a quiet night.
 WEEKDAY = np.array([0.22, 0.12, 0.08, 0.08, 0.14, 0.5, 1.6, 2.3, 1.7, 1.0, 0.8, 0.9,
@@ -35,15 +37,16 @@ class Measurements:
     master_total: np.ndarray  # building × quarter
     master_flow: np.ndarray  # building × quarter
     building_quarter_use: np.ndarray  # building × quarter, m3 into the building
-    tank_level: np.ndarray  # tank × quarter
+    tank_level: np.ndarray  # tank × five minutes (simulator/pumprooms.py)
     tank_chlorine: np.ndarray
     tank_turbidity: np.ndarray
     tank_ph: np.ndarray
-    room_pressure: np.ndarray  # room × quarter
+    room_pressure: np.ndarray  # room × five minutes
     room_door: np.ndarray  # bool
-    pump_running: np.ndarray  # room × quarter × 2
+    pump_running: np.ndarray  # room × five minutes × 2
     pump_current: np.ndarray
     cleaning_done_q: dict[int, int]  # tank -> quarter when the refilled tank passed its test
+    rooms: RoomPlan  # the pump rooms' plan: intervals, openings, episodes, look-alikes
 
 
 def hour_of(cfg: SimConfig, t_ns: int) -> int:
@@ -190,77 +193,7 @@ def simulate_measurements(city: City, cfg: SimConfig, plan: Plan) -> Measurement
     mflow[:, 0] = m_meas[:, 0] * 4
     master_flow = np.round(mflow, 3)
 
-    pump = _pump_rooms(city, cfg, plan, q_use, rng)
+    pump = pump_rooms(city, cfg, plan, q_use, rng)
     return Measurements(true_use=true_use, total=total, reverse=reverse, flow=flow, balance=balance,
                         rsrp_base=rsrp_base, battery_base=battery_base, master_total=master_total,
                         master_flow=master_flow, building_quarter_use=q_use, **pump)
-
-
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], width: int, sd: float) -> np.ndarray:
-    """Slowly varying noise: white noise averaged over a moving window."""
-    white = rng.normal(0.0, sd * np.sqrt(width), (shape[0], shape[1] + width))
-    c = np.cumsum(white, axis=1)
-    return (c[:, width:] - c[:, :-width]) / width
-
-
-def _pump_rooms(city: City, cfg: SimConfig, plan: Plan, q_use: np.ndarray, rng: np.random.Generator) -> dict:
-    n_r, Q = q_use.shape
-    # Demand smoothed over two hours, normalised per room: tanks draw down with it, pressure sags with it.
-    c = np.cumsum(np.concatenate([np.zeros((n_r, 8)), q_use], axis=1), axis=1)
-    dem = (c[:, 8:] - c[:, :-8]) / 8
-    dem_norm = dem / np.maximum(dem.max(axis=1, keepdims=True), 1e-9)
-    tr = city.tank_room
-    n_t = len(tr)
-    hmax = city.tank_height[:, None]
-    level = hmax * (0.85 - 0.3 * dem_norm[tr]) + rng.normal(0, 0.008, (n_t, Q))
-    chlorine = rng.uniform(0.22, 0.45, n_t)[:, None] + _smooth_noise(rng, (n_t, Q), 16, 0.03) \
-        - 0.04 * dem_norm[tr]
-    turbidity = rng.uniform(0.12, 0.35, n_t)[:, None] + np.abs(rng.normal(0, 0.03, (n_t, Q)))
-    ph = rng.uniform(7.1, 7.6, n_t)[:, None] + rng.normal(0, 0.03, (n_t, Q))
-    pressure = 0.38 - 0.06 * dem_norm + rng.normal(0, 0.004, (n_r, Q))
-    door = np.zeros((n_r, Q), dtype=bool)
-    # A weekly inspection visit in working hours.
-    q0_local = ((cfg.start_ns // NS + LOCAL_OFFSET_S) % DAY_S) // 900
-    for week in range(0, cfg.days, 7):
-        day = week + rng.integers(0, 7, n_r)
-        slot = day * 96 + rng.integers(36, 68, n_r) - q0_local
-        for k in range(3):
-            ok = (slot + k >= 0) & (slot + k < Q)
-            door[np.flatnonzero(ok), (slot + k)[ok]] = True
-    done: dict[int, int] = {}
-    qi = np.arange(Q)
-    for cl in plan.cleanings:
-        q = int((cl.t_ns - cfg.start_ns) // (900 * NS))
-        t = cl.tank
-        h = city.tank_height[t]
-        if q + 30 >= Q:
-            continue
-        lv = level[t, q]
-        level[t, q:q + 8] = np.linspace(lv, 0.08, 8)  # drawdown
-        level[t, q + 8:q + 16] = rng.uniform(0.03, 0.1, 8)  # emptied and scrubbed
-        level[t, q + 16:q + 24] = np.linspace(0.15, 0.85 * h, 8)  # refill
-        peak = rng.uniform(0.8, 1.4)
-        after = qi >= q + 16
-        decay = np.exp(-(qi - (q + 16)) / 40.0)
-        chlorine[t] = np.where(after, chlorine[t] + (peak - chlorine[t]) * decay, chlorine[t])
-        turbidity[t, q + 16:q + 20] += 0.25
-        door[tr[t], max(0, q - 2):q + 26] = True
-        done[t] = q + 26
-    duty = (qi // 96) % 2
-    run_duty = dem_norm > 0.08
-    run_standby = dem_norm > 0.8
-    running = np.zeros((n_r, Q, 2), dtype=bool)
-    running[:, :, 0] = np.where(duty == 0, run_duty, run_standby)
-    running[:, :, 1] = np.where(duty == 1, run_duty, run_standby)
-    current = np.where(running, 11.5 + rng.normal(0, 0.4, (n_r, Q, 2)), 0.0)
-    return dict(
-        tank_level=np.round(np.clip(level, 0.0, None), 2),
-        tank_chlorine=np.round(np.clip(chlorine, 0.02, None), 2),
-        tank_turbidity=np.round(turbidity, 2),
-        tank_ph=np.round(ph, 2),
-        room_pressure=np.round(pressure, 3),
-        room_door=door,
-        pump_running=running,
-        pump_current=np.round(current, 1),
-        cleaning_done_q=done,
-    )

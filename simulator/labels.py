@@ -10,6 +10,7 @@ import orjson
 from simulator.behaviour import Measurements, hour_of
 from simulator.city import HOUR_S, NS, City, SimConfig
 from simulator.incidents import Plan, local_midnight_ns
+from simulator.pumprooms import room_labels
 from simulator.traffic import Traffic
 
 
@@ -105,6 +106,7 @@ def build_labels(city: City, cfg: SimConfig, plan: Plan, meas: Measurements, tr:
             end = cleaned if cleaned is not None and cleaned > due_ns else t1
             add("disinfection_overdue", subject, due_ns, end, d, due=tp.due.isoformat(),
                 last_disinfected=city.last_disinfected[tp.tank].isoformat())
+    out += room_labels(city, cfg, meas)
     out.sort(key=lambda r: (r["start"], r["kind"], r["subject"]["type"], r["subject"]["id"]))
     return out
 

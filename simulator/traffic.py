@@ -19,6 +19,7 @@ import orjson
 from simulator.behaviour import Measurements
 from simulator.city import HOUR_S, NS, City, SimConfig
 from simulator.incidents import Plan
+from simulator.pumprooms import RoomLines, crew_events, room_rows
 
 UPLOAD, MASTER, ROOM, METER_EVENT, ROOM_EVENT = 0, 1, 2, 3, 4
 QUARTER_S = 900
@@ -157,18 +158,20 @@ def build_traffic(city: City, cfg: SimConfig, plan: Plan, meas: Measurements) ->
     n_b, Q = meas.master_total.shape
     q = np.arange(Q)
     m_delay = rng.integers(1, 20, n_b)
-    r_delay = rng.integers(2, 30, n_b)
+    rng.integers(2, 30, n_b)  # the rooms' delays when they reported by the quarter: drawn, so later draws stay put
     parts_p = [up.pub_ns]
     parts_c = [np.full(len(up.pub_ns), UPLOAD, np.int8)]
     parts_d = [up.meter]
     parts_a = [np.arange(len(up.pub_ns))]
     bq_b = np.repeat(np.arange(n_b), Q)
     bq_q = np.tile(q, n_b)
-    parts_p += [t0 + (bq_q * QUARTER_S + m_delay[bq_b] + rng.integers(0, 5, len(bq_b))) * NS,
-                t0 + (bq_q * QUARTER_S + r_delay[bq_b] + rng.integers(0, 5, len(bq_b))) * NS]
-    parts_c += [np.full(len(bq_b), MASTER, np.int8), np.full(len(bq_b), ROOM, np.int8)]
-    parts_d += [bq_b, bq_b]
-    parts_a += [bq_q, bq_q]
+    parts_p += [t0 + (bq_q * QUARTER_S + m_delay[bq_b] + rng.integers(0, 5, len(bq_b))) * NS]
+    rng.integers(0, 5, len(bq_b))  # drawn as when rooms reported by the quarter, so every other time stays put
+    r_pub, r_room, r_five = room_rows(cfg, meas)
+    parts_p.append(r_pub)
+    parts_c += [np.full(len(bq_b), MASTER, np.int8), np.full(len(r_pub), ROOM, np.int8)]
+    parts_d += [bq_b, r_room]
+    parts_a += [bq_q, r_five]
 
     events: list[tuple[str, dict]] = []
     ev_p, ev_c, ev_d = [], [], []
@@ -198,10 +201,15 @@ def build_traffic(city: City, cfg: SimConfig, plan: Plan, meas: Measurements) ->
                         .strftime("%Y-%m-%dT%H:%M:%SZ"), "type": "disinfection",
                         "tank_id": city.tank_ids[cl.tank], "work_order": cl.work_order,
                         "operator": city.room_maintenance[room],
-                        "quality": {"free_chlorine_mg_l": float(meas.tank_chlorine[cl.tank, qd]),
-                                    "turbidity_ntu": float(meas.tank_turbidity[cl.tank, qd]),
-                                    "ph": float(meas.tank_ph[cl.tank, qd])}}))
+                        "quality": {"free_chlorine_mg_l": float(meas.tank_chlorine[cl.tank, 3 * qd]),
+                                    "turbidity_ntu": float(meas.tank_turbidity[cl.tank, 3 * qd]),
+                                    "ph": float(meas.tank_ph[cl.tank, 3 * qd])}}))
         ev_p.append(ts_ns + int(rng.integers(30, 300)) * NS)
+        ev_c.append(ROOM_EVENT)
+        ev_d.append(room)
+    for pub_ns, room, topic, payload in crew_events(city, cfg, meas, prefix):
+        events.append((topic, payload))
+        ev_p.append(pub_ns)
         ev_c.append(ROOM_EVENT)
         ev_d.append(room)
     parts_p.append(np.array(ev_p, dtype=np.int64))
@@ -233,17 +241,14 @@ class _Serializer:
                         for b, rid in enumerate(city.room_ids)]
         self.master_of = city.building_master.tolist()
         self.prepaid = city.prepaid.tolist()
-        self.room_ids = city.room_ids
-        self.room_tanks = [city.room_tanks(r).tolist() for r in range(len(city.room_ids))]
-        self.tank_ids = city.tank_ids
         self.events = [(t if prefix == "water" else prefix + t[len("water"):], pl) for t, pl in tr.events]
         self.meas = meas
         self.tr = tr
+        self.rooms = RoomLines(city, cfg, meas)
 
     def lines(self, c0: int, c1: int) -> bytes:
         hts, qts, mids, m_topic, r_topic = self.hts, self.qts, self.mids, self.m_topic, self.r_topic
-        master_of, prepaid, room_tanks, tank_ids, events = (self.master_of, self.prepaid, self.room_tanks,
-                                                            self.tank_ids, self.events)
+        master_of, prepaid, events = self.master_of, self.prepaid, self.events
         meas, tr = self.meas, self.tr
         up = tr.uploads
         dumps = orjson.dumps
@@ -271,19 +276,12 @@ class _Serializer:
         ubat = up.battery[urows].tolist()
         ubal = up.balance[urows].tolist()
         # Quarter-hour devices: the chunk's quarter range for every building and tank.
-        qsel = aux[(cls == MASTER) | (cls == ROOM)]
+        qsel = aux[cls == MASTER]
+        self.rooms.chunk(aux[cls == ROOM])
         qa = int(qsel.min()) if qsel.size else 0
         qb = int(qsel.max()) + 1 if qsel.size else 0
         mt = meas.master_total[:, qa:qb].tolist()
         mf = meas.master_flow[:, qa:qb].tolist()
-        lv = meas.tank_level[:, qa:qb].tolist()
-        cl = meas.tank_chlorine[:, qa:qb].tolist()
-        tu = meas.tank_turbidity[:, qa:qb].tolist()
-        ph = meas.tank_ph[:, qa:qb].tolist()
-        pr = meas.room_pressure[:, qa:qb].tolist()
-        door = meas.room_door[:, qa:qb].tolist()
-        prun = meas.pump_running[:, qa:qb].tolist()
-        pcur = meas.pump_current[:, qa:qb].tolist()
         lines = []
         iu = 0
         for c, d, a in zip(cls.tolist(), dev.tolist(), aux.tolist(), strict=True):
@@ -316,14 +314,7 @@ class _Serializer:
                     "meter_id": mids[mm], "ts": qts[a], "total_m3": mt[d][k], "reverse_m3": 0.0,
                     "flow_m3h": mf[d][k]}}))
             elif c == ROOM:
-                k = a - qa
-                lines.append(dumps({"topic": r_topic[d], "payload": {
-                    "room_id": self.room_ids[d], "ts": qts[a], "outlet_pressure_mpa": pr[d][k],
-                    "door_open": door[d][k],
-                    "tanks": [{"tank_id": tank_ids[t], "level_m": lv[t][k], "free_chlorine_mg_l": cl[t][k],
-                               "turbidity_ntu": tu[t][k], "ph": ph[t][k]} for t in room_tanks[d]],
-                    "pumps": [{"pump_id": "1", "running": prun[d][k][0], "current_a": pcur[d][k][0]},
-                              {"pump_id": "2", "running": prun[d][k][1], "current_a": pcur[d][k][1]}]}}))
+                lines.append(dumps({"topic": r_topic[d], "payload": self.rooms.payload(d, a)}))
             else:
                 topic, pl = events[a]
                 lines.append(dumps({"topic": topic, "payload": pl}))

@@ -77,16 +77,15 @@ class IntrusionDetector(Detector):
             # every door shut and nothing pending: nothing to follow (a door stays shut until seen open)
             self._note_orders(orders)
             return None
-        seen = np.isfinite(rr.door_open)
-        if not seen.all():
-            rr = rr.take(seen)
         rows = Rows(rr.room, rr.ts_ns, self.last_ts) if len(rr) else None
         out: list[AlertEvent] = []
         if rows is not None and rows.n:
-            is_open = rows.take(rr.door_open) == 1
+            # a message without the door's state leaves it as it was (some rooms send it only when it changes)
+            door = rows.take(rr.door_open)
+            door = rows.ffill(np.isfinite(door), door, self.door.astype(np.float64))
+            is_open = door == 1
             # only rooms whose door is or was open need a closer look; the rest just move on
-            busy = np.add.reduceat(is_open, rows.starts) > 0 if rows.n else np.zeros(0, bool)
-            busy |= self.phase[rows.devices] != NONE
+            busy = (np.add.reduceat(is_open, rows.starts) > 0) | (self.phase[rows.devices] != NONE)
             if busy.any():
                 snaps = Snapshots(self, batch)
                 for g in np.flatnonzero(busy).tolist():
@@ -95,7 +94,7 @@ class IntrusionDetector(Detector):
                     out += walk.run()
             d, e = rows.devices, rows.ends
             self.last_ts[d] = rows.ts[e]
-            self.door[d] = is_open[e]
+            self.door[d] = np.where(door[e] >= 0, is_open[e], -1)
         self._note_orders(orders)
         out.sort(key=lambda ev: (ev.detected_at_ns, ev.subject_id))
         return out or None

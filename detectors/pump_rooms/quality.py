@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from devices.alerts import AlertEvent
-from devices.batch import Batch, PumpReadings
+from devices.batch import Batch, PumpReadings, TankReadings
 from devices.registry import Registry
 
 from ..base import HOUR_NS, Detector, LocalCalendar, MeterView, Params
@@ -84,19 +84,33 @@ class WaterQualityDetector(Detector):
     # ------------------------------------------------------------------ update
     def update(self, batch: Batch, view: MeterView) -> list[AlertEvent] | None:
         self._records(batch)
-        tr = batch.tanks
-        if not len(tr):
+        if not len(batch.tanks):
             return None
+        out = self._tanks(batch.tanks, batch.pumps, split=True)
+        out.sort(key=lambda e: (e.detected_at_ns, e.kind != "water_quality", e.subject_id))
+        return out or None
+
+    def _tanks(self, tr: TankReadings, pumps: PumpReadings, split: bool) -> list[AlertEvent]:
+        """Tank rows of one batch. Tanks with news (a reading out of limits or impossible, an open incident or
+        sensor fault, a sensor that may have stuck) go the exact way; the others only have their end state worked
+        out, and the tanks with news go on alone (`split` False: all of them the exact way)."""
         rows = Rows(tr.tank, tr.ts_ns, self.last_ts)
         if not rows.n:
-            return None
+            return []
         values = np.column_stack([rows.take(getattr(tr, COLUMNS[p])) for p in PARAMETERS])
         c = _Cols(rows, values, rows.take(tr.level_m))
         old_gaps, ring = rows.gaps(self.gaps)
-        self._water(c, batch.pumps)
-        if self._quiet(c):
-            self._keep_common(c, ring)
-            return None
+        self._water(c, pumps)
+        news = self._news(c)
+        if not news.all() and (split or not news.any()):
+            quiet = ~news
+            self._quiet(c, quiet)
+            self._keep_common(c, ring, quiet)
+            if not news.any():
+                return []
+            mine = np.zeros(len(tr), dtype=bool)
+            mine[rows.order[news[rows.gid]]] = True
+            return self._tanks(tr.take(mine), pumps, False)
         interval = rows.interval(old_gaps, ring)
         c.interval = interval[rows.gid]
         c.need = readings_needed(interval, self.params.out_for_min)[rows.gid]
@@ -114,39 +128,40 @@ class WaterQualityDetector(Detector):
         c.since_end, c.since_moves_end = c.since[rows.ends], c.since_moves[rows.ends]
         c.drawn_end = c.drawn[rows.ends]
         self._keep_common(c, ring)
-        out += self.texts.links(c)
-        out.sort(key=lambda e: (e.detected_at_ns, e.kind != "water_quality", e.subject_id))
-        return out or None
+        return out + self.texts.links(c)
 
-    def _quiet(self, c: _Cols) -> bool:
-        """The common batch: every reading within limits, no tank with an open incident or sensor fault, no sensor
-        that could have repeated its value for frozen_h. Then only each tank's end state is worked out."""
+    def _news(self, c: _Cols) -> np.ndarray:
+        """Per tank of the batch: whether it needs the exact way. A value repeated for frozen_h needs a stretch
+        that long: one that began before the batch (its start is carried), or one inside a batch at least that
+        long (then every tank goes the exact way)."""
         rows, v = c.rows, c.values
         d, e = rows.devices, rows.ends
         lim = self.limits
-        if ((v < lim.lo) | (v > lim.hi)).any() or (c.level < LEVEL_FLOOR_M).any():
-            return False
-        if self.open[d].any() or self.sf_open[d].any():
-            return False
-        # the value each sensor repeats at the end of the batch, and since when (its last change)
+        odd = ((v < lim.lo) | (v > lim.hi)).any(axis=1) | (c.level < LEVEL_FLOOR_M)
+        news = (np.add.reduceat(odd, rows.starts) > 0) | (self.open[d] == 1) | (self.sf_open[d] == 1)
+        frozen_ns = int(self.params.frozen_h * HOUR_NS)
+        news |= (rows.ts[e][:, None] - self.eq_since[d] >= frozen_ns).any(axis=1)
+        if (rows.ts[e] - rows.ts[rows.starts] >= frozen_ns).any():
+            news[:] = True
+        return news
+
+    def _quiet(self, c: _Cols, sel: np.ndarray) -> None:
+        """Tanks with no news (`sel`, per tank of the batch): each one's end state (the value each sensor repeats,
+        since when), runs out of limits end, runs in limits grow."""
+        rows, v = c.rows, c.values
+        d = rows.devices
         v32 = v.astype(np.float32)
         changed = v32 != rows.prev(v32, self.eq_value)
         j = np.maximum.reduceat(changed * (rows.idx + 1)[:, None], rows.starts, axis=0) - 1
         jj = np.maximum(j, 0)
         c.since_end = np.where(j >= 0, rows.ts[jj], self.eq_since[d])
         c.since_moves_end = np.where(j >= 0, c.moves[jj], self.eq_moves[d])
-        frozen_ns = int(self.params.frozen_h * HOUR_NS)
-        # a value repeated for frozen_h needs a stretch that long: one that began before the batch (its start is
-        # carried), or one inside a batch at least that long; either sends the batch the exact way
-        if (rows.ts[e][:, None] - self.eq_since[d] >= frozen_ns).any() or \
-                (rows.ts[e] - rows.ts[rows.starts] >= frozen_ns).any():
-            return False
         c.drawn_end = self._drawn_end(c)
+        d, n = d[sel], rows.counts[sel]
         self.run[d] = 0
-        self.in_run[d] = np.minimum(self.in_run[d].astype(np.int64) + rows.counts, I16)
+        self.in_run[d] = np.minimum(self.in_run[d].astype(np.int64) + n, I16)
         self.bad_run[d] = 0
-        self.ok_run[d] = np.minimum(self.ok_run[d].astype(np.int64) + rows.counts, I16)
-        return True
+        self.ok_run[d] = np.minimum(self.ok_run[d].astype(np.int64) + n, I16)
 
     def tick(self, now_ns: int) -> None:
         return None
@@ -252,19 +267,19 @@ class WaterQualityDetector(Detector):
         prev_bucket = rows.prev(c.bucket, np.where(self.open == 1, self.inc_bucket, -1).astype(np.int64))
         c.updated = c.open & ~raised & ((c.crit & ~c.crit_prev) | grew | (c.bucket > prev_bucket))
 
-    def _keep_common(self, c: _Cols, ring: np.ndarray) -> None:
-        """Each tank's telemetry state at its last reading of the batch."""
+    def _keep_common(self, c: _Cols, ring: np.ndarray, sel: np.ndarray | slice = slice(None)) -> None:
+        """Each tank's telemetry state at its last reading of the batch (of the tanks `sel` selects)."""
         rows = c.rows
-        d, e = rows.devices, rows.ends
+        d, e = rows.devices[sel], rows.ends[sel]
         self.last_ts[d] = rows.ts[e]
-        self.gaps[d] = np.clip(np.nan_to_num(np.rint(ring)), 0, np.iinfo(np.uint16).max)
+        self.gaps[d] = np.clip(np.nan_to_num(np.rint(ring[sel])), 0, np.iinfo(np.uint16).max)
         self.level_last[d] = c.level[e]
-        self.level_full[d] = c.full_end
+        self.level_full[d] = c.full_end[sel]
         self.moves[d] = c.moves[e]
-        self.last_drawn[d] = c.drawn_end
+        self.last_drawn[d] = c.drawn_end[sel]
         self.eq_value[d] = c.values[e]
-        self.eq_since[d] = c.since_end
-        self.eq_moves[d] = c.since_moves_end
+        self.eq_since[d] = c.since_end[sel]
+        self.eq_moves[d] = c.since_moves_end[sel]
 
     def _keep(self, c: _Cols) -> None:
         """Each tank's incident and sensor state at its last reading of the batch."""

@@ -197,3 +197,19 @@ def test_a_room_reporting_every_10_minutes_needs_three_readings():
     ev = [e for e in events(t) if e.event == "raised"]
     assert [(e.subject_id, e.detected_at_ns - e.start_ns) for e in ev] == [("P000-T2", 20 * MIN)]
     assert np.isclose(ev[0].evidence["reporting_interval_s"], 600)
+
+
+def test_a_room_that_sends_its_door_only_when_it_changes_is_judged_on_its_other_telemetry():
+    t = small()
+    t.intrusion(0, t.t(1.5), t.t(1.5) + 2 * HOUR)
+    t.build()
+    rooms = t.room_rows
+    for room in (0, 1):
+        k = np.flatnonzero(rooms.room == room)
+        d = rooms.door_open[k]
+        same = np.r_[False, d[1:] == d[:-1]]
+        rooms.door_open[k[same]] = np.nan
+    ev = [e for e in run(DetectorSet(t.registry, only=["intrusion"]), t) if e.subject_id == "P000"]
+    assert [e.event for e in ev if e.event != "updated"] == ["raised", "cleared"]
+    assert ev[0].detected_at_ns - ev[0].start_ns == 15 * MIN and "telemetry_silent_since" not in ev[0].evidence
+    assert ev[-1].evidence["door_open_min"] == 120.0

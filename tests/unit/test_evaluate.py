@@ -46,6 +46,27 @@ def test_perfect_alerts_score_one_and_report_median_delay():
                            "recall": None, "f1": None, "decoy_hits": {}, "delay_h_median": None}
 
 
+def test_pump_room_kinds_are_scored_with_their_decoys_and_sensor_faults_are_only_listed():
+    labels = [label("water_quality", "P1-T1", "2026-09-05T10:00:00Z", "2026-09-05T12:00:00Z", stype="tank",
+                    parameter="free_chlorine"),
+              label("pump_room_intrusion", "P1", "2026-09-06T02:00:00Z", "2026-09-06T03:00:00Z", stype="pump_room"),
+              label("none", "P2", "2026-09-10T09:00:00Z", "2026-09-10T11:00:00Z", stype="pump_room",
+                    decoy="maintenance_visit"),
+              label("none", "P2-T1", "2026-09-12T09:00:00Z", "2026-09-12T15:00:00Z", stype="tank",
+                    decoy="disinfection_chlorine")]
+    alerts = [alert("water_quality", "P1-T1", "2026-09-05T10:00:00Z", "2026-09-05T10:30:00Z", stype="tank"),
+              alert("pump_room_intrusion", "P1", "2026-09-06T02:00:00Z", "2026-09-06T02:15:00Z", stype="pump_room"),
+              alert("pump_room_intrusion", "P2", "2026-09-10T09:00:00Z", "2026-09-10T09:15:00Z", stype="pump_room"),
+              alert("water_quality", "P2-T1", "2026-09-12T10:00:00Z", "2026-09-12T10:30:00Z", stype="tank"),
+              alert("sensor_fault", "P2-T2", "2026-09-12T10:00:00Z", "2026-09-12T22:00:00Z", stype="tank")]
+    r = ev.evaluate(alerts, labels)
+    wq, intr = r["kinds"]["water_quality"], r["kinds"]["pump_room_intrusion"]
+    assert (wq["tp"], wq["fp"], wq["fn"], wq["decoy_hits"]) == (1, 1, 0, {"disinfection_chlorine": 1})
+    assert (intr["tp"], intr["fp"], intr["fn"], intr["decoy_hits"]) == (1, 1, 0, {"maintenance_visit": 1})
+    assert wq["delay_h_median"] == pytest.approx(0.5) and intr["delay_h_median"] == pytest.approx(0.25)
+    assert r["unscored"] == {"sensor_fault": 1}
+
+
 def test_window_is_one_day_either_side_of_the_label():
     inside_before = alert("reverse_flow", "M3", "2026-09-11T03:00:00Z", "2026-09-12T06:00:00Z", aid="a")
     inside_after = alert("reverse_flow", "M3", "2026-09-13T04:00:00Z", "2026-09-13T06:00:00Z", aid="b")
@@ -120,7 +141,8 @@ def test_cli_prints_table_and_json(tmp_path, capsys):
                                  "--labels", str(tmp_path / "labels.jsonl"), "--json"])) == 0
     out = orjson.loads(capsys.readouterr().out)
     assert out["kinds"]["reverse_flow"]["f1"] == 1.0 and set(out["kinds"]) == {
-        "signal_blocking", "network_outage", "reverse_flow", "bypass", "disinfection_overdue"}
+        "signal_blocking", "network_outage", "reverse_flow", "bypass", "disinfection_overdue", "water_quality",
+        "pump_room_intrusion"}
     assert ev.main(p.parse_args(["--alerts", str(tmp_path / "alerts.jsonl"),
                                  "--labels", str(tmp_path / "labels.jsonl")])) == 0
     table = capsys.readouterr().out

@@ -137,8 +137,10 @@ def test_default_run_holds_every_incident_and_decoy_kind():
     labels = build_labels(city, cfg, plan, meas, build_traffic(city, cfg, plan, meas))
     kinds = {r["kind"] for r in labels}
     decoys = {r["decoy"] for r in labels if r["kind"] == "none"}
-    assert kinds == {"signal_blocking", "network_outage", "reverse_flow", "bypass", "disinfection_overdue", "none"}
-    assert decoys == {"vacancy", "rollover", "replacement", "battery_depleted", "cell_outage", "disinfected"}
+    assert kinds == {"signal_blocking", "network_outage", "reverse_flow", "bypass", "disinfection_overdue",
+                     "water_quality", "pump_room_intrusion", "none"}
+    assert decoys == {"vacancy", "rollover", "replacement", "battery_depleted", "cell_outage", "disinfected",
+                      "maintenance_visit", "disinfection_chlorine", "sensor_stuck", "brief_spike"}
     variants = {(r["kind"], r.get("variant")) for r in labels}
     for v in ("abrupt", "rsrp_sinking", "prepaid_balance"):
         assert ("signal_blocking", v) in variants
