@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from itertools import islice
+from itertools import islice, repeat
 from pathlib import Path
 
 import orjson
@@ -32,33 +32,38 @@ class CaptureSource:
         first = self.line_no
         self.line_no += len(lines)
         self.bytes_read += sum(map(len, lines))
-        stripped = [raw.strip() for raw in lines]
-        plain = list(map(_PLAIN_LINE.match, stripped))
-        texts = [line[m.end() - 1:-1] if m is not None and line[-1:] == b"}" else None
-                 for line, m in zip(stripped, plain, strict=True)]
+        plain = list(map(_PLAIN_LINE.match, lines))
+        # A plain line ends with "}" and its line break: no strip (a copy of every line) is needed.
+        texts = [line[m.end() - 1:-2] if m is not None and line[-2:] == b"}\n" else None
+                 for line, m in zip(lines, plain, strict=True)]
         try:
             objs = [orjson.loads(t) if t is not None else None for t in texts]
         except orjson.JSONDecodeError:
             objs = [_loads_or_none(t) for t in texts]
-        topics = self._topics
+        topics = [self._topic(m.group(1)) if type(o) is dict else None  # type: ignore[union-attr]
+                  for m, o in zip(plain, objs, strict=True)]
+        if None not in topics:  # the usual run: every line plain
+            return list(map(RawMessage, topics, texts, repeat(None), repeat(0), objs))
         out = []
-        for k, obj in enumerate(objs):
-            if type(obj) is dict:
-                raw_topic = plain[k].group(1)  # type: ignore[union-attr]
-                topic = topics.get(raw_topic)
-                if topic is None:
-                    try:
-                        topic = topics[raw_topic] = raw_topic.decode()
-                    except UnicodeDecodeError:
-                        obj = None
-                if obj is not None:
-                    out.append(RawMessage(topic, texts[k], parsed=obj))  # type: ignore[arg-type]
-                    continue
-            if stripped[k]:
-                msg = self._line(first + k + 1, stripped[k])
+        for k, topic in enumerate(topics):
+            if topic is not None:
+                out.append(RawMessage(topic, texts[k], parsed=objs[k]))  # type: ignore[arg-type]
+                continue
+            line = lines[k].strip()
+            if line:
+                msg = self._line(first + k + 1, line)
                 if msg is not None:
                     out.append(msg)
         return out
+
+    def _topic(self, raw: bytes) -> str | None:
+        topic = self._topics.get(raw)
+        if topic is None:
+            try:
+                topic = self._topics[raw] = raw.decode()
+            except UnicodeDecodeError:
+                return None  # read whole, and refused with the parser's reason
+        return topic
 
     def _line(self, line_no: int, line: bytes) -> RawMessage | None:
         try:
