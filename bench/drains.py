@@ -32,6 +32,14 @@ class Drain:
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
     notes: list[str] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds of each process during the drain
+
+    def cpu_note(self, n_msgs: int) -> str:
+        """CPU µs per message of each process, and their sum against the wall time (cores kept busy)."""
+        if not self.cpu_s or not self.seconds:
+            return ""
+        parts = ", ".join(f"{k} {1e6 * v / n_msgs:.1f}" for k, v in self.cpu_s.items())
+        return f"CPU µs/msg: {parts} (busy {sum(self.cpu_s.values()) / self.seconds:.2f} of {os.cpu_count()} cores)"
 
 
 class Servers:
@@ -117,6 +125,8 @@ class Servers:
         """Start a consumer on its backlog; time from the first point stored to the last (polling InfluxDB)."""
         proc = _spawn(cmd, log)
         rss = _RssSampler(proc.pid)
+        pids = {"consumer": proc.pid, "influxd": self.influx._proc.pid, "mosquitto": self.mq._proc.pid}  # type: ignore[union-attr]
+        cpu0: dict[str, float] = {}
         try:
             t_first = t_end = None
             n_first = n = 0
@@ -126,10 +136,12 @@ class Servers:
                 now = time.perf_counter()
                 if t_first is None and n:
                     t_first, n_first = now, n
+                    cpu0 = {k: cpu_s(pid) for k, pid in pids.items()}
                 if n >= expected:
                     t_end = now
                     break
                 time.sleep(POLL_S)
+            cpu1 = {k: cpu_s(pid) for k, pid in pids.items()}
             stored = self.readings(db)
             while stored < expected and time.perf_counter() < deadline and proc.poll() is None:
                 time.sleep(0.5)  # duplicates (redelivery) count in the statistics; the data decides
@@ -140,7 +152,8 @@ class Servers:
         if t_first is None or t_end is None or t_end <= t_first:
             return Drain(0.0, stored, 0.0, rss.peak_mb, [f"stored {stored:,} of {expected:,}"])
         secs = t_end - t_first
-        d = Drain((expected - n_first) / secs, stored, secs, rss.peak_mb)
+        d = Drain((expected - n_first) / secs, stored, secs, rss.peak_mb,
+                  cpu_s={k: cpu1[k] - cpu0[k] for k in cpu0} if cpu0 else {})
         if stored < expected:
             d.notes.append(f"stored {stored:,} of {expected:,} within {timeout_s:.0f} s")
         return d
@@ -165,6 +178,15 @@ class _RssSampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def cpu_s(pid: int) -> float:
+    """User and system CPU seconds of a process and its finished threads (0 once it is gone)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:

@@ -77,6 +77,10 @@ def drain_runs(srv: Servers, kind: str, messages: list[tuple[str, bytes]], per: 
               f"cistern {d['cistern'].rate_msgs / per:,.0f} (RSS peak {d['cistern'].peak_rss_mb:.0f} MB)"
               f"{'; ' + '; '.join(d['naive'].notes + d['cistern'].notes) if d['naive'].notes + d['cistern'].notes else ''}"
               f"; {load()}", flush=True)
+        for k in ("naive", "cistern"):
+            note = d[k].cpu_note(len(messages))
+            if note:
+                print(f"           {k}: {note}", flush=True)
     return out
 
 

@@ -32,6 +32,9 @@ log = logging.getLogger("cistern.pipeline")
 
 
 class Writer(Protocol):
+    """ingest.sinks.influx's writers. One with `accepts_seconds` is also called as write(body, precision="s")
+    for a batch whose timestamps are all whole seconds."""
+
     def write(self, body: bytes) -> list[tuple[bytes, str]]: ...
     def close(self) -> None: ...
 
@@ -162,37 +165,45 @@ class Pipeline:
             self._record(self.dispatcher.use_registry(self.registry, now))
 
     # ---- one step ----------------------------------------------------------------------------------------------
-    def _encode(self, batch: Batch) -> bytes | None:
-        """The batch as line protocol, or None when nothing is written (no database: replay without one)."""
+    def _encode(self, batch: Batch) -> tuple[bytes, str] | None:
+        """The batch as line protocol and its timestamp precision, or None when nothing is written (no database:
+        replay without one)."""
         if self.writer is None or self._encoder is None:
             return None
-        return self._encoder.encode(batch)
+        if getattr(self.writer, "accepts_seconds", False):
+            return self._encoder.encode_precise(batch)
+        return self._encoder.encode(batch), "ns"
 
-    def _store(self, body: bytes | None) -> bool:
+    def _write(self, body: bytes, precision: str) -> list[tuple[bytes, str]]:
+        assert self.writer is not None
+        return self.writer.write(body) if precision == "ns" else self.writer.write(body, precision=precision)  # type: ignore[call-arg]
+
+    def _store(self, encoded: tuple[bytes, str] | None) -> bool:
         """Store a body in the database, or in the spool while the database is unreachable.
 
         Returns False only when asked to stop while neither was possible: the messages then stay unacked and the
         broker delivers them again after the restart.
         """
-        if body is None:
+        if encoded is None:
             return True
+        body, precision = encoded
         with self._io_lock:
             self.drain_spool()
             if not body:
                 return True
             if self.spool is not None and len(self.spool):
-                return self._spool_or_wait(body)  # keep the database's view in arrival order
+                return self._spool_or_wait(body, precision)  # keep the database's view in arrival order
             delays = backoff_delays()
             while True:
                 try:
-                    self._account(self.writer.write(body), body)  # type: ignore[union-attr]
+                    self._account(self._write(body, precision), body)
                     return True
                 except WriteUnavailable as e:
                     self.stats.write_retries += 1
                     if self.spool is not None:
                         log.warning("database unavailable (%s); spooling to disk", e)
                         self._retry_at = time.monotonic() + self.spool_retry_s
-                        return self._spool_or_wait(body)
+                        return self._spool_or_wait(body, precision)
                     if self.stop_event.is_set() and self.live:
                         return False
                     wait = max(getattr(e, "retry_after_s", 0) or 0, next(delays))
@@ -206,12 +217,12 @@ class Pipeline:
             self._count_dead(len(refused))
         self.stats.written += body.count(b"\n") + (not body.endswith(b"\n")) - len(refused)
 
-    def _spool_or_wait(self, body: bytes) -> bool:
+    def _spool_or_wait(self, body: bytes, precision: str) -> bool:
         assert self.spool is not None
         delays = backoff_delays()
         while True:
             try:
-                self.spool.append(body)
+                self.spool.append(body, precision)
                 self.stats.spooled += 1
                 return True
             except SpoolFull as e:
@@ -237,10 +248,11 @@ class Pipeline:
     def _drain_spool(self) -> None:
         assert self.spool is not None
         while len(self.spool):
-            body = self.spool.oldest()
-            assert body is not None
+            oldest = self.spool.oldest()
+            assert oldest is not None
+            body, precision = oldest
             try:
-                self._account(self.writer.write(body), body)  # type: ignore[union-attr]
+                self._account(self._write(body, precision), body)
             except WriteUnavailable:
                 self._retry_at = time.monotonic() + self.spool_retry_s
                 return
@@ -274,7 +286,7 @@ class Pipeline:
         if self.on_alerts is not None:
             self.on_alerts(events)
 
-    def _prepare(self, messages: list[RawMessage]) -> tuple[Batch, bytes | None]:
+    def _prepare(self, messages: list[RawMessage]) -> tuple[Batch, tuple[bytes, str] | None]:
         """Decode, set the rejects aside durably (dead letters, quarantine) and encode: all before any ack."""
         rejects = self.source.take_rejects()
         to_decode = messages
@@ -313,7 +325,7 @@ class Pipeline:
         return True
 
     # ---- write-behind: batch n is stored on the writer thread while batch n+1 is decoded -------------------
-    def _submit(self, messages: list[RawMessage], batch: Batch, body: bytes | None) -> None:
+    def _submit(self, messages: list[RawMessage], batch: Batch, body: tuple[bytes, str] | None) -> None:
         def store_and_ack() -> bool:
             if not self._store(body):
                 return False

@@ -79,8 +79,9 @@ class InfluxConfigError(InfluxError):
 
 class InfluxWriter(Protocol):
     api: str
+    accepts_seconds: bool  # write(body, precision="s") takes a body whose timestamps are in seconds
 
-    def write(self, body: bytes) -> Refused: ...
+    def write(self, body: bytes, precision: str = "ns") -> Refused: ...
 
     def close(self) -> None: ...
 
@@ -139,14 +140,14 @@ def _lines(body: bytes) -> list[bytes]:
     return [line for line in body.split(b"\n") if line.strip()]
 
 
-def write_finding_refused(post: Callable[[bytes], None], body: bytes) -> Refused:
+def write_finding_refused(post: Callable[..., None], body: bytes, precision: str = "ns") -> Refused:
     """Write `body`; when the server refuses it, find exactly the refused lines by bisection.
 
     InfluxDB writes the good points of a partly bad request, and re-writing a point is idempotent (same series
     and timestamp overwrite), so halves that succeed are simply written again. Transient errors propagate.
     """
     try:
-        post(body)
+        post(body, precision)
         return []
     except _Rejected as e:
         first = e
@@ -158,7 +159,7 @@ def write_finding_refused(post: Callable[[bytes], None], body: bytes) -> Refused
     while stack:
         part = stack.pop()
         try:
-            post(b"\n".join(part) + b"\n")
+            post(b"\n".join(part) + b"\n", precision)
         except _Rejected as e:
             if len(part) == 1:
                 refused.append((part[0], f"HTTP {e.status}: {e.reason}"))
@@ -197,6 +198,7 @@ class V1Writer:
     """InfluxDB 1.x `/write?db=..&rp=..&precision=ns`, keep-alive through urllib3, creating the database once."""
 
     api = "v1"
+    accepts_seconds = True
 
     def __init__(self, url: str, bucket: str = "water", username: str = "", password: str = "",
                  timeout_s: float = 10.0):
@@ -216,10 +218,11 @@ class V1Writer:
             self._headers.update(urllib3.make_headers(basic_auth=f"{username}:{password}"))
         self._http = urllib3.PoolManager(num_pools=1, maxsize=2, retries=False,
                                          timeout=urllib3.Timeout(total=timeout_s))
-        params = {"db": db, "precision": "ns"}
+        params = {"db": db}
         if rp:
             params["rp"] = rp
-        self._write_url = f"{self.base}/write?{urllib.parse.urlencode(params)}"
+        self._write_urls = {p: f"{self.base}/write?{urllib.parse.urlencode({**params, 'precision': p})}"
+                            for p in ("ns", "s")}
         self._created = False
 
     def _request(self, method: str, url: str, body: bytes | None, headers: dict[str, str]):
@@ -229,14 +232,14 @@ class V1Writer:
             # The exception text may hold the URL; ours names only the public part.
             raise WriteUnavailable(f"{self.base} unreachable ({type(e).__name__})") from None
 
-    def _post(self, body: bytes) -> None:
-        r = self._request("POST", self._write_url, body, self._headers)
+    def _post(self, body: bytes, precision: str = "ns") -> None:
+        r = self._request("POST", self._write_urls[precision], body, self._headers)
         if 200 <= r.status < 300:
             return
         reason = _server_reason(r.data)
         if r.status == 404 and "database not found" in reason and not self._created:
             self.create_database()
-            return self._post(body)
+            return self._post(body, precision)
         if r.status == 404:
             raise InfluxConfigError(f"{self.base}: {reason or 'HTTP 404 on /write'} (database {self.db!r}"
                                     f"{f', retention policy {self.rp!r}' if self.rp else ''})")
@@ -254,10 +257,10 @@ class V1Writer:
         self._created = True
         log.info("created InfluxDB database %r", self.db)
 
-    def write(self, body: bytes) -> Refused:
+    def write(self, body: bytes, precision: str = "ns") -> Refused:
         if not body.strip():
             return []
-        return write_finding_refused(self._post, body)
+        return write_finding_refused(self._post, body, precision)
 
     def close(self) -> None:
         self._http.clear()
@@ -271,6 +274,7 @@ class V2Writer:
     """`/api/v2/write` through influxdb-client's synchronous write API (InfluxDB 2.x/3.x, VictoriaMetrics)."""
 
     api = "v2"
+    accepts_seconds = True
 
     def __init__(self, url: str, bucket: str = "water", org: str = "", token: str = "", timeout_s: float = 10.0):
         from influxdb_client import InfluxDBClient
@@ -286,13 +290,13 @@ class V2Writer:
                                       timeout=int(timeout_s * 1000), retries=False, enable_gzip=False)
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
 
-    def _post(self, body: bytes) -> None:
+    def _post(self, body: bytes, precision: str = "ns") -> None:
         from influxdb_client import WritePrecision
         from influxdb_client.rest import ApiException
 
         try:
             self._write_api.write(bucket=self.bucket, org=self.org, record=body,
-                                  write_precision=WritePrecision.NS)
+                                  write_precision=WritePrecision.S if precision == "s" else WritePrecision.NS)
         except ApiException as e:
             status = int(e.status or 0)
             reason = _server_reason(e.body) or (e.reason or "")
@@ -307,10 +311,10 @@ class V2Writer:
         except OSError as e:
             raise WriteUnavailable(f"{self.base} unreachable ({type(e).__name__})") from None
 
-    def write(self, body: bytes) -> Refused:
+    def write(self, body: bytes, precision: str = "ns") -> Refused:
         if not body.strip():
             return []
-        return write_finding_refused(self._post, body)
+        return write_finding_refused(self._post, body, precision)
 
     def close(self) -> None:
         self._write_api.close()
@@ -373,10 +377,12 @@ class AutoWriter:
                 self._inner = self._make(api)
             return self._inner
 
-    def write(self, body: bytes) -> Refused:
+    accepts_seconds = True
+
+    def write(self, body: bytes, precision: str = "ns") -> Refused:
         if not body.strip():
             return []
-        return self.resolve().write(body)
+        return self.resolve().write(body, precision)
 
     def close(self) -> None:
         if self._inner is not None:
@@ -387,13 +393,14 @@ class NullWriter:
     """Accepts everything and keeps count (benchmarks, dry runs)."""
 
     api = "null"
+    accepts_seconds = True
 
     def __init__(self) -> None:
         self.bodies = 0
         self.lines = 0
         self.bytes = 0
 
-    def write(self, body: bytes) -> Refused:
+    def write(self, body: bytes, precision: str = "ns") -> Refused:
         self.bodies += 1
         self.lines += body.count(b"\n")
         self.bytes += len(body)

@@ -17,6 +17,7 @@ import orjson
 from devices.alerts import AlertEvent
 from devices.batch import Batch, DeviceEvent
 from devices.registry import Registry
+from devices.time import NS
 
 METER_READING = "meter_reading"
 TANK = "tank"
@@ -341,33 +342,43 @@ class LineEncoder:
             out.append(p)
         return np.array(out, dtype=object)
 
-    def lines(self, batch: Batch) -> list[str]:
-        """Every point of the batch as one line each (ending in a newline), tables in order."""
+    def lines(self, batch: Batch, unit_ns: int = 1) -> list[str]:
+        """Every point of the batch as one line each (ending in a newline), tables in order; timestamps in units
+        of `unit_ns` nanoseconds (1: nanoseconds, 10**9: seconds, for a batch of whole seconds)."""
         out: list[str] = []
         m = batch.meters
         if len(m):
-            out += encode_table(self.meter_prefix[m.meter], m.ts_ns, METER_FIELDS,
+            out += encode_table(self.meter_prefix[m.meter], _in_units(m.ts_ns, unit_ns), METER_FIELDS,
                                 [getattr(m, s.column) for s in METER_FIELDS])
         t = batch.tanks
         if len(t):
-            out += encode_table(self.tank_prefix[t.tank], t.ts_ns, TANK_FIELDS,
+            out += encode_table(self.tank_prefix[t.tank], _in_units(t.ts_ns, unit_ns), TANK_FIELDS,
                                 [getattr(t, s.column) for s in TANK_FIELDS])
         r = batch.rooms
         if len(r):
-            out += encode_table(self.room_prefix[r.room], r.ts_ns, ROOM_FIELDS,
+            out += encode_table(self.room_prefix[r.room], _in_units(r.ts_ns, unit_ns), ROOM_FIELDS,
                                 [getattr(r, s.column) for s in ROOM_FIELDS])
         p = batch.pumps
         if len(p):
-            out += encode_table(self._pump_prefixes(p.room, p.pump_id), p.ts_ns, PUMP_FIELDS,
+            out += encode_table(self._pump_prefixes(p.room, p.pump_id), _in_units(p.ts_ns, unit_ns), PUMP_FIELDS,
                                 [getattr(p, s.column) for s in PUMP_FIELDS])
-        out += [line for e in batch.events if (line := self.event_line(e))]
+        out += [line for e in batch.events if (line := self.event_line(e, unit_ns))]
         return out
 
     def encode(self, batch: Batch) -> bytes:
         return "".join(self.lines(batch)).encode()
 
+    def encode_precise(self, batch: Batch) -> tuple[bytes, str]:
+        """The batch and its timestamp precision: "s" when every timestamp is a whole second (as devices send
+        them), "ns" otherwise. Second-precision lines are 9 bytes shorter, and InfluxDB parses a body by the byte
+        (about a tenth less of its CPU for daily batches)."""
+        whole = all(not (t.ts_ns % NS).any() for t in (batch.meters, batch.tanks, batch.rooms, batch.pumps))
+        if whole and all(e.ts_ns % NS == 0 for e in batch.events):
+            return "".join(self.lines(batch, NS)).encode(), "s"
+        return self.encode(batch), "ns"
+
     @staticmethod
-    def event_line(e: DeviceEvent) -> str | None:
+    def event_line(e: DeviceEvent, unit_ns: int = 1) -> str | None:
         """A device event: fields from its payload (nested objects flattened with `_`), plus `device`."""
         prefix = series_prefix(DEVICE_EVENT, {"device_id": e.device_id, "type": e.type, "district": e.district})
         # `device` (meter | pumproom) is always there, so an event that carried nothing else is still stored.
@@ -378,7 +389,7 @@ class LineEncoder:
             text = _field_value(v)
             if text is not None:
                 parts.append(f"{escape_tag(k)}={text}")
-        return f"{prefix} {','.join(parts)} {int(e.ts_ns)}\n"
+        return f"{prefix} {','.join(parts)} {int(e.ts_ns) // unit_ns}\n"
 
     @staticmethod
     def alert_lines(events: Sequence[AlertEvent]) -> list[str]:
@@ -401,6 +412,10 @@ class LineEncoder:
 
     def encode_alerts(self, events: Sequence[AlertEvent]) -> bytes:
         return "".join(self.alert_lines(events)).encode()
+
+
+def _in_units(ts_ns: np.ndarray, unit_ns: int) -> np.ndarray:
+    return ts_ns if unit_ns == 1 else ts_ns // unit_ns
 
 
 def encode_alerts(events: Sequence[AlertEvent]) -> bytes:

@@ -15,6 +15,10 @@ class SpoolFull(Exception):
     pass
 
 
+SUFFIX = {"ns": ".lp", "s": ".slp"}  # a segment's timestamp precision is in its name
+PRECISION = {v: k for k, v in SUFFIX.items()}
+
+
 class Spool:
     """A folder of numbered segment files, one batch each, written with fsync before the broker is acked.
 
@@ -28,7 +32,7 @@ class Spool:
         folder.mkdir(parents=True, exist_ok=True)
         for tmp in folder.glob("*.tmp"):
             tmp.unlink()  # a segment whose write never finished was never acked: the broker still has it
-        self._segments = sorted(folder.glob("*.lp"))
+        self._segments = sorted((p for p in folder.iterdir() if p.suffix in PRECISION), key=lambda p: p.stem)
         self.bytes = sum(p.stat().st_size for p in self._segments)
         self._next = int(self._segments[-1].stem) + 1 if self._segments else 1
         self._warned = 0.0
@@ -43,10 +47,10 @@ class Spool:
     def fill(self) -> float:
         return self.bytes / self.max_bytes if self.max_bytes else 1.0
 
-    def append(self, body: bytes) -> None:
+    def append(self, body: bytes, precision: str = "ns") -> None:
         if self.bytes + len(body) > self.max_bytes:
             raise SpoolFull(f"write spool full ({self.bytes / 1e6:.1f} of {self.max_bytes / 1e6:.1f} MB)")
-        path = self.folder / f"{self._next:012d}.lp"
+        path = self.folder / f"{self._next:012d}{SUFFIX[precision]}"
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
             fh.write(body)
@@ -63,8 +67,12 @@ class Spool:
                 log.warning("write spool %.0f%% full (%d batches, %.1f MB); the database is still unreachable",
                             100 * self.fill, len(self._segments), self.bytes / 1e6)
 
-    def oldest(self) -> bytes | None:
-        return self._segments[0].read_bytes() if self._segments else None
+    def oldest(self) -> tuple[bytes, str] | None:
+        """The oldest batch and its timestamp precision ("ns" or "s")."""
+        if not self._segments:
+            return None
+        path = self._segments[0]
+        return path.read_bytes(), PRECISION[path.suffix]
 
     def pop_oldest(self) -> None:
         path = self._segments.pop(0)

@@ -126,6 +126,22 @@ def test_a_batch_written_over_v2_lands_in_victoriametrics(victoria):
     assert sorted(v for _, v, _ in ecl) == [1, 1, 1, 2]
 
 
+def test_a_batch_of_whole_seconds_is_sent_in_seconds_and_stored_at_the_same_instants(influx_v1, influx_v1_db,
+                                                                                      victoria):
+    district = f"d{servers.free_port()}"
+    reg, batch = make_registry(district, id_prefix=f"{district}-"), make_batch()
+    batch.events = []  # its event is 5 ns past the second: that batch goes in nanoseconds
+    body, precision = LineEncoder(reg).encode_precise(batch)
+    assert precision == "s" and body.count(b"\n") == len(batch) and len(body) < len(LineEncoder(reg).encode(batch))
+    v1 = open_writer(influx_v1.url, api="v1", bucket=influx_v1_db)
+    v2 = open_writer(victoria.url, api="v2", bucket=victoria.bucket, org=victoria.org, token=victoria.token)
+    assert v1.write(body, precision="s") == [] and v2.write(body, precision="s") == []
+    rows = influx_v1.query("SELECT total_m3 FROM meter_reading", db=influx_v1_db)
+    assert sorted(r["time"] for r in rows) == sorted(batch.meters.ts_ns.tolist())  # nanoseconds since the epoch
+    pts = victoria.points("meter_reading", "total_m3", meter_id=reg.meters.ids[0], district=district)
+    assert [t for t, _, _ in pts] == (batch.meters.ts_ns[batch.meters.meter == 0] // 10**6).tolist()
+
+
 def test_auto_detection_picks_v1_for_influxdb_1x_and_v2_for_victoriametrics(influx_v1, influx_v1_db, victoria):
     v1 = open_writer(influx_v1.url, api="auto", bucket=influx_v1_db)
     v2 = open_writer(victoria.url, api="auto", bucket=victoria.bucket, org=victoria.org, token=victoria.token)

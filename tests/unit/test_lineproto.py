@@ -335,3 +335,24 @@ def test_any_tag_value_and_string_field_survive_a_round_trip(tag: str, text: str
 def test_escape_tag_examples(value: str):
     _, tags, _, _ = parse_line(f"m,t={escape_tag(value)} v=1 1")
     assert tags["t"] == value
+
+
+def test_a_batch_of_whole_seconds_is_encoded_in_seconds_and_any_finer_one_in_nanoseconds():
+    reg = Registry.from_columns(
+        {"meter_id": ["M1"], "district": ["d01"], "building_id": ["B1"], "role": ["household"],
+         "customer_class": ["residential"], "pipe_dn_mm": [15], "prepaid": [False], "report_interval_s": [3600],
+         "cell_id": ["C1"], "register_max_m3": [9999.0], "business_hours_per_day": [NAN]},
+        {"building_id": ["B1"], "district": ["d01"], "address": [""], "pump_room_id": [""], "master_meter_id": [""]},
+        {"room_id": [], "district": [], "address": [], "maintenance_unit": [], "supervisor_unit": []},
+        {"tank_id": [], "room_id": [], "capacity_m3": [], "last_disinfected": []})
+    enc = LineEncoder(reg)
+
+    def batch(*ts):
+        return Batch(meters=MeterReadings.from_columns(meter=[0] * len(ts), ts_ns=list(ts), total_m3=[1.5] * len(ts),
+                                                       valve=[-1] * len(ts)))
+
+    body, precision = enc.encode_precise(batch(T0, T0 + 3600 * 10**9))
+    assert precision == "s"
+    assert body.decode().splitlines() == [line[:-9] for line in enc.encode(batch(T0, T0 + 3600 * 10**9)).decode().splitlines()]
+    body, precision = enc.encode_precise(batch(T0, T0 + 1))
+    assert precision == "ns" and body == enc.encode(batch(T0, T0 + 1))

@@ -159,3 +159,26 @@ def test_a_device_clock_in_the_future_does_not_move_the_live_clock(registry, tmp
     assert p.process(src.poll(10))
     assert len(w.lines) == 1  # the reading is kept
     assert p.watermark_ns <= time.time_ns() + 301 * 10**9
+
+
+class SecondsWriter(FlakyWriter):
+    """Takes bodies in seconds too, as the InfluxDB writers do; keeps (line, precision)."""
+
+    accepts_seconds = True
+
+    def write(self, body, precision="ns"):
+        before = len(self.lines)
+        super().write(body)
+        self.lines[before:] = [(line, precision) for line in self.lines[before:]]
+        return []
+
+
+def test_a_spooled_batch_keeps_its_precision_across_a_restart(registry, tmp_path):
+    src, w = ListSource(messages(10)), SecondsWriter(down=10**6)
+    p = make(registry, tmp_path, src, w, spool_max_bytes=10_000_000, spool_retry_s=3600)
+    assert p.process(src.poll(10)) and len(p.spool) == 1
+    w2 = SecondsWriter()
+    p2 = make(registry, tmp_path, ListSource([]), w2, spool_max_bytes=10_000_000)
+    p2.drain_spool()
+    assert [(int(line.rsplit(b" ", 1)[1]), precision) for line, precision in w2.lines] == [
+        (T0 + 60 * i, "s") for i in range(10)]
