@@ -189,7 +189,7 @@ class RoomWalk:
                     self.out.append(self._event("cleared", op, int(ts[op.close])))
                 d.phase[r] = NONE
             last = op
-        if last is not None and d.phase[r] != NONE:
+        if last is not None and d.phase[r] in (PENDING, RAISED):  # a crew's visit has nothing to report
             self.snaps.keep(r, self.snaps.moments(r, int(d.open_ts[r]), int(ts[-1]), last.carried))
         return self.out
 

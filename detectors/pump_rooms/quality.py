@@ -3,6 +3,7 @@ stuck on one value while the water changes or reading the impossible (`sensor_fa
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -86,31 +87,34 @@ class WaterQualityDetector(Detector):
         self._records(batch)
         if not len(batch.tanks):
             return None
-        out = self._tanks(batch.tanks, batch.pumps, split=True)
+        out = self._tanks(batch.tanks, batch.pumps)
         out.sort(key=lambda e: (e.detected_at_ns, e.kind != "water_quality", e.subject_id))
         return out or None
 
-    def _tanks(self, tr: TankReadings, pumps: PumpReadings, split: bool) -> list[AlertEvent]:
+    def _tanks(self, tr: TankReadings, pumps: PumpReadings) -> list[AlertEvent]:
         """Tank rows of one batch. Tanks with news (a reading out of limits or impossible, an open incident or
         sensor fault, a sensor that may have stuck) go the exact way; the others only have their end state worked
-        out, and the tanks with news go on alone (`split` False: all of them the exact way)."""
+        out."""
         rows = Rows(tr.tank, tr.ts_ns, self.last_ts)
         if not rows.n:
             return []
-        values = np.column_stack([rows.take(getattr(tr, COLUMNS[p])) for p in PARAMETERS])
-        c = _Cols(rows, values, rows.take(tr.level_m))
+        c = _Cols(rows, np.vstack([rows.take(getattr(tr, COLUMNS[p])) for p in PARAMETERS]),
+                  rows.take(tr.level_m))
         old_gaps, ring = rows.gaps(self.gaps)
         self._water(c, pumps)
         news = self._news(c)
-        if not news.all() and (split or not news.any()):
+        if not news.all():
             quiet = ~news
             self._quiet(c, quiet)
             self._keep_common(c, ring, quiet)
             if not news.any():
                 return []
-            mine = np.zeros(len(tr), dtype=bool)
-            mine[rows.order[news[rows.gid]]] = True
-            return self._tanks(tr.take(mine), pumps, False)
+            c, old_gaps, ring = c.subset(news), old_gaps[news], ring[news]
+        return self._exact(c, old_gaps, ring)
+
+    def _exact(self, c: _Cols, old_gaps: np.ndarray, ring: np.ndarray) -> list[AlertEvent]:
+        """Every rule, reading by reading (vectorized), for the tanks with news."""
+        rows, values = c.rows, c.values
         interval = rows.interval(old_gaps, ring)
         c.interval = interval[rows.gid]
         c.need = readings_needed(interval, self.params.out_for_min)[rows.gid]
@@ -134,10 +138,10 @@ class WaterQualityDetector(Detector):
         """Per tank of the batch: whether it needs the exact way. A value repeated for frozen_h needs a stretch
         that long: one that began before the batch (its start is carried), or one inside a batch at least that
         long (then every tank goes the exact way)."""
-        rows, v = c.rows, c.values
+        rows, vt = c.rows, c.vt
         d, e = rows.devices, rows.ends
         lim = self.limits
-        odd = ((v < lim.lo) | (v > lim.hi)).any(axis=1) | (c.level < LEVEL_FLOOR_M)
+        odd = ((vt < lim.lo[:, None]) | (vt > lim.hi[:, None])).any(axis=0) | (c.level < LEVEL_FLOOR_M)
         news = (np.add.reduceat(odd, rows.starts) > 0) | (self.open[d] == 1) | (self.sf_open[d] == 1)
         frozen_ns = int(self.params.frozen_h * HOUR_NS)
         news |= (rows.ts[e][:, None] - self.eq_since[d] >= frozen_ns).any(axis=1)
@@ -148,11 +152,14 @@ class WaterQualityDetector(Detector):
     def _quiet(self, c: _Cols, sel: np.ndarray) -> None:
         """Tanks with no news (`sel`, per tank of the batch): each one's end state (the value each sensor repeats,
         since when), runs out of limits end, runs in limits grow."""
-        rows, v = c.rows, c.values
+        rows = c.rows
         d = rows.devices
-        v32 = v.astype(np.float32)
-        changed = v32 != rows.prev(v32, self.eq_value)
-        j = np.maximum.reduceat(changed * (rows.idx + 1)[:, None], rows.starts, axis=0) - 1
+        # parameters side by side as rows (3, readings): comparisons run along contiguous memory
+        v32 = c.vt.astype(np.float32)
+        before = np.empty_like(v32)
+        before[:, 1:] = v32[:, :-1]
+        before[:, rows.starts] = self.eq_value[d].T
+        j = (np.maximum.reduceat((v32 != before) * (rows.idx + 1), rows.starts, axis=1) - 1).T
         jj = np.maximum(j, 0)
         c.since_end = np.where(j >= 0, rows.ts[jj], self.eq_since[d])
         c.since_moves_end = np.where(j >= 0, c.moves[jj], self.eq_moves[d])
@@ -277,7 +284,7 @@ class WaterQualityDetector(Detector):
         self.level_full[d] = c.full_end[sel]
         self.moves[d] = c.moves[e]
         self.last_drawn[d] = c.drawn_end[sel]
-        self.eq_value[d] = c.values[e]
+        self.eq_value[d] = c.vt[:, e].T
         self.eq_since[d] = c.since_end[sel]
         self.eq_moves[d] = c.since_moves_end[sel]
 
@@ -327,8 +334,21 @@ def _group_reduce(ufunc: np.ufunc, values: np.ndarray, rows: Rows) -> np.ndarray
 class _Cols:
     """The batch's per-reading columns, in Rows order, as the steps of an update fill them."""
 
-    def __init__(self, rows: Rows, values: np.ndarray, level: np.ndarray):
+    def __init__(self, rows: Rows, vt: np.ndarray, level: np.ndarray):
         self.rows = rows
-        self.values = values
+        self.vt = vt  # (parameter, reading)
         self.level = level
         self.linked_at_end = np.zeros(rows.devices.size, dtype=np.int64)
+
+    @cached_property
+    def values(self) -> np.ndarray:
+        """(reading, parameter)."""
+        return np.ascontiguousarray(self.vt.T)
+
+    def subset(self, sel: np.ndarray) -> _Cols:
+        """The columns of the tanks `sel` picks, as far as they are worked out (the water's changes, the full
+        level)."""
+        keep = sel[self.rows.gid]
+        out = _Cols(self.rows.subset(sel), self.vt[:, keep], self.level[keep])
+        out.moves, out.full_end = self.moves[keep], self.full_end[sel]
+        return out

@@ -55,6 +55,20 @@ class Rows:
         self.counts = self.ends - self.starts + 1
         self.last_before = last_ts[self.devices]  # each device's last row before this batch (0: never heard)
 
+    def subset(self, sel: np.ndarray) -> Rows:
+        """The rows of the devices `sel` picks (per device, in `devices` order), no sorting again."""
+        keep = sel[self.gid]
+        out = Rows.__new__(Rows)
+        out.order, out.dev, out.ts = self.order[keep], self.dev[keep], self.ts[keep]
+        out.n = int(out.dev.size)
+        out.first = self.first[keep]
+        out.starts = np.flatnonzero(out.first)
+        out.counts = self.counts[sel]
+        out.ends = out.starts + out.counts - 1
+        out.devices = self.devices[sel]
+        out.last_before = self.last_before[sel]
+        return out
+
     @cached_property
     def gid(self) -> np.ndarray:
         """Each row's group (device) number in this batch."""
