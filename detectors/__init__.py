@@ -34,10 +34,11 @@ DETECTORS: dict[str, type[Detector]] = {
     # bypass: the building's hourly gap follows one household's hourly use (detectors/bypass_hourly.py)
     HourlyBypassDetector.name: HourlyBypassDetector,
     DisinfectionDetector.name: DisinfectionDetector,
-    # pump rooms: the tanks' water and sensors, then the door (which names the water-quality incidents raised
-    # during an opening, read off the board in the same batch)
-    WaterQualityDetector.name: WaterQualityDetector,
+    # pump rooms: the door first, so a water-quality incident raised in the same batch (a replay's batch spans
+    # hours) finds the room's intrusion on the board and names it; the intrusion names the water-quality incident
+    # while its door is still open
     IntrusionDetector.name: IntrusionDetector,
+    WaterQualityDetector.name: WaterQualityDetector,
 }
 
 __all__ = ["DETECTORS", "Board", "Detector", "DetectorSet", "LocalCalendar", "MeterView", "Params"]
@@ -60,8 +61,8 @@ class DetectorSet:
         slices, in row order (= publish order), with a clock tick after each, so that a silence shorter than a
         chunk is still seen while it lasts. 0 feeds every batch whole."""
         params = dict(params or {})
-        names = list(only) if only is not None else list(DETECTORS)
-        unknown = sorted((set(params) | set(names)) - set(DETECTORS))
+        asked = list(only) if only is not None else list(DETECTORS)
+        unknown = sorted((set(params) | set(asked)) - set(DETECTORS))
         if unknown:
             raise ValueError(f"unknown detector {unknown[0]!r}; known: {', '.join(DETECTORS)}")
         self.registry = registry
@@ -70,7 +71,8 @@ class DetectorSet:
         self.calendar = LocalCalendar(timezone)
         self.board = Board(registry)
         self.detectors: dict[str, Detector] = {}
-        for n in names:
+        # in the registry's order whatever the order asked: a detector reads the board as those before it left it
+        for n in [n for n in DETECTORS if n in asked]:
             try:
                 self.detectors[n] = DETECTORS[n](registry, params.get(n), self.calendar)
             except ValidationError as e:

@@ -304,6 +304,9 @@ class RoomWalk:
             "tanks": tanks}
         if silent_since is not None:
             ev["telemetry_silent_since"] = iso_utc(silent_since)
+        effect = self._effect(m)
+        if effect:
+            ev["water_quality_effect"] = effect
         linked = self._linked(op.open_ts, now)
         if linked:
             ev["water_quality"] = linked

@@ -217,13 +217,14 @@ class Town:
         """The tank's `parameter` (free_chlorine_mg_l, turbidity_ntu, ph) reads about `value` from start to end."""
         self.plan.rooms.episodes.append((tank, parameter, start, end, value))
 
-    def intrusion(self, room: int, start: int, end: int, chlorine_to: float | None = None) -> None:
+    def intrusion(self, room: int, start: int, end: int, chlorine_to: float | None = None,
+                  low_until: int | None = None) -> None:
         """The door open from start to end with no work order; with `chlorine_to` the room's first tank is tampered
-        with: its chlorine falls to that within an hour and stays there until the door closes."""
+        with: its chlorine falls to that within an hour and stays there until the door closes (or `low_until`)."""
         self.plan.rooms.openings.append((room, start, end, "", 0, ""))
         if chlorine_to is not None:
             tank = int(np.flatnonzero(self.registry.tanks.room == room)[0])
-            self.plan.rooms.tamper.append((tank, start, end, chlorine_to))
+            self.plan.rooms.tamper.append((tank, start, low_until or end, chlorine_to))
 
     def visit(self, room: int, start: int, end: int, event_type: str = "maintenance", lead_min: float = 30) -> None:
         """A crew's visit: its work-order event `lead_min` before the door opens (negative: after)."""

@@ -147,16 +147,28 @@ def test_a_crews_work_order_explains_the_opening_from_two_hours_before_and_a_lit
 def test_an_intrusion_that_lowers_the_chlorine_is_one_intrusion_naming_one_water_quality_incident():
     t = small()
     t.intrusion(1, t.t(1.1), t.t(1.1) + 3 * HOUR, chlorine_to=0.01)
-    ev = events(t)
+    ev = events(t, messages=3)  # small batches, as the live service sees the traffic
     assert {(e.kind, e.subject_id) for e in ev} == {("pump_room_intrusion", "P001"), ("water_quality", "P001-T1")}
     wq = [e for e in ev if e.kind == "water_quality"]
     door = [e for e in ev if e.kind == "pump_room_intrusion"]
     assert len({e.alert_id for e in wq}) == 1 and len({e.alert_id for e in door}) == 1
     named = [e for e in door if e.evidence.get("water_quality")]
     assert named and named[0].evidence["water_quality"][0]["alert_id"] == wq[0].alert_id
-    assert "fell from" in named[0].summary
-    assert any(e.evidence.get("intrusion", {}).get("alert_id") == door[0].alert_id for e in wq)
+    assert "fell from" in named[0].summary and named[0].evidence["water_quality_effect"]
+    assert wq[0].evidence["intrusion"]["alert_id"] == door[0].alert_id  # named from its raise on
     assert wq[0].to_dict()["start"] == label(t, "water_quality")["start"]
+
+
+def test_water_that_goes_bad_after_a_short_intrusion_names_it_even_when_one_batch_holds_both():
+    t = small()
+    t.intrusion(1, t.t(1.1), t.t(1.1) + 20 * MIN, chlorine_to=0.01, low_until=t.t(1.1) + 4 * HOUR)
+    ev = events(t, messages=10**6)  # a replay's batch spans hours: both incidents are raised in the same one
+    door = [e for e in ev if e.kind == "pump_room_intrusion"]
+    wq = [e for e in ev if e.kind == "water_quality"]
+    assert [e.event for e in door] == ["raised", "cleared"] and wq[0].event == "raised"
+    assert wq[0].start_ns > door[-1].detected_at_ns  # the water went out of limits after the door closed
+    assert wq[0].evidence["intrusion"]["alert_id"] == door[0].alert_id
+    assert wq[0].evidence["intrusion"]["door_closed"] is not None
 
 
 def test_a_door_opened_and_then_silent_is_raised_when_the_room_goes_quiet():
