@@ -68,6 +68,20 @@ class Servers:
 
         return RawPublisher(self.mq.host, self.mq.port, PUBLISHER, self.mq.passwords[PUBLISHER])
 
+    def settle(self, timeout_s: float = 60.0) -> float:
+        """Wait until InfluxDB and the broker have gone quiet (InfluxDB compacts what the last drain wrote for a
+        while after it): each drain starts from the same calm. Returns the seconds waited."""
+        pids = [self.influx._proc.pid, self.mq._proc.pid]  # type: ignore[union-attr]
+        t0 = time.perf_counter()
+        before = sum(map(cpu_s, pids))
+        while time.perf_counter() - t0 < timeout_s:
+            time.sleep(0.5)
+            now = sum(map(cpu_s, pids))
+            if now - before < 0.025:  # under 5 % of a core over the last half second
+                break
+            before = now
+        return time.perf_counter() - t0
+
     def points_ok(self, db: str) -> int:
         """Points InfluxDB has accepted into `db` (its shard statistics: cheap, unlike a count over the data)."""
         r = self.http.request("GET", f"{self.influx.url}/query", fields={"q": "SHOW STATS FOR 'shard'"})
@@ -150,7 +164,8 @@ class Servers:
             rss.stop()
             _stop(proc)
         if t_first is None or t_end is None or t_end <= t_first:
-            return Drain(0.0, stored, 0.0, rss.peak_mb, [f"stored {stored:,} of {expected:,}"])
+            why = f"; it exited with {proc.returncode}: {_tail(log)}" if proc.returncode not in (None, 0, -15) else ""
+            return Drain(0.0, stored, 0.0, rss.peak_mb, [f"stored {stored:,} of {expected:,}{why}"])
         secs = t_end - t_first
         d = Drain((expected - n_first) / secs, stored, secs, rss.peak_mb,
                   cpu_s={k: cpu1[k] - cpu0[k] for k in cpu0} if cpu0 else {})
@@ -215,6 +230,11 @@ def _wait_for(log: Path, needle: str, proc: subprocess.Popen, timeout_s: float) 
         time.sleep(0.05)
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
     raise RuntimeError(f"{proc.args[1]} did not say {needle!r}:\n{tail}")
+
+
+def _tail(log: Path) -> str:
+    lines = log.read_text(errors="replace").strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def _stop(proc: subprocess.Popen) -> None:

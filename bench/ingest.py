@@ -49,9 +49,9 @@ def _fmt_runs(xs: list[float], fmt: str = "{:,.0f}") -> str:
 # --- MQTT drains ---------------------------------------------------------------------------------------------
 
 def drain_runs(srv: Servers, kind: str, messages: list[tuple[str, bytes]], per: int, registry: Path, tmp: Path,
-               runs: int, timeout_s: float) -> dict[str, list[Drain]]:
-    """`runs` rounds of: three sessions, one backlog published, three drains in turn."""
-    out: dict[str, list[Drain]] = {"sub": [], "naive": [], "cistern": []}
+               runs: int, timeout_s: float, variants: dict[str, dict[str, str]]) -> dict[str, list[Drain]]:
+    """`runs` rounds of: three sessions (and one per variant), one backlog published, the drains in turn."""
+    out: dict[str, list[Drain]] = {"sub": [], "naive": [], "cistern": [], **{v: [] for v in variants}}
     expected = len(messages) * per
     pub = srv.publisher()
     for r in range(runs):
@@ -61,17 +61,31 @@ def drain_runs(srv: Servers, kind: str, messages: list[tuple[str, bytes]], per: 
         cistern = srv.cistern_cmd(f"cistern-{tag}", db_cistern, registry, tmp / f"state-{tag}")
         log = tmp / f"{tag}.log"
         srv.sub_session(f"ref-{tag}")
-        srv.session(naive, "subscribed", log)
+        srv.session(naive, "subscribed", tmp / f"{tag}-naive.log")
         srv.session(cistern, "MQTT subscribed", log)
+        extra = {}
+        for name, env in variants.items():
+            db = srv.influx.new_database(f"{name}_{kind}")
+            argv, base_env = srv.cistern_cmd(f"{name}-{tag}", db, registry, tmp / f"state-{name}-{tag}")
+            extra[name] = ((argv, {**base_env, **env}), db)
+            srv.session(extra[name][0], "MQTT subscribed", tmp / f"{tag}-{name}.log")
         pub_s = pub.publish(messages)
         print(f"    run {r + 1}: backlog of {len(messages):,} published in {pub_s:.2f} s "
               f"({len(messages) / pub_s:,.0f} msg/s); {load()}", flush=True)
-        time.sleep(1.0)
+        srv.settle()
         out["sub"].append(srv.sub_drain(f"ref-{tag}", len(messages)))
-        time.sleep(1.0)
-        out["naive"].append(srv.consumer_drain(naive, db_naive, expected, log, timeout_s))
-        time.sleep(1.0)
-        out["cistern"].append(srv.consumer_drain(cistern, db_cistern, expected, log, timeout_s))
+        # The consumers take turns going first: none always meets InfluxDB busy compacting the last one's data.
+        consumers = [("naive", naive, db_naive, tmp / f"{tag}-naive.log"), ("cistern", cistern, db_cistern, log)]
+        consumers += [(name, cmd, db, tmp / f"{tag}-{name}.log") for name, (cmd, db) in extra.items()]
+        first = r % len(consumers)
+        for name, cmd, db, clog in consumers[first:] + consumers[:first]:
+            srv.settle()
+            out[name].append(srv.consumer_drain(cmd, db, expected, clog, timeout_s))
+        for name in extra:
+            v = out[name][-1]
+            print(f"           variant {name}: {v.rate_msgs / per:,.0f} msg/s ({v.rate_msgs / out['cistern'][-1].rate_msgs:.2f}x"
+                  f" cistern, RSS peak {v.peak_rss_mb:.0f} MB); {v.cpu_note(len(messages))}{'; '.join(v.notes)}",
+                  flush=True)
         d = {k: v[-1] for k, v in out.items()}
         print(f"           msg/s: mosquitto_sub {d['sub'].rate_msgs:,.0f}, naive {d['naive'].rate_msgs / per:,.0f}, "
               f"cistern {d['cistern'].rate_msgs / per:,.0f} (RSS peak {d['cistern'].peak_rss_mb:.0f} MB)"
@@ -101,12 +115,16 @@ def report_drains(title: str, res: dict[str, list[Drain]], per: int, targets: Ca
     print(f"    cistern / naive   {median_of(vs_naive):.2f}x {_fmt_runs(vs_naive, '{:.2f}')}")
     print(f"    cistern / broker  {median_of(vs_sub):.2f}x {_fmt_runs(vs_sub, '{:.2f}')}")
     print(f"    {targets(median_of(vs_naive), median_of(vs_sub))}", flush=True)
+    for name in [k for k in res if k not in ("sub", "naive", "cistern")]:
+        v = [d.rate_msgs / per for d in res[name]]
+        r = [a / b if b else 0.0 for a, b in zip(v, naive, strict=True)]
+        print(f"    variant {name}: {median_of(v):,.0f} {unit} {_fmt_runs(v)}, / naive {median_of(r):.2f}x", flush=True)
 
 
 def part_single(srv: Servers, args, registry: Path, tmp: Path) -> list[Drain]:
     msgs = single_messages(args.meters, args.single)
     print(f"\nsingle-reading messages: a backlog of {len(msgs):,} from {args.meters:,} meters", flush=True)
-    res = drain_runs(srv, "single", msgs, 1, registry, tmp, args.runs, args.timeout_s)
+    res = drain_runs(srv, "single", msgs, 1, registry, tmp, args.runs, args.timeout_s, args.variants)
     report_drains("single-reading messages", res, 1, lambda n, s: (
         f"targets: >= 2x naive ({'met' if n >= 2 else 'NOT met'}), >= 0.5x broker ({'met' if s >= 0.5 else 'NOT met'}"
         f"; goal 0.9x)"))
@@ -117,7 +135,7 @@ def part_batch(srv: Servers, args, registry: Path, tmp: Path) -> None:
     msgs = batch_messages(args.meters, args.batch)
     print(f"\ndaily batches: a backlog of {len(msgs):,} messages of 24 readings ({24 * len(msgs):,} readings)",
           flush=True)
-    res = drain_runs(srv, "batch", msgs, 24, registry, tmp, args.runs, args.timeout_s)
+    res = drain_runs(srv, "batch", msgs, 24, registry, tmp, args.runs, args.timeout_s, args.variants)
     report_drains("daily 24-reading batches", res, 24, lambda n, s: (
         f"target: >= 1.5x naive in readings/s ({'met' if n >= 1.5 else 'NOT met'})"))
 
@@ -164,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replay-meters", type=int, default=2000)
     ap.add_argument("--replay-days", type=int, default=30)
     ap.add_argument("--timeout-s", type=float, default=180.0, help="give up waiting for InfluxDB after this")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE,…",
+                    help="also drain with cistern run under these CISTERN_* variables (A/B in the same rounds)")
     args = ap.parse_args(argv)
+    args.variants = {v.split(":", 1)[0]: dict(kv.split("=", 1) for kv in v.split(":", 1)[1].split(","))
+                     for v in args.variant}
     parts = set(args.part or ("single", "batch", "replay", "rss"))
     print(f"cistern ingest benchmark: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
           f"{load()} (1, 5, 15 min)", flush=True)

@@ -113,7 +113,8 @@ def make_pipeline(registry: Registry, settings: Settings, source: Source, *, wri
                               batch_max_wait_s=settings.batch_max_wait_s,
                               health_interval_s=settings.health_interval_s, tick_interval_s=settings.tick_interval_s,
                               spool_max_bytes=settings.spool_max_bytes,
-                              flood_max_per_device=settings.flood_max_per_device)
+                              flood_max_per_device=settings.flood_max_per_device,
+                              write_lanes=settings.write_lanes, batch_max_bytes=settings.batch_max_bytes)
     kw.update(overrides)
     return Pipeline(registry, TopicLayout(settings.mqtt_topic_prefix), source, state_dir=settings.state_dir,
                     writer=writer, detectors=make_detectors(registry, settings), dispatcher=dispatcher, live=live,

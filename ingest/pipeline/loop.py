@@ -6,10 +6,12 @@ import logging
 import random
 import threading
 import time
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Protocol
 
@@ -93,7 +95,7 @@ class Pipeline:
                  on_batch: Callable[[Batch], None] | None = None,
                  on_alerts: Callable[[list[AlertEvent]], None] | None = None, restore: bool = True,
                  spool_max_bytes: int = 0, spool_retry_s: float = 5.0, flood_max_per_device: int = 0,
-                 max_clock_skew_s: float = 300.0, registry_watch: RegistryWatch | None = None):
+                 max_clock_skew_s: float = 300.0, write_lanes: int = 1, batch_max_bytes: int = 0, registry_watch: RegistryWatch | None = None):
         self.registry = registry
         self.decoder = Decoder(registry, layout)
         self.source = source
@@ -131,6 +133,9 @@ class Pipeline:
         self._io_lock = threading.RLock()  # the database and spool: the writer thread's, or a caller's when idle
         self._stats_lock = threading.Lock()
         self._writes: ThreadPoolExecutor | None = None
+        self.write_lanes = write_lanes
+        self.batch_max_bytes = batch_max_bytes
+        self._lanes: ThreadPoolExecutor | None = None
         self._in_flight: tuple[Future, Batch] | None = None
         if restore and detectors is not None:
             self.clock.watermark_ns = self._checkpoint.load(detectors)
@@ -165,51 +170,72 @@ class Pipeline:
             self._record(self.dispatcher.use_registry(self.registry, now))
 
     # ---- one step ----------------------------------------------------------------------------------------------
-    def _encode(self, batch: Batch) -> tuple[bytes, str] | None:
-        """The batch as line protocol and its timestamp precision, or None when nothing is written (no database:
+    def _encode(self, batch: Batch) -> list[tuple[bytes, str]] | None:
+        """The batch as line-protocol bodies with their timestamp precision: one per write lane (split by device,
+        so one device's points stay in one request, in order), or None when nothing is written (no database:
         replay without one)."""
         if self.writer is None or self._encoder is None:
             return None
-        if getattr(self.writer, "accepts_seconds", False):
-            return self._encoder.encode_precise(batch)
-        return self._encoder.encode(batch), "ns"
+        seconds = getattr(self.writer, "accepts_seconds", False)
+        lanes = self.write_lanes if len(batch.meters) >= LANE_MIN_ROWS else 1
+        return [self._encoder.encode_precise(part) if seconds else (self._encoder.encode(part), "ns")
+                for part in _by_lane(batch, lanes)]
 
     def _write(self, body: bytes, precision: str) -> list[tuple[bytes, str]]:
         assert self.writer is not None
         return self.writer.write(body) if precision == "ns" else self.writer.write(body, precision=precision)  # type: ignore[call-arg]
 
-    def _store(self, encoded: tuple[bytes, str] | None) -> bool:
-        """Store a body in the database, or in the spool while the database is unreachable.
+    def _store(self, encoded: list[tuple[bytes, str]] | None) -> bool:
+        """Store a batch's bodies in the database, or in the spool while the database is unreachable.
 
         Returns False only when asked to stop while neither was possible: the messages then stay unacked and the
         broker delivers them again after the restart.
         """
         if encoded is None:
             return True
-        body, precision = encoded
+        parts = [(body, precision) for body, precision in encoded if body]
         with self._io_lock:
             self.drain_spool()
-            if not body:
+            if self.spool is not None and len(self.spool):  # keep the database's view in arrival order
+                return all([self._spool_or_wait(body, precision) for body, precision in parts])
+            if len(parts) > 1:
+                parts = self._write_lanes(parts)
+            return all([self._store_one(body, precision) for body, precision in parts])
+
+    def _write_lanes(self, parts: list[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
+        """The bodies written at once (InfluxDB parses each request on a core of its own); returns those the
+        database could not take now."""
+        if self._lanes is None:
+            self._lanes = ThreadPoolExecutor(self.write_lanes - 1, "cistern-lane")
+        others = [self._lanes.submit(self._write, body, precision) for body, precision in parts[1:]]
+        left = []
+        for (body, precision), outcome in zip(parts, [None, *others], strict=True):
+            try:
+                refused = self._write(body, precision) if outcome is None else outcome.result()
+            except WriteUnavailable:
+                left.append((body, precision))
+                continue
+            self._account(refused, body)
+        return left
+
+    def _store_one(self, body: bytes, precision: str) -> bool:
+        delays = backoff_delays()
+        while True:
+            try:
+                self._account(self._write(body, precision), body)
                 return True
-            if self.spool is not None and len(self.spool):
-                return self._spool_or_wait(body, precision)  # keep the database's view in arrival order
-            delays = backoff_delays()
-            while True:
-                try:
-                    self._account(self._write(body, precision), body)
-                    return True
-                except WriteUnavailable as e:
-                    self.stats.write_retries += 1
-                    if self.spool is not None:
-                        log.warning("database unavailable (%s); spooling to disk", e)
-                        self._retry_at = time.monotonic() + self.spool_retry_s
-                        return self._spool_or_wait(body, precision)
-                    if self.stop_event.is_set() and self.live:
-                        return False
-                    wait = max(getattr(e, "retry_after_s", 0) or 0, next(delays))
-                    log.warning("database unavailable (%s); retrying in %.1f s, messages stay unacked", e, wait)
-                    if self.stop_event.wait(wait) and self.live:
-                        return False
+            except WriteUnavailable as e:
+                self.stats.write_retries += 1
+                if self.spool is not None:
+                    log.warning("database unavailable (%s); spooling to disk", e)
+                    self._retry_at = time.monotonic() + self.spool_retry_s
+                    return self._spool_or_wait(body, precision)
+                if self.stop_event.is_set() and self.live:
+                    return False
+                wait = max(getattr(e, "retry_after_s", 0) or 0, next(delays))
+                log.warning("database unavailable (%s); retrying in %.1f s, messages stay unacked", e, wait)
+                if self.stop_event.wait(wait) and self.live:
+                    return False
 
     def _account(self, refused: list[tuple[bytes, str]], body: bytes) -> None:
         if refused:
@@ -286,7 +312,7 @@ class Pipeline:
         if self.on_alerts is not None:
             self.on_alerts(events)
 
-    def _prepare(self, messages: list[RawMessage]) -> tuple[Batch, tuple[bytes, str] | None]:
+    def _prepare(self, messages: list[RawMessage]) -> tuple[Batch, list[tuple[bytes, str]] | None]:
         """Decode, set the rejects aside durably (dead letters, quarantine) and encode: all before any ack."""
         rejects = self.source.take_rejects()
         to_decode = messages
@@ -325,7 +351,7 @@ class Pipeline:
         return True
 
     # ---- write-behind: batch n is stored on the writer thread while batch n+1 is decoded -------------------
-    def _submit(self, messages: list[RawMessage], batch: Batch, body: tuple[bytes, str] | None) -> None:
+    def _submit(self, messages: list[RawMessage], batch: Batch, body: list[tuple[bytes, str]] | None) -> None:
         def store_and_ack() -> bool:
             if not self._store(body):
                 return False
@@ -394,7 +420,7 @@ class Pipeline:
             while not self.stop_event.is_set():
                 messages = self.source.poll(self.batch_max_messages, self.batch_max_wait_s)
                 if messages or not self.live:
-                    if not self._step(messages):
+                    if not all(self._step(part) for part in _by_bytes(messages, self.batch_max_bytes)):
                         break
                 if self.live:
                     if not messages:
@@ -417,8 +443,9 @@ class Pipeline:
                 if end is not None:
                     self._tick(end)
         finally:
-            if self._writes is not None:
-                self._writes.shutdown(wait=True)
+            for pool in (self._writes, self._lanes):
+                if pool is not None:
+                    pool.shutdown(wait=True)
             self.checkpoint()
             self._health(force=True)
 
@@ -445,6 +472,37 @@ def _cap_per_topic(messages: list[RawMessage], cap: int) -> tuple[list[RawMessag
             flood.append(Reject(m.topic, m.payload, f"flood: more than {cap} messages from one topic in one batch "
                                                     f"({counts[m.topic]} of {len(messages)})"))
     return keep, flood
+
+
+LANE_MIN_ROWS = 2000  # a smaller batch is written as one request: splitting it would save nothing
+
+
+def _by_bytes(messages: list[RawMessage], max_bytes: int) -> list[list[RawMessage]]:
+    """The polled messages in runs of at most `max_bytes` of payload (at least one message each; 0: no limit).
+    Daily uploads are a hundred times a single reading: a batch of them is cut so memory and the size of a write
+    follow the readings, not the message count."""
+    if not max_bytes or not messages:
+        return [messages]
+    ends = list(accumulate(len(m.payload) for m in messages))
+    if ends[-1] <= max_bytes:
+        return [messages]
+    out, start = [], 0
+    while start < len(messages):
+        base = ends[start - 1] if start else 0
+        stop = max(bisect_right(ends, base + max_bytes, start), start + 1)
+        out.append(messages[start:stop])
+        start = stop
+    return out
+
+
+def _by_lane(batch: Batch, lanes: int) -> list[Batch]:
+    """The batch split by meter index into `lanes` parts (pump rooms and events in the first)."""
+    if lanes <= 1:
+        return [batch]
+    lane = batch.meters.meter % lanes
+    return [Batch(meters=batch.meters.take(lane == k), tanks=batch.tanks, rooms=batch.rooms, pumps=batch.pumps,
+                  events=batch.events) if k == 0 else Batch(meters=batch.meters.take(lane == k))
+            for k in range(lanes)]
 
 
 def _until(batch: Batch, until_ns: int) -> Batch:

@@ -14,12 +14,17 @@ class PipelineSettings(BaseModel):
     state_dir: Path = Field(Path("./.cistern"), description="checkpoints, write spool, dead letters")
     timezone: str = Field("Asia/Shanghai", description="the utility's clock for calendar days")
     batch_max_messages: int = Field(5000, ge=1, le=100_000, description="messages decoded and written together")
+    batch_max_bytes: int = Field(2 << 20, ge=0, description="payload bytes a batch holds at most (0: no limit); "
+                                                            "a batch of daily uploads is cut there, so memory and "
+                                                            "write size follow the readings")
     batch_max_wait_s: float = Field(0.25, gt=0, le=60, description="longest a message waits for its batch, seconds")
     health_interval_s: float = Field(30.0, gt=0, description="seconds between health lines in the log")
     tick_interval_s: float = Field(5.0, gt=0, description="wall-clock seconds between detector clock ticks (live)")
     flood_max_per_device: int = Field(2000, ge=0, description="most messages one device may have in a batch; the "
                                                              "excess is dead-lettered so a flood cannot starve the "
                                                              "others (0: no limit)")
+    write_lanes: int = Field(2, ge=1, le=8, description="concurrent write requests a large batch is split into, "
+                                                        "by device (InfluxDB parses each request on its own core)")
     spool_max_bytes: int = Field(1 << 30, ge=0, description="disk spool for writes while InfluxDB is down, bytes "
                                                             "(0: off)")
     registry_check_interval_s: float = Field(10.0, ge=0, description="seconds between looks at the registry files "

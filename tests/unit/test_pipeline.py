@@ -182,3 +182,17 @@ def test_a_spooled_batch_keeps_its_precision_across_a_restart(registry, tmp_path
     p2.drain_spool()
     assert [(int(line.rsplit(b" ", 1)[1]), precision) for line, precision in w2.lines] == [
         (T0 + 60 * i, "s") for i in range(10)]
+
+
+def test_a_poll_of_large_messages_is_written_in_parts_of_at_most_batch_max_bytes_and_acked_in_order(registry,
+                                                                                                 tmp_path):
+    same_size = [RawMessage("water/d01/meter/M000001/reading",
+                            orjson.dumps({"meter_id": "M000001", "ts": T0 + 60 * i, "total_m3": 100 + i}), token=i)
+                 for i in range(30)]
+    src, w = ListSource(same_size, chunk=30), FlakyWriter()
+    p = Pipeline(registry, TopicLayout("water"), src, state_dir=tmp_path / "state", writer=w, live=True,
+                 batch_max_messages=30, batch_max_wait_s=0.01, batch_max_bytes=7 * len(same_size[0].payload))
+    p.run()  # the write of each part overlaps decoding the next
+    assert w.calls == 5  # 30 messages, at most 7 a write
+    assert [m.token for m in src.acked] == list(range(30))
+    assert len(w.lines) == 30 and p.stats.written == 30 and p.stats.batches == 5
