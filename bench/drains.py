@@ -33,6 +33,7 @@ class Drain:
     peak_rss_mb: float = 0.0
     notes: list[str] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds of each process during the drain
+    rss_mb: list[float] = field(default_factory=list)  # resident memory sampled every 0.1 s, in order
 
     def cpu_note(self, n_msgs: int) -> str:
         """CPU µs per message of each process, and their sum against the wall time (cores kept busy)."""
@@ -168,7 +169,8 @@ class Servers:
             return Drain(0.0, stored, 0.0, rss.peak_mb, [f"stored {stored:,} of {expected:,}{why}"])
         secs = t_end - t_first
         d = Drain((expected - n_first) / secs, stored, secs, rss.peak_mb,
-                  cpu_s={k: cpu1[k] - cpu0[k] for k in cpu0} if cpu0 else {})
+                  cpu_s={k: cpu1[k] - cpu0[k] for k in cpu0} if cpu0 else {},
+                  rss_mb=[mb for t, mb in rss.samples if t_first <= t <= t_end])
         if stored < expected:
             d.notes.append(f"stored {stored:,} of {expected:,} within {timeout_s:.0f} s")
         return d

@@ -152,8 +152,14 @@ def part_rss(srv: Servers, args, registry: Path, tmp: Path, small: list[Drain]) 
     print(f"    backlog published in {pub_s:.1f} s; {load()}", flush=True)
     d = srv.consumer_drain(cmd, db, n, log, max(args.timeout_s, n / 5000))
     before = f"; the {args.single:,}-message drains peaked at {max(x.peak_rss_mb for x in small):.0f} MB" if small else ""
-    print(f"    drained at {d.rate_msgs:,.0f} msg/s in {d.seconds:.1f} s; RSS peak {d.peak_rss_mb:.0f} MB{before}"
-          f"{'; ' + '; '.join(d.notes) if d.notes else ''}; {load()}", flush=True)
+    trail = d.rss_mb
+    along = ", ".join(f"{trail[int(q * (len(trail) - 1))]:.0f}" for q in (0.1, 0.25, 0.5, 0.75, 1.0)) if trail else "?"
+    print(f"    drained at {d.rate_msgs:,.0f} msg/s in {d.seconds:.1f} s; RSS peak {d.peak_rss_mb:.0f} MB{before}; "
+          f"RSS at 10/25/50/75/100 % of the drain: {along} MB{'; ' + '; '.join(d.notes) if d.notes else ''}; "
+          f"{load()}", flush=True)
+    note = d.cpu_note(n)
+    if note:
+        print(f"    cistern: {note}", flush=True)
 
 
 def mqtt_parts(args, parts: set[str], registry: Path, tmp: Path) -> None:
