@@ -29,7 +29,7 @@ def _timed(argv: list[str]) -> tuple[float, float]:
 def part_replay(meters: int, days: int, runs: int, tmp: Path) -> None:
     city = tmp / "city"
     subprocess.run([sys.executable, "-m", "ingest", "simulate", "--out", str(city), "--meters", str(meters),
-                    "--days", str(days), "--seed", "5"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+                    "--days", str(days), "--seed", "5", "--quiet"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     capture = city / "capture.jsonl"
     lines = sum(1 for _ in capture.open("rb"))
     print(f"\nreplay: a {meters:,}-meter {days}-day capture ({lines:,} messages, "

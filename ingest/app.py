@@ -21,6 +21,7 @@ from devices.topics import TopicLayout
 from ingest.config import ConfigError, Settings
 from ingest.dispatch import Dispatcher
 from ingest.pipeline import Pipeline
+from ingest.pipeline.ahead import DecodeAhead, workers_for
 from ingest.pipeline.checkpoint import StateLock
 from ingest.pipeline.reload import RegistryWatch
 from ingest.sinks.influx import open_writer
@@ -247,6 +248,12 @@ def replay(s: Settings, capture: Path, *, until_ns: int | None = None,
     # Replay writes to the database only when one is named explicitly: a replay must not surprise production.
     writer = make_writer(s) if "influx_url" in s.model_fields_set else None
     source = CaptureSource(capture)
+    ahead = None
+    workers = workers_for(capture.stat().st_size, s.replay_workers)
+    if workers:  # started before any thread of ours: the workers are forked
+        ahead = DecodeAhead(source, registry, TopicLayout(s.mqtt_topic_prefix), workers=workers,
+                            chunk_lines=s.batch_max_messages, flood_max_per_device=s.flood_max_per_device,
+                            batch_max_bytes=s.batch_max_bytes)
     if resume:
         dispatcher = make_dispatcher(registry, s, s.state_dir, resume=True)
         pipeline = make_pipeline(registry, s, source, writer=writer, dispatcher=dispatcher, live=False,
@@ -259,9 +266,15 @@ def replay(s: Settings, capture: Path, *, until_ns: int | None = None,
     left = 0
     tune_gc()
     try:
-        pipeline.run()
+        if ahead is not None:
+            log.info("replay: decoding in %d worker process%s", workers, "es" if workers > 1 else "")
+            pipeline.run_decoded(ahead)
+        else:
+            pipeline.run()
         left = dispatcher.drain()
     finally:
+        if ahead is not None:
+            ahead.close()
         source.close()
         dispatcher.close()
         if writer is not None:

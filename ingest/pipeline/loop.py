@@ -8,7 +8,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -312,19 +312,22 @@ class Pipeline:
         if self.on_alerts is not None:
             self.on_alerts(events)
 
-    def _prepare(self, messages: list[RawMessage]) -> tuple[Batch, list[tuple[bytes, str]] | None]:
-        """Decode, set the rejects aside durably (dead letters, quarantine) and encode: all before any ack."""
+    def _decode(self, messages: list[RawMessage]) -> tuple[int, Batch, list[Reject]]:
+        """(messages taken, their batch, everything refused: the source's rejects, floods, invalid messages)."""
         rejects = self.source.take_rejects()
         to_decode = messages
         if self.flood_max_per_device and len(messages) > self.flood_max_per_device:
             to_decode, flood = _cap_per_topic(messages, self.flood_max_per_device)
             rejects += flood
         batch, more = self.decoder.decode(to_decode)
-        rejects += more
+        return len(messages), batch, rejects + more
+
+    def _prepare(self, n: int, batch: Batch, rejects: list[Reject]) -> tuple[Batch, list[tuple[bytes, str]] | None]:
+        """Set the rejects aside durably (dead letters, quarantine) and encode: all before any ack."""
         if self.until_ns is not None and len(batch):
             batch = _until(batch, self.until_ns)
         self.dead.write(rejects)
-        self.stats.received += len(messages)
+        self.stats.received += n
         self.stats.readings += batch.readings
         self._count_dead(len(rejects))
         return batch, self._encode(batch)
@@ -343,7 +346,7 @@ class Pipeline:
 
     def process(self, messages: list[RawMessage]) -> bool:
         """Decode, store, ack, detect. Returns False when the batch could not be made durable (stopping)."""
-        batch, body = self._prepare(messages)
+        batch, body = self._prepare(*self._decode(messages))
         if not self._store(body):
             return False
         self.source.ack(messages)
@@ -373,11 +376,15 @@ class Pipeline:
         self._durable(batch)
         return True
 
-    def _step(self, messages: list[RawMessage]) -> bool:
-        """One batch through the pipeline: synchronously without a database, else with its write behind."""
-        if self._writes is None:
+    def _step(self, messages: list[RawMessage], decoded: tuple[int, Batch, list[Reject]] | None = None) -> bool:
+        """One batch through the pipeline: synchronously without a database, else with its write behind.
+        `decoded`: the batch decoded already (a replay's decode-ahead workers); messages are then not needed."""
+        if self._writes is None and decoded is None:
             return self.process(messages)
-        batch, body = self._prepare(messages)
+        batch, body = self._prepare(*(decoded or self._decode(messages)))
+        if self._writes is None:  # decoded ahead, nothing to write (a replay without a database)
+            self._durable(batch)
+            return True
         previous = self._in_flight
         self._in_flight = None
         if previous is not None and not previous[0].result():
@@ -439,6 +446,28 @@ class Pipeline:
                 if self.source.exhausted:
                     break
             if self._await_write() and not self.live and self.detectors is not None:
+                end = self.until_ns if self.until_ns is not None else self.watermark_ns
+                if end is not None:
+                    self._tick(end)
+        finally:
+            for pool in (self._writes, self._lanes):
+                if pool is not None:
+                    pool.shutdown(wait=True)
+            self.checkpoint()
+            self._health(force=True)
+
+    def run_decoded(self, chunks: Iterable[tuple[int, Batch, list[Reject]]]) -> None:
+        """A replay whose decoding was done ahead (ingest.pipeline.ahead): every other step as run() takes it."""
+        self._writes = ThreadPoolExecutor(1, "cistern-writer") if self.writer is not None else None
+        try:
+            self._settle_cases()
+            for chunk in chunks:
+                if self.stop_event.is_set() or not self._step([], chunk):
+                    break
+                if time.monotonic() - self._last_checkpoint > self.checkpoint_interval_s and self._await_write():
+                    self.checkpoint()
+                self._health()
+            if self._await_write() and self.detectors is not None:
                 end = self.until_ns if self.until_ns is not None else self.watermark_ns
                 if end is not None:
                     self._tick(end)

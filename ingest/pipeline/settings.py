@@ -25,6 +25,9 @@ class PipelineSettings(BaseModel):
                                                              "others (0: no limit)")
     write_lanes: int = Field(2, ge=1, le=8, description="concurrent write requests a large batch is split into, "
                                                         "by device (InfluxDB parses each request on its own core)")
+    replay_workers: int = Field(-1, ge=-1, le=64, description="processes that decode ahead for cistern replay: "
+                                                              "-1 one fewer than the processors for a capture "
+                                                              "over 16 MB, 0 none (all in one process)")
     spool_max_bytes: int = Field(1 << 30, ge=0, description="disk spool for writes while InfluxDB is down, bytes "
                                                             "(0: off)")
     registry_check_interval_s: float = Field(10.0, ge=0, description="seconds between looks at the registry files "

@@ -15,23 +15,17 @@ from devices.messages import RawMessage, Reject
 _PLAIN_LINE = re.compile(rb'\{"topic":"([^"\\\x00-\x1f]*)","payload":\{')
 
 
-class CaptureSource:
-    """Replays a capture file in publish order; a line that is not a capture record is a reject."""
+class CaptureLines:
+    """Turns runs of capture lines into messages: in the reading process, or in a replay's decode workers."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._fh = self.path.open("rb")
-        self._rejects: list[Reject] = []
-        self._done = False
+    def __init__(self, name: str):
+        self.name = name  # the file's name, in the rejects of lines that are not capture records
+        self.rejects: list[Reject] = []
         self._topics: dict[bytes, str] = {}
-        self.line_no = 0
-        self.bytes_read = 0
 
-    def _messages(self, lines: list[bytes]) -> list[RawMessage]:
-        """The messages of a run of lines, read in bulk; lines in another layout one at a time."""
-        first = self.line_no
-        self.line_no += len(lines)
-        self.bytes_read += sum(map(len, lines))
+    def messages(self, lines: list[bytes], first: int) -> list[RawMessage]:
+        """The messages of a run of lines (the first of them numbered first + 1), read in bulk; lines in another
+        layout one at a time; a line that is not a capture record becomes a reject."""
         plain = list(map(_PLAIN_LINE.match, lines))
         # A plain line ends with "}" and its line break: no strip (a copy of every line) is needed.
         texts = [line[m.end() - 1:-2] if m is not None and line[-2:] == b"}\n" else None
@@ -73,28 +67,46 @@ class CaptureSource:
             if not isinstance(topic, str):
                 raise TypeError("topic is not a string")
         except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-            self._rejects.append(Reject(f"capture:{self.path.name}:{line_no}", line,
+            self.rejects.append(Reject(f"capture:{self.name}:{line_no}", line,
                                         f"capture line {line_no} is not a capture record: {e}"))
             return None
         if isinstance(payload, str):
             return RawMessage(topic, payload.encode("utf-8", "surrogatepass"))
         return RawMessage(topic, orjson.dumps(payload))
 
+
+class CaptureSource:
+    """Replays a capture file in publish order; a line that is not a capture record is a reject."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fh = self.path.open("rb")
+        self._lines = CaptureLines(self.path.name)
+        self._done = False
+        self.line_no = 0
+        self.bytes_read = 0
+
+    def read_lines(self, n: int) -> tuple[int, list[bytes]]:
+        """The next `n` lines (fewer at the end) and the number of the line before them."""
+        first = self.line_no
+        lines = list(islice(self._fh, n))
+        self.line_no += len(lines)
+        self.bytes_read += sum(map(len, lines))
+        if not lines:
+            self._done = True
+        return first, lines
+
     def poll(self, max_messages: int, timeout_s: float = 0.0) -> list[RawMessage]:
-        out: list[RawMessage] = []
-        while len(out) < max_messages:
-            lines = list(islice(self._fh, max_messages - len(out)))
-            if not lines:
-                self._done = True
-                break
-            out += self._messages(lines)
-        return out
+        """The messages of the next `max_messages` lines (fewer where lines are broken or empty), so a replay's
+        batches are the same whether it decodes here or in workers (ingest.pipeline.ahead)."""
+        first, lines = self.read_lines(max_messages)
+        return self._lines.messages(lines, first)
 
     def ack(self, messages: list[RawMessage]) -> None:
         pass
 
     def take_rejects(self) -> list[Reject]:
-        r, self._rejects = self._rejects, []
+        r, self._lines.rejects = self._lines.rejects, []
         return r
 
     @property

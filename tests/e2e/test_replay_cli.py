@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from tests.helpers import write_registry
 
@@ -23,7 +24,8 @@ def line(topic, payload):
     return orjson.dumps({"topic": topic, "payload": payload}).decode()
 
 
-def test_replay_keeps_every_refused_message_with_its_reason(tmp_path):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_replay_keeps_every_refused_message_with_its_reason(tmp_path, workers):
     reg = write_registry(tmp_path / "registry")
     state = tmp_path / "state"
     good = [line("water/d01/meter/M000001/reading",
@@ -39,7 +41,7 @@ def test_replay_keeps_every_refused_message_with_its_reason(tmp_path):
     capture = tmp_path / "capture.jsonl"
     capture.write_text("\n".join(lines) + "\n")
     r = run_cli("replay", str(capture), "--registry", str(reg), "--state-dir", str(state),
-                "--alerts-file", str(tmp_path / "alerts.jsonl"))
+                "--alerts-file", str(tmp_path / "alerts.jsonl"), "--replay-workers", workers)
     assert r.returncode == 0, r.stderr
     assert "5 readings" in r.stderr
     dead = [orjson.loads(x) for x in (state / "deadletters.jsonl").read_text().splitlines()]
