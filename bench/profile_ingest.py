@@ -77,11 +77,11 @@ def profile_kind(srv: Servers, reg: Registry, kind: str, msgs: list[tuple[str, b
     with _Stage() as st_dec:
         batches = [dec.decode(g)[0] for g in groups]
     with _Stage() as st_enc:
-        bodies = [enc.encode(b) for b in batches]
+        bodies = [enc.encode_precise(b) for b in batches]  # as the service does: whole seconds in seconds
     writer = V1Writer(srv.influx.url, srv.influx.new_database(f"profile_{kind}"))
     with _Stage(srv.influx._proc.pid) as st_http:  # type: ignore[union-attr]
-        for body in bodies:
-            writer.write(body)
+        for body, precision in bodies:
+            writer.write(body, precision)
     writer.close()
     ds = DetectorSet(reg)
     with _Stage() as st_det:
@@ -106,11 +106,13 @@ def profile_kind(srv: Servers, reg: Registry, kind: str, msgs: list[tuple[str, b
 
 
 def part_profile(args, registry_dir: Path, tmp: Path) -> None:
+    from ingest.app import tune_gc
     from ingest.sources.mqtt import SOURCE_KINDS
 
     reg = Registry.load(registry_dir)
+    tune_gc()  # as `cistern run` does once it is built
     srv = Servers()
-    print("\nprofile: each stage on its own, the real components, this process")
+    print("\nprofile: each stage on its own, the real components, this process (one write request at a time)")
     try:
         for source_kind in SOURCE_KINDS:
             profile_kind(srv, reg, "single", single_messages(args.meters, args.single), source_kind)
