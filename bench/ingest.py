@@ -2,7 +2,7 @@
 (mosquitto_sub) and the naive paho script, and `cistern replay` beside the json.loads floor — every figure next to
 its baselines measured in the same run, with the machine's load (machines here are shared and noisy).
 
-    .venv/bin/python bench/ingest.py                     # everything, about 5 minutes
+    .venv/bin/python bench/ingest.py                     # everything, 3 rounds: about 10 minutes
     .venv/bin/python bench/ingest.py --part single       # or: batch, replay, rss, profile
     .venv/bin/python bench/ingest.py --runs 5            # medians over more runs
 
