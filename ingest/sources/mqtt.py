@@ -285,6 +285,11 @@ class MqttSource:
         self._keepalive = keepalive if isinstance(keepalive, int) else self.keepalive_s
         self._token_base += 1 << 16
         log.info("MQTT connected to %s:%d (session present: %s)", e.host, e.port, ack.session_present)
+        if ack.session_present:
+            # The broker kept our subscriptions and is already sending the backlog, ahead of the SUBACK to our
+            # subscribing again; with a backlog larger than max_buffered that SUBACK is read only once the
+            # pipeline polls. So a resumed session counts as subscribed now (a refusal still stops us later).
+            self.connected.set()
         return sock
 
     def _serve(self, sock: socket.socket) -> None:

@@ -120,6 +120,8 @@ class PahoMqttSource:
         client.subscribe([(t, 1) for t in self.topics])
         log.info("MQTT connected to %s:%d (session present: %s)", self.endpoint.host, self.endpoint.port,
                  flags.session_present)
+        if flags.session_present:  # see MqttSource._open: the backlog comes ahead of the SUBACK
+            self.connected.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         bad = [str(rc) for rc in reason_codes if rc.is_failure]

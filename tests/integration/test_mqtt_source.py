@@ -162,3 +162,25 @@ def test_a_wrong_password_is_a_clear_error_not_a_retry_loop(mosquitto_server, pr
         _source(mosquitto_server, "cistern-badpw", protocol, url=url)
     assert time.monotonic() - t < 5
 
+
+
+@pytest.mark.parametrize("receiver", ["cistern", "paho"])
+def test_a_backlog_larger_than_the_buffer_neither_delays_start_nor_loses_anything(mosquitto_server, receiver):
+    """The broker sends a resumed session's backlog ahead of the SUBACK; the receiver stops reading at its buffer's
+    limit until polled, so waiting for that SUBACK would hold start-up until it timed out."""
+    if not mosquitto_server.managed:
+        pytest.skip("needs the test broker's device accounts")
+    client_id = f"cistern-backlog-{receiver}-{secrets.token_hex(3)}"
+    _source(mosquitto_server, client_id, "5", receiver).close()
+    _publish(mosquitto_server, 400, 0)
+    t = time.monotonic()
+    s = _source(mosquitto_server, client_id, "5", receiver, max_buffered=50)
+    assert time.monotonic() - t < 3, "start-up waited for the SUBACK behind the backlog"
+    got: list = []
+    deadline = time.monotonic() + 20
+    while len(got) < 400 and time.monotonic() < deadline:
+        batch = s.poll(100, 0.3)
+        s.ack(batch)
+        got += batch
+    s.close()
+    assert _totals(got) == [float(i) for i in range(400)]
