@@ -67,7 +67,8 @@ def room_message(draw) -> RawMessage:
     room_id = draw(st.sampled_from(ROOM_IDS))
     payload = draw(telemetry(room_id))
     for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):
-        items = [x for k in ("tanks", "pumps") if isinstance(payload.get(k), list) for x in payload[k]]
+        items = [x for k in ("tanks", "pumps") if isinstance(payload.get(k), list) for x in payload[k]
+                 if isinstance(x, dict)]  # an earlier round may have put a wrong value in the list
         target = draw(st.sampled_from(items)) if items and draw(st.booleans()) else payload
         key = draw(st.sampled_from(sorted(target) + ["room_id", "ts", "tanks", "pumps", "tank_id", "pump_id"]))
         if draw(st.integers(0, 4)) == 0:
