@@ -95,16 +95,21 @@ class Dispatcher:
                             stale)
 
     def _start_clocks(self) -> None:
-        """Open cases from an older Cistern (schema version 1) have no deadlines yet: they get them from their raise,
-        and their next reminder or escalation from now on."""
+        """Open cases from an older Cistern: with no deadlines yet (schema version 1), they get them from their raise;
+        with no next reminder (an older release stopped the clock of acknowledged cases and of cases at the top
+        level), or with neither, their next reminder or escalation is worked out from now on: no burst of reminders
+        dated in the past."""
+        s = self.settings
         with self.store.tx() as db:
-            for inc in self.store.incidents_without_clock(db):
-                clock.set_deadlines(self.settings, inc, clock.anchor_ns(inc))
-                if not inc.history:
-                    inc.history.append({"step": "raised", "at_ns": inc.raised_ns, "level": 1})
-                if (inc.kind != "disinfection_due_soon" and not inc.acknowledged and self.settings.reminds(inc.kind)
-                        and inc.level < clock.TOP_LEVEL):
-                    inc.next_ns = inc.next_ns or clock.next_point(self.settings, inc, max(inc.sent_ns, self.clock_ns))
+            for inc in self.store.incidents_to_clock(db):
+                if inc.ack_due_ns is None:
+                    clock.set_deadlines(s, inc, clock.anchor_ns(inc))
+                    if not inc.history:
+                        inc.history.append({"step": "raised", "at_ns": inc.raised_ns, "level": 1})
+                if inc.next_ns is None and inc.kind != "disinfection_due_soon" and s.reminds(inc.kind):
+                    if inc.acknowledged:
+                        inc.level_reminders = 0  # the reminders before the acknowledgement were answered
+                    inc.next_ns = clock.next_point(s, inc, max(inc.sent_ns, self.clock_ns))
                 self.store.save(db, inc)
 
     # ---- public interface --------------------------------------------------------------------------------------
@@ -213,7 +218,8 @@ class Dispatcher:
         return out
 
     def ack(self, alert_id: str, by: str, note: str = "", at_ns: int | None = None, *, via: str = "api") -> bool:
-        """Record dispatch's acknowledgement; stops reminders and escalation. False when the alert is unknown."""
+        """Record dispatch's acknowledgement; the case runs on to its deadline to resolve. False when the alert is
+        unknown."""
         at_ns = time.time_ns() if at_ns is None else at_ns
         known, inc = self.store.record_ack(alert_id, by or "dispatch", note, at_ns, via)
         if known and inc is not None:

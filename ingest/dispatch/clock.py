@@ -60,8 +60,9 @@ def interval_ns(s: DispatchSettings, inc: Incident) -> int:
 
 def next_point(s: DispatchSettings, inc: Incident, after_ns: int) -> int | None:
     """The next time after `after_ns` the case must be urged: when it turns yellow, when it turns red, then every
-    interval from the deadline (from the raise for a case raised overdue)."""
-    d = inc.ack_due_ns
+    interval from the deadline (from the raise for a case raised overdue). The deadline is the one to acknowledge,
+    and once acknowledged the one to resolve."""
+    d = inc.deadline_ns
     if d is None:
         return None
     start = anchor_ns(inc)

@@ -165,9 +165,7 @@ class Lifecycle:
             raise InvalidTransition(f"case {inc.alert_id} was already acknowledged by {inc.ack_by} at "
                                     f"{iso_utc(inc.ack_ns or 0)}")
         self.store.record_action(db, inc.alert_id, "ack", by, note, t, via)
-        inc.ack_by, inc.ack_ns, inc.ack_note = by, t, note
-        inc.next_ns = None  # no more reminders or escalation for an acknowledged case
-        inc.history.append({"step": "acknowledged", "at_ns": t, "by": by, "via": via, "level": inc.level})
+        inc.take_ack(by, note, t, via)  # from now on the case runs on its deadline to resolve
         self.store.save(db, inc)
         return inc
 

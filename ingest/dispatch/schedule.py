@@ -1,8 +1,9 @@
 """The clock of open cases, on event time: every case has a deadline (its kind's hours to acknowledge, or a tank's due
 date) and a light; a reminder goes out when it turns yellow, when it turns red, then at its kind's interval; after
 the set number of reminders without acknowledgement or result it goes up a level (the supervising unit, then
-accountability). Also reminders before a tank's due date and 'the loss has grown' updates of theft cases. An
-acknowledgement stops reminders and escalation."""
+accountability, where the reminders go on at the interval). An acknowledgement moves the case on to its deadline to
+resolve, which runs the same way from the level the case is at. Also reminders before a tank's due date and 'the loss
+has grown' updates of theft cases."""
 
 from __future__ import annotations
 
@@ -66,27 +67,31 @@ class Schedule:
         inc.severity = raise_severity(inc.severity)
         inc.history.append({"step": "escalated", "at_ns": t, "level": inc.level, "unit": names[inc.level],
                             "from_unit": names[inc.level - 1], "reminders": inc.reminders})
-        more = inc.level < clock.TOP_LEVEL and not inc.acknowledged and s.reminds(inc.kind)
-        inc.next_ns = clock.next_point(s, inc, t) if more else None
+        if inc.kind != "disinfection_due_soon":  # (a due-soon case keeps its lead days)
+            inc.next_ns = clock.next_point(s, inc, t) if s.reminds(inc.kind) else None
         self.publish(db, inc, "escalated", t, out, {"reminders": inc.reminders})
 
     def due(self, db: Any, inc: Incident, now_ns: int, out: list[AlertEvent], growth: bool = True) -> None:
         """Reminders and escalation due by now; each goes out stamped with the time it was due (event time)."""
-        while inc.open and not inc.acknowledged and inc.next_ns is not None and inc.next_ns <= now_ns:
+        while inc.open and inc.next_ns is not None and inc.next_ns <= now_ns:
+            t = inc.next_ns
             if inc.kind == "disinfection_due_soon":
                 self._lead_reminder(db, inc, now_ns, out)
-            elif inc.level_reminders < self.s.escalate_after_reminders:
-                t = inc.next_ns
+            elif not self.s.reminds(inc.kind):
+                inc.next_ns = None
+            elif clock.next_point(self.s, inc, t - 1) != t:
+                # Not a point of the clock the case runs on now (an acknowledgement moved it on to its deadline to
+                # resolve): on to that clock's next point.
+                inc.next_ns = clock.next_point(self.s, inc, t)
+            elif inc.level_reminders < self.s.escalate_after_reminders or inc.level >= clock.TOP_LEVEL:
                 inc.reminders += 1
                 inc.level_reminders += 1
                 inc.next_ns = clock.next_point(self.s, inc, t)
                 inc.history.append({"step": "reminder", "at_ns": t, "level": inc.level, "reminder": inc.reminders,
                                     "light": clock.light(self.s, inc, t)})
                 self.publish(db, inc, "updated", t, out, {"reminder": inc.reminders})
-            elif inc.level < clock.TOP_LEVEL:
-                self.escalate(db, inc, inc.next_ns, out)
             else:
-                inc.next_ns = None
+                self.escalate(db, inc, t, out)
         # after the reminders, which are stamped earlier (when they were due): one case's events stay in time order
         if growth and inc.open and inc.grow_ns is not None and inc.grow_ns <= now_ns:
             self.publish(db, inc, "updated", now_ns, out, {"update_reason": "the loss grows with time"})

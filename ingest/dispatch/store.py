@@ -83,6 +83,16 @@ class Incident:
     def escalated(self) -> bool:
         return self.level > 1
 
+    def take_ack(self, by: str, note: str, at_ns: int, via: str) -> None:
+        """The first acknowledgement: from now on the case runs on its deadline to resolve. The reminders it had at
+        its level were answered, and its next reminder is worked out on that clock by the dispatcher (a tank's
+        due-soon reminders keep their dates)."""
+        self.ack_by, self.ack_ns, self.ack_note = by, at_ns, note
+        self.level_reminders = 0
+        if self.kind != "disinfection_due_soon" and self.next_ns is not None:
+            self.next_ns = at_ns  # not a point of the resolve clock: schedule.due moves it to the next one
+        self.history.append({"step": "acknowledged", "at_ns": at_ns, "by": by, "via": via, "level": self.level})
+
     @property
     def deadline_ns(self) -> int | None:
         """When the current step is due: acknowledging, or once acknowledged, resolving."""
@@ -179,9 +189,11 @@ class Store:
                           "ORDER BY raised_ns", (now_ns, now_ns if growth else -1)).fetchall()
         return [Incident.from_row(r) for r in rows]
 
-    def incidents_without_clock(self, db: sqlite3.Connection) -> list[Incident]:
-        rows = db.execute("SELECT * FROM incidents WHERE open = 1 AND ack_due_ns IS NULL").fetchall()
-        return [Incident.from_row(r) for r in rows]
+    def incidents_to_clock(self, db: sqlite3.Connection) -> list[Incident]:
+        """Open cases with no deadlines (from schema version 1) or no next reminder (acknowledged, or at the top
+        level, under an older release; or of a kind that gets no reminders)."""
+        rows = db.execute("SELECT * FROM incidents WHERE open = 1 AND (ack_due_ns IS NULL OR next_ns IS NULL)")
+        return [Incident.from_row(r) for r in rows.fetchall()]
 
     def forget_incidents(self) -> None:
         with self.tx() as db:
@@ -225,10 +237,7 @@ class Store:
             if inc is None:
                 return False, None
             if inc.ack_ns is None:  # the first acknowledgement stands; later ones are kept in the actions table
-                inc.ack_by, inc.ack_ns, inc.ack_note = by, at_ns, note
-                inc.next_ns = None  # no more reminders or escalation for an acknowledged incident
-                inc.history.append({"step": "acknowledged", "at_ns": at_ns, "by": by, "via": via,
-                                    "level": inc.level})
+                inc.take_ack(by, note, at_ns, via)
                 self.save(db, inc)
             return True, inc
 

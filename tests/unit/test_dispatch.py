@@ -237,10 +237,10 @@ def test_a_year_of_tank_deadlines_reminds_and_escalates_on_schedule(tmp_path):
                 if e["subject"]["id"] == tank]
 
     # due 2026-12-15: reminders at +7 and +14, escalation at +21; two more reminders at level 2, accountability at
-    # +42, then silence
+    # +42, then a reminder every 7 days to the end
     never = of("T-never")
     due = dt.date(2026, 12, 15)
-    assert never == [
+    assert never[:10] == [
         ("due_soon", "raised", None, due - dt.timedelta(days=14)),
         ("due_soon", "updated", 1, due - dt.timedelta(days=3)),
         ("due_soon", "cleared", None, due),
@@ -252,8 +252,11 @@ def test_a_year_of_tank_deadlines_reminds_and_escalates_on_schedule(tmp_path):
         ("overdue", "updated", 4, due + dt.timedelta(days=35)),
         ("overdue", "escalated", None, due + dt.timedelta(days=42)),
     ]
-    esc = [e for e in sent if e["event"] == "escalated"]
-    assert [e["subject"]["id"] for e in esc] == ["T-never", "T-never"]
+    assert never[10:] == [("overdue", "updated", 4 + k, due + dt.timedelta(days=42 + 7 * k))
+                          for k in range(1, len(never) - 9)]
+    assert (start + dt.timedelta(days=365) - never[-1][3]).days < 7
+    esc = [e for e in sent if e["event"] == "escalated" and e["subject"]["id"] == "T-never"]
+    assert len(esc) == 2
     assert esc[0]["route"]["unit"] == "Daoli Water Authority" and esc[0]["severity"] == "critical"
     assert esc[0]["evidence"]["days_overdue"] == 21
     assert [e["evidence"]["level"] for e in esc] == [2, 3]
@@ -269,9 +272,16 @@ def test_a_year_of_tank_deadlines_reminds_and_escalates_on_schedule(tmp_path):
     assert {x[0] for x in prompt} == {"due_soon"}
     assert not any(x[2] for x in prompt)
 
-    acked = of("T-acked")  # acknowledged on day 3: no reminder, no escalation, cleared when finally done
+    # acknowledged on day 3 but disinfected only on day 30: its due date stays the deadline, so it is reminded
+    # weekly, goes up to the supervising unit after two reminders, and clears when finally done
+    acked = of("T-acked")
     overdue = [x for x in acked if x[0] == "overdue"]
-    assert [x[1] for x in overdue][:2] == ["raised", "cleared"]
+    due = dt.date(2026, 12, 20)
+    assert overdue[:6] == [("overdue", "raised", None, due), ("overdue", "updated", 1, due + dt.timedelta(days=7)),
+                           ("overdue", "updated", 2, due + dt.timedelta(days=14)),
+                           ("overdue", "escalated", None, due + dt.timedelta(days=21)),
+                           ("overdue", "updated", 3, due + dt.timedelta(days=28)),
+                           ("overdue", "cleared", None, due + dt.timedelta(days=30))]
     cleared = next(e for e in sent if e["subject"]["id"] == "T-acked" and e["event"] == "cleared"
                    and e["kind"] == "disinfection_overdue")
     assert cleared["acknowledged"]["by"] == "desk 4"
@@ -283,14 +293,18 @@ def overdue(tank: str = "P0001-T2", at: int = T0) -> AlertEvent:
                       "d01", at, at, f"Tank {tank} overdue", {}, {})
 
 
-def test_ack_over_mqtt_payload_stops_reminders_and_is_recorded(registry, tmp_path):
+def test_ack_over_mqtt_payload_is_recorded_and_the_case_runs_on_to_its_deadline(registry, tmp_path):
     d = make(registry, tmp_path / "state")
     aid = d.emit([overdue()])[0]["alert_id"]
     assert not d.handle_ack_message(b"not json")
     assert not d.handle_ack_message(b'{"alert_id": "nope/x/1", "by": "desk"}')  # unknown: recorded, not matched
     msg = orjson.dumps({"alert_id": aid, "by": "12345 desk", "note": "case 88", "ts": "2026-11-25T02:00:00Z"})
     assert d.handle_ack_message(msg)
-    assert [e for day in range(1, 60) for e in d.tick(T0 + day * DAY)] == []
+    # acknowledged, not done: the tank's due date (T0) is still the deadline, reminded weekly, up after two
+    out = [e for day in range(1, 30) for e in d.tick(T0 + day * DAY)]
+    assert [(e["event"], e.get("reminder"), e["route"]["level"], e["acknowledged"]["by"]) for e in out] == [
+        ("updated", 1, 1, "12345 desk"), ("updated", 2, 1, "12345 desk"), ("escalated", None, 2, "12345 desk"),
+        ("updated", 3, 2, "12345 desk")]
     acks = d.store.acks(aid)
     assert [(a["by"], a["note"], a["via"]) for a in acks] == [("12345 desk", "case 88", "mqtt")]
     d.close()
@@ -311,8 +325,12 @@ def test_cistern_ack_command_records_in_the_state_folder_while_the_service_runs(
     assert "acknowledged by Li Wei" in capsys.readouterr().out
     assert ack_cli.main(parser.parse_args(["no/such/alert", *env_state])) == 1
 
-    assert d.tick(T0 + 60 * DAY) == []  # the running dispatcher sees the acknowledgement: no reminder 2, no escalation
-    assert d.store.incident(aid).ack_by == "Li Wei"
+    # the running dispatcher sees the acknowledgement (taken now, on the wall clock): the reminder before it was
+    # answered, so the next two weekly reminders go out at level 1 and name it, and the case has not gone up yet
+    ack_ns = d.store.incident(aid).ack_ns
+    out = d.tick(ack_ns + 14 * DAY)
+    assert [(e["reminder"], e["route"]["level"], e["acknowledged"]["by"]) for e in out] == [(2, 1, "Li Wei"),
+                                                                                         (3, 1, "Li Wei")]
     d.close()
 
 

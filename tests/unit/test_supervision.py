@@ -162,12 +162,15 @@ def test_a_unit_that_answers_on_time_gets_no_reminder(year):
     assert inc.ack_ns - inc.raised_ns == 2 * H and inc.closed_ns - inc.raised_ns == 2 * DAY
 
 
-def test_a_late_unit_is_reminded_on_yellow_and_on_red_and_escalates_no_further(year):
+def test_a_late_unit_is_reminded_to_acknowledge_then_to_resolve_and_goes_up_once(year):
     sent, _ = year
     aid = first_theft(sent, "d02")
-    # 24 h to acknowledge: yellow for its last quarter (6 h), red at 24 h; acknowledged at 30 h, closed at 9 days
+    # 24 h to acknowledge: yellow for its last quarter (6 h), red at 24 h; acknowledged at 30 h. Then 7 days to
+    # resolve: yellow for its last quarter (42 h), red at 168 h, up a level a day later; closed at 9 days
     assert steps(sent, aid) == [("raised", 0, None, 1, "green"), ("updated", 18, 1, 1, "yellow"),
-                                ("updated", 24, 2, 1, "red"), ("cleared", 216, None, 1, None)]
+                                ("updated", 24, 2, 1, "red"), ("updated", 126, 3, 1, "yellow"),
+                                ("updated", 168, 4, 1, "red"), ("escalated", 192, None, 2, "red"),
+                                ("cleared", 216, None, 2, None)]
 
 
 def test_a_unit_that_never_answers_goes_up_two_levels_on_schedule(year):
@@ -176,7 +179,9 @@ def test_a_unit_that_never_answers_goes_up_two_levels_on_schedule(year):
     assert steps(sent, aid) == [
         ("raised", 0, None, 1, "green"), ("updated", 18, 1, 1, "yellow"), ("updated", 24, 2, 1, "red"),
         ("escalated", 48, None, 2, "red"), ("updated", 72, 3, 2, "red"), ("updated", 96, 4, 2, "red"),
-        ("escalated", 120, None, 3, "red"), ("cleared", 480, None, 3, None)]
+        ("escalated", 120, None, 3, "red"),
+        # at accountability it is reminded every day until the detector clears it at 20 days
+        *[("updated", 120 + 24 * k, 4 + k, 3, "red") for k in range(1, 15)], ("cleared", 480, None, 3, None)]
     up = [e for e in sent if e["alert_id"] == aid and e["event"] == "escalated"]
     assert [(e["evidence"]["level"], e["route"]["unit"], e["route"]["escalated_from"]) for e in up] == [
         (2, "d03 district water supply authority", "d03 water service"),
@@ -210,12 +215,15 @@ def test_tank_cases_run_to_the_due_date(year):
                               ("overdue", "updated", 1, 1, "red", "2026-06-09")]
     assert tank("T2")[5][:2] == ("overdue", "cleared")
     never = [x for x in tank("T3") if x[0] == "overdue"]
-    assert [x[1:4] for x in never] == [("raised", None, 1), ("updated", 1, 1), ("updated", 2, 1),
-                                       ("escalated", None, 2), ("updated", 3, 2), ("updated", 4, 2),
-                                       ("escalated", None, 3)]
+    assert [x[1:4] for x in never[:7]] == [("raised", None, 1), ("updated", 1, 1), ("updated", 2, 1),
+                                           ("escalated", None, 2), ("updated", 3, 2), ("updated", 4, 2),
+                                           ("escalated", None, 3)]
+    assert [x[1:4] for x in never[7:]] == [("updated", n, 3) for n in range(5, 5 + len(never) - 7)]
+    # every 7 days from the due date to the end of the year, at accountability too
     times = [dt.datetime.fromisoformat(e["detected_at"]) for e in sent
              if e["subject"]["id"] == "T3" and e["kind"] == "disinfection_overdue"]
-    assert [(t - times[0]).days for t in times] == [0, 7, 14, 21, 28, 35, 42]
+    assert [(t - times[0]).days for t in times] == list(range(0, 7 * len(times), 7))
+    assert (dt.datetime.fromisoformat(sent[-1]["detected_at"]) - times[-1]).days < 7
 
 
 def test_every_action_is_recorded_with_who_and_when(year):
@@ -346,10 +354,17 @@ def test_an_older_dispatch_database_is_migrated_and_its_open_cases_keep_going(tm
     assert theft_case.ack_by == "desk 9" and theft_case.resolve_due_ns == T + 37 * DAY
     assert [(a["by"], a["via"]) for a in d.store.acks("signal_blocking/M1/x")] == [("desk 9", "mqtt")]
     assert d.store.pending() == {"webhook": 1}  # the undelivered alert is still there
-    # the escalated tank case goes on at level 2: two reminders, then accountability
-    out = [(e["event"], e.get("reminder"), e["route"]["level"]) for day in range(1, 30)
-           for e in d.tick(T + (21 + day) * DAY)]
-    assert out == [("updated", 3, 2), ("updated", 4, 2), ("escalated", None, 3)]
+    # the escalated tank case goes on at level 2: two reminders, then accountability, reminded weekly there; the
+    # acknowledged theft case runs on to its resolve deadline (T + 37 days) and goes up when not resolved
+    out = [e for day in range(1, 30) for e in d.tick(T + (21 + day) * DAY)]
+
+    def steps_of(aid):
+        return [(e["event"], e.get("reminder"), e["route"]["level"]) for e in out if e["alert_id"] == aid]
+
+    assert steps_of("disinfection_overdue/T3/x") == [("updated", 3, 2), ("updated", 4, 2), ("escalated", None, 3),
+                                                     ("updated", 5, 3)]
+    assert steps_of("signal_blocking/M1/x")[:6] == [("updated", 1, 1), ("updated", 2, 1), ("escalated", None, 2),
+                                                    ("updated", 3, 2), ("updated", 4, 2), ("escalated", None, 3)]
     d.close()
     with sqlite3.connect(state / DB_NAME) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -560,11 +575,12 @@ def test_water_quality_and_intrusion_cases_run_on_an_hour(tmp_path):
     for kind in ("water_quality", "pump_room_intrusion"):  # yellow at 45 min, red at 1 h, up every hour after
         assert [x[1:] for x in out if x[0] == kind] == [
             ("updated", 1, 1, "yellow", 45), ("updated", 2, 1, "red", 60), ("escalated", None, 2, "red", 120),
-            ("updated", 3, 2, "red", 180), ("updated", 4, 2, "red", 240), ("escalated", None, 3, "red", 300)]
-    top = [e for e in d.tick(t0 + 7 * H)]
-    assert top == []
+            ("updated", 3, 2, "red", 180), ("updated", 4, 2, "red", 240), ("escalated", None, 3, "red", 300),
+            ("updated", 5, 3, "red", 360)]
+    top = d.tick(t0 + 7 * H)  # accountability is reminded every hour
+    assert [(e["reminder"], e["route"]["unit"]) for e in top] == [(6, "d03 discipline office")] * 2
     case = d.store.incident("water_quality/T3/1")
     assert (case.level, case.resolve_due_ns) == (3, t0 + 24 * H)
-    assert [e for e in out if e[1] == "escalated"] and \
-        d.store.incident("pump_room_intrusion/P3/1").history[-1]["unit"] == "d03 discipline office"
+    door_steps = d.store.incident("pump_room_intrusion/P3/1").history
+    assert [h["unit"] for h in door_steps if h["step"] == "escalated"][-1] == "d03 discipline office"
     d.close()

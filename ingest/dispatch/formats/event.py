@@ -70,8 +70,9 @@ def build_event(en: Enricher, settings: DispatchSettings, inc: Incident, event: 
     if event == "escalated":
         evidence["level"] = inc.level
         evidence["history"] = history(inc)
+        why = "without result" if inc.ack_ns is None else f"still not resolved (acknowledged by {inc.ack_by})"
         summary = (f"ESCALATED to {route['unit']} (level {inc.level}, {clock.LEVEL_NAMES[inc.level]}) after "
-                   f"{inc.reminders} reminder(s) without result: {summary}")
+                   f"{inc.reminders} reminder(s) {why}: {summary}")
     elif "reminder" in extra:
         summary = f"Reminder {extra['reminder']}: {summary}"
     if inc.ack_ns is not None:
