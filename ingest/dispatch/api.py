@@ -91,7 +91,7 @@ def create_app(dispatcher: Any, tokens: dict[str, str], reader: Store) -> FastAP
         return Response(orjson.dumps({"as_of": iso_utc(now), "count": len(cases),
                                       "cases": cases[offset:offset + limit]}), media_type="application/json")
 
-    @app.post("/v1/cases/{alert_id:path}/ack", summary="Acknowledge: reminders and escalation stop")
+    @app.post("/v1/cases/{alert_id:path}/ack", summary="Acknowledge: the case runs on to its deadline to resolve")
     def acknowledge(alert_id: str, body: Ack, who: Caller) -> dict[str, Any]:
         return act(alert_id, "ack", who, body)
 

@@ -1,5 +1,5 @@
-"""`cistern ack ALERT_ID [--by WHO] [--note TEXT]`: record dispatch's acknowledgement in the state folder (stops
-reminders and escalation, also while the service runs); `cistern ack --list` shows the open incidents."""
+"""`cistern ack ALERT_ID [--by WHO] [--note TEXT]`: record dispatch's acknowledgement in the state folder (the case
+runs on to its deadline to resolve, also while the service runs); `cistern ack --list` shows the open incidents."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
                   f"this acknowledgement by {args.by} is recorded too")
         else:
             print(f"{before.alert_id} ({before.kind}, {before.subject_type} {before.subject_id}, {state}) "
-                  f"acknowledged by {args.by}: reminders and escalation stop")
+                  f"acknowledged by {args.by}: reminders now count against its deadline to resolve")
         return 0
     finally:
         store.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 from devices.alerts import AlertEvent
 from devices.time import iso_utc
 from ingest.dispatch.store import DB_NAME
-from tests.unit.test_supervision import DAY, H, NS, T, make, registry, theft
+from tests.unit.test_supervision import DAY, NS, H, T, make, registry, theft
 
 WEEK_H = 7 * 24
 
