@@ -29,7 +29,7 @@ TOOLS = {
     "simulate": ("ingest.tools.simulate", "generate a city's traffic with labelled incidents and decoys"),
     "evaluate": ("ingest.tools.evaluate", "precision, recall, F1 and delay of alerts against labels"),
     "accounts": ("ingest.tools.accounts", "broker accounts for every meter and pump room in the registry, in bulk"),
-    "ack": ("ingest.tools.ack", "record dispatch's acknowledgement of an alert (the case runs on to its deadline to resolve)"),
+    "ack": ("ingest.tools.ack", "record dispatch's acknowledgement of an alert (its deadline to resolve counts)"),
     "cases": ("ingest.tools.cases", "the open cases with their deadlines and lights"),
     "demo": ("ingest.tools.demo", "one command: broker, database, simulator, service, alerts, report"),
     "report": ("ingest.tools.report", "static HTML report with pictures from alerts (and capture, labels)"),

@@ -90,7 +90,9 @@ class Incident:
         self.ack_by, self.ack_ns, self.ack_note = by, at_ns, note
         self.level_reminders = 0
         if self.kind != "disinfection_due_soon" and self.next_ns is not None:
-            self.next_ns = at_ns  # not a point of the resolve clock: schedule.due moves it to the next one
+            # looked at again from the acknowledgement, or just after the last event sent when the acknowledgement
+            # carries an earlier time: schedule.due moves it on to the resolve clock's next point from there
+            self.next_ns = max(at_ns, self.sent_ns + 1)
         self.history.append({"step": "acknowledged", "at_ns": at_ns, "by": by, "via": via, "level": self.level})
 
     @property

@@ -14,7 +14,7 @@ from pathlib import Path
 from devices.alerts import AlertEvent
 from devices.time import iso_utc
 from ingest.dispatch.store import DB_NAME
-from tests.unit.test_supervision import DAY, NS, H, T, make, registry, theft
+from tests.unit.test_supervision import DAY, NS, H, T, make, registry, tank_event, theft
 
 WEEK_H = 7 * 24
 
@@ -86,6 +86,20 @@ def test_water_quality_acknowledged_over_mqtt_and_never_resolved_reaches_account
         ("updated", 29, 5, 3, "red", a), ("updated", 30, 6, 3, "red", a), ("updated", 31, 7, 3, "red", a),
         ("updated", 32, 8, 3, "red", a)]
     assert {e["acknowledged"]["by"] for e in sent} == {"Unit Never duty desk"}
+    d.close()
+
+
+def test_an_acknowledgement_dated_before_the_last_reminder_sends_nothing_out_of_order(tmp_path):
+    d = make(registry(tmp_path), tmp_path / "state")
+    aid = d.emit([tank_event("T1", "d01", "disinfection_overdue", "raised", T, T)])[0]["alert_id"]
+    assert [e["reminder"] for e in run(d, T + DAY, T + 15 * DAY, DAY)] == [1, 2]  # at 7 and 14 days
+    # the desk's message says it acknowledged on day 3; it arrives on day 15
+    ack = f'{{"alert_id": "{aid}", "by": "Unit Prompt", "ts": "{iso_utc(T + 3 * DAY)}"}}'
+    assert d.handle_ack_message(ack.encode())
+    sent = run(d, T + 16 * DAY, T + 36 * DAY, DAY)
+    # not a second reminder at 14 days: the count starts again from the next weekly point
+    assert [x[:4] for x in timeline(sent, T)] == [("updated", 21 * 24, 3, 1), ("updated", 28 * 24, 4, 1),
+                                                  ("escalated", 35 * 24, None, 2)]
     d.close()
 
 
