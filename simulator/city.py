@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from simulator.households import CityStyle, building_sizes, daily_use_m3, draw_style
+
 DAY_S = 86_400
 HOUR_S = 3_600
 NS = 1_000_000_000
@@ -32,7 +34,7 @@ class SimConfig:
     start: dt.datetime = DEFAULT_START
     hourly_share: float = 0.25
     prepaid_share: float = 0.3
-    non_residential_share: float = 0.06
+    non_residential_share: float | None = None  # None: each city draws its own (see households.draw_style)
     # incident and decoy counts per 1,000 household meters (each kind at least its minimum; see incidents.py)
     blocking_rate: float = 6.0
     reverse_rate: float = 4.0
@@ -85,6 +87,8 @@ class City:
     tank_room: np.ndarray
     tank_capacity: np.ndarray
     tank_height: np.ndarray
+    style: CityStyle
+    use_m3_day: np.ndarray  # each household's usual daily use (0 for masters)
     last_disinfected: list[dt.date] = field(default_factory=list)  # filled in by incidents.plan
 
     @property
@@ -101,15 +105,8 @@ class City:
 
 def build_city(cfg: SimConfig) -> City:
     rng = np.random.default_rng([cfg.seed, 1])
-    # Buildings of tens of households until the meter count is reached (each building also has its master).
-    sizes: list[int] = []
-    left = cfg.meters
-    while left > 0:
-        n = int(rng.integers(15, 61))
-        if left - (n + 1) < 16:  # fold a small remainder into this building
-            n = left - 1
-        sizes.append(n)
-        left -= n + 1
+    style = draw_style(cfg.seed, cfg.meters, cfg.non_residential_share)
+    sizes = building_sizes(style, cfg.meters, rng)
     n_b = len(sizes)
     n_d = max(2, min(12, round(n_b / 10)))
     districts = [f"d{i + 1:02d}" for i in range(n_d)]
@@ -129,7 +126,7 @@ def build_city(cfg: SimConfig) -> City:
     households = [np.flatnonzero((meter_building_a == b) & ~is_master_a) for b in range(n_b)]
 
     hh = ~is_master_a
-    non_res = hh & (rng.random(n_m) < cfg.non_residential_share)
+    non_res = hh & (rng.random(n_m) < style.non_residential_share)
     bh = np.where(non_res, rng.choice([8.0, 10.0, 12.0, 14.0], n_m), np.nan)
     open_hour = rng.choice([7, 8, 9, 10], n_m)
     dn = np.where(is_master_a, 50, rng.choice([15, 20], n_m, p=[0.85, 0.15]))
@@ -182,6 +179,7 @@ def build_city(cfg: SimConfig) -> City:
         building_master=building_master, building_households=households, cell_ids=cell_ids,
         cell_members=cell_members, room_ids=room_ids, room_maintenance=maint, room_supervisor=supervisor,
         tank_ids=tank_ids, tank_room=np.array(tank_room, dtype=np.int64), tank_capacity=cap_a, tank_height=height,
+        style=style, use_m3_day=np.where(hh, daily_use_m3(style, non_res, np.random.default_rng([cfg.seed, 12])), 0.0),
     )
 
 

@@ -75,7 +75,8 @@ def build_labels(city: City, cfg: SimConfig, plan: Plan, meas: Measurements, tr:
         h = hour_of(cfg, r.t_ns)
         if r.variant == "reverse_register":
             s = hour_ns(first_drop(-meas.reverse[r.meter], h))
-            add("reverse_flow", meter(r.meter), s, t1, dist(r.meter), variant=r.variant)
+            add("reverse_flow", meter(r.meter), s, t1, dist(r.meter), variant=r.variant,
+                mode="backflow" if r.amount > 0 else "turned_round")
         else:
             s = hour_ns(first_drop(meas.total[r.meter], h))
             end = s + HOUR_S * NS if r.variant == "rollback" else t1
@@ -85,6 +86,11 @@ def build_labels(city: City, cfg: SimConfig, plan: Plan, meas: Measurements, tr:
         add("bypass", meter(bp.meter), bp.t_ns, t1, dist(bp.meter), registered_fraction=bp.fraction)
     for v in plan.vacancy:
         add("none", meter(v.meter), v.start_ns, v.end_ns, dist(v.meter), decoy="vacancy")
+    for mo in plan.move_out:
+        add("none", meter(mo.meter), mo.start_ns, mo.end_ns, dist(mo.meter), decoy="move_out", factor=mo.factor)
+    for lk in plan.leak:
+        m = int(city.building_master[lk.building])
+        add("none", meter(m), lk.start_ns, t1, dist(m), decoy="leak", m3_per_day=round(24 * lk.m3h, 3))
     for ro in plan.rollover:
         s = hour_ns(first_drop(meas.total[ro.meter], max(0, hour_of(cfg, ro.wrap_ns) - 2)))
         add("none", meter(ro.meter), s, s + HOUR_S * NS, dist(ro.meter), decoy="rollover")

@@ -104,7 +104,8 @@ def test_registry_loads_and_describes_the_city(run, decoded):
     assert (masters >= 0).all() and reg.meters.is_master[masters].all()
     assert (reg.buildings.room >= 0).all()
     per_building = np.bincount(reg.meters.building[~reg.meters.is_master])
-    assert per_building.min() >= 10  # tens of households
+    lo, hi = result.city.style.households_per_building
+    assert lo <= per_building[:-1].min() and per_building[:-1].max() <= hi  # (the last takes the remainder)
     # NB-IoT cells cover a few buildings each and only households sit on them.
     for c in range(len(reg.cell_ids)):
         assert 1 <= len(set(reg.meters.building[reg.meters.cell == c].tolist())) <= 5
@@ -139,8 +140,8 @@ def test_default_run_holds_every_incident_and_decoy_kind():
     decoys = {r["decoy"] for r in labels if r["kind"] == "none"}
     assert kinds == {"signal_blocking", "network_outage", "reverse_flow", "bypass", "disinfection_overdue",
                      "water_quality", "pump_room_intrusion", "none"}
-    assert decoys == {"vacancy", "rollover", "replacement", "battery_depleted", "cell_outage", "disinfected",
-                      "maintenance_visit", "disinfection_chlorine", "sensor_stuck", "brief_spike"}
+    assert decoys == {"vacancy", "move_out", "leak", "rollover", "replacement", "battery_depleted", "cell_outage",
+                      "disinfected", "maintenance_visit", "disinfection_chlorine", "sensor_stuck", "brief_spike"}
     variants = {(r["kind"], r.get("variant")) for r in labels}
     for v in ("abrupt", "rsrp_sinking", "prepaid_balance"):
         assert ("signal_blocking", v) in variants
@@ -227,7 +228,7 @@ def test_reverse_flow_registers_really_run_backwards(run, decoded):
             if lab["variant"] == "rollback":
                 assert total[i - 1] - total[i] > 9
             else:
-                assert total[-1] < total[i - 1] - 0.5
+                assert total[-1] < total[i - 1]
 
 
 def test_decoy_registers_wrap_or_restart_with_an_event(run, decoded):
@@ -267,8 +268,10 @@ def test_vacancy_and_bypass_show_in_the_building_balance():
         b = city.meter_building[v.meter]
         a, z = (v.start_ns - q0) // (900 * 10**9) + 8, (v.end_ns - q0) // (900 * 10**9) - 8
         missing = base.building_quarter_use[b, a:z].sum() - real.building_quarter_use[b, a:z].sum()
-        household = base.true_use[v.meter, a // 4:z // 4].sum()
-        assert household > 0.5 and missing == pytest.approx(household, rel=0.1)
+        # (the building may hold another vacancy, beside a bypass: the master misses both households' use)
+        away = [x.meter for x in plan.vacancy if city.meter_building[x.meter] == b]
+        household = (base.true_use[away, a // 4:z // 4] - real.true_use[away, a // 4:z // 4]).sum()
+        assert base.true_use[v.meter, a // 4:z // 4].sum() > 0.3 and missing == pytest.approx(household, rel=0.1)
         assert real.total[v.meter, a // 4 + 1] == real.total[v.meter, z // 4 - 1]  # the meter stands still
     base = simulate_measurements(city, cfg, dataclasses.replace(plan, bypass=[]))
     for bp in plan.bypass:
@@ -278,6 +281,72 @@ def test_vacancy_and_bypass_show_in_the_building_balance():
         used = base.total[bp.meter, -1] - base.total[bp.meter, h]
         metered = real.total[bp.meter, -1] - real.total[bp.meter, h]
         assert metered == pytest.approx(used * bp.fraction, rel=0.05, abs=0.01)
+
+
+def test_each_city_draws_its_own_households():
+    # domain randomisation: building sizes, use levels, daily profile family and weekend shape differ city to city
+    styles = [build_city(SimConfig(meters=1500, days=14, seed=s)).style for s in range(1, 9)]
+    assert len({st.size_family for st in styles}) >= 3
+    assert len({round(st.use_median_m3, 3) for st in styles}) >= 6
+    assert len({max(range(5), key=lambda f: st.family_weights[f]) for st in styles}) >= 3
+    assert min(st.weekend_factor for st in styles) < 1 < max(st.weekend_factor for st in styles)
+    city = build_city(SimConfig(meters=1500, days=14, seed=3))
+    use = city.use_m3_day[city.households]
+    assert ((use >= 0.05) & (use <= 0.3)).sum() > 20  # small households are there
+
+
+def test_bypasses_have_confounders_beside_them_and_some_start_late():
+    """Over a few cities: in the building of a bypass, around its start, a neighbour falls silent, one's register
+    runs backwards, a family leaves, part of one moves out; some bypasses are small households, some start in the
+    last week (with enough data left to see them)."""
+    seen: set[str] = set()
+    late = small = 0
+    near_ns = 2 * 86400 * 10**9 + 3600 * 10**9  # what "around a bypass's start" means in the plan
+    for seed in range(1, 7):
+        cfg = SimConfig(meters=1500, days=30, seed=seed)
+        city = build_city(cfg)
+        plan = plan_incidents(city, cfg)
+        for bp in plan.bypass:
+            b = city.meter_building[bp.meter]
+            for name, items in (("silent", [(x.meter, x.silence_ns) for x in plan.blocking + plan.battery]),
+                                ("reverse", [(x.meter, x.t_ns) for x in plan.reverse]),
+                                ("vacancy", [(x.meter, x.start_ns) for x in plan.vacancy]),
+                                ("move_out", [(x.meter, x.start_ns) for x in plan.move_out])):
+                if any(city.meter_building[m] == b and m != bp.meter and abs(t - bp.t_ns) <= near_ns
+                       for m, t in items):
+                    seen.add(name)
+            late += bp.t_ns >= cfg.end_ns - 7 * 86400 * 10**9
+            assert bp.t_ns <= cfg.end_ns - int(2.5 * 86400) * 10**9
+            small += city.use_m3_day[bp.meter] < 0.3
+    assert seen == {"silent", "reverse", "vacancy", "move_out"}
+    assert late >= 3 and small >= 3
+
+
+def test_move_out_and_leak_show_in_the_balance():
+    """Counterfactual: a move-out lowers the master with the household; a leak raises the master alone."""
+    cfg = CFG
+    city = build_city(cfg)
+    plan = plan_incidents(city, cfg)
+    real = simulate_measurements(city, cfg, plan)
+    base = simulate_measurements(build_city(cfg), cfg, dataclasses.replace(plan, move_out=[], leak=[]))
+    for mo in plan.move_out:
+        h = (mo.start_ns - cfg.start_ns) // (3600 * 10**9) + 2
+        assert real.true_use[mo.meter, h:].sum() == pytest.approx(mo.factor * base.true_use[mo.meter, h:].sum())
+    for lk in plan.leak:
+        q = (lk.start_ns - cfg.start_ns) // (900 * 10**9) + 8
+        extra = real.building_quarter_use[lk.building, q:].sum() - base.building_quarter_use[lk.building, q:].sum()
+        assert extra == pytest.approx(lk.m3h * (real.building_quarter_use.shape[1] - q) / 4, rel=0.05)
+
+
+def test_a_meter_turned_round_counts_its_use_on_the_reverse_register(run, decoded):
+    reg, batch, _ = decoded
+    result, _ = run
+    turned = [r for r in result.plan.reverse if r.variant == "reverse_register" and r.amount == 0]
+    for r in turned:
+        ts, total, rev, _, _ = meter_series(reg, batch, result.city.meter_ids[r.meter])
+        after = ts > r.t_ns + 3600 * 10**9
+        assert np.ptp(total[after]) < 1e-6  # the forward register stands
+        assert rev[after][-1] - rev[after][0] > 0  # the use runs onto the reverse register
 
 
 def test_tank_deadlines_follow_the_registry_and_cleanings_show_in_telemetry(run, decoded, capture):

@@ -1,0 +1,102 @@
+"""Score the detectors on a list of simulated cities: simulate each seed, replay it, evaluate, and sum tp/fp/fn
+per kind (decoy hits and median delays too). One city at a time; each city's folder is deleted once scored.
+
+    .venv/bin/python bench/cities.py --seeds 1-40 --meters 1500 --days 45 --out /tmp/cities [--json sums.json]
+
+Keep development seeds and held-out seeds apart (see docs/DETECTORS.md, "Measured on simulated cities").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "ingest"]
+
+
+def seeds_of(text: str) -> list[int]:
+    """'1-5,9,12-13' -> [1, 2, 3, 4, 5, 9, 12, 13]"""
+    out: list[int] = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b or a) + 1))
+    return out
+
+
+def score_city(seed: int, args: argparse.Namespace) -> dict:
+    city = args.out / f"city{seed}"
+    shutil.rmtree(city, ignore_errors=True)
+    sim = [*CLI, "simulate", "--out", str(city), "--meters", str(args.meters), "--days", str(args.days),
+           "--seed", str(seed), "--quiet", *args.sim_args]
+    subprocess.run(sim, check=True, cwd=ROOT)
+    subprocess.run([*CLI, "replay", str(city / "capture.jsonl"), "--registry", str(city / "registry"),
+                    "--state-dir", str(city / "state"), "--alerts-file", str(city / "alerts.jsonl"),
+                    "--log-level", "WARNING"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    r = subprocess.run([*CLI, "evaluate", "--alerts", str(city / "alerts.jsonl"), "--labels",
+                        str(city / "labels.jsonl"), "--json"], check=True, cwd=ROOT, capture_output=True, text=True)
+    result = json.loads(r.stdout)
+    if args.keep:
+        keep = args.out / "kept" / f"city{seed}"
+        keep.mkdir(parents=True, exist_ok=True)
+        for name in ("alerts.jsonl", "labels.jsonl"):
+            shutil.copy(city / name, keep / name)
+        shutil.copytree(city / "registry", keep / "registry", dirs_exist_ok=True)
+    shutil.rmtree(city, ignore_errors=True)
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", required=True, help="e.g. 1-40 or 1000-1019,1031")
+    ap.add_argument("--meters", type=int, default=1500)
+    ap.add_argument("--days", type=int, default=45)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/cistern-cities"))
+    ap.add_argument("--json", type=Path, help="write per-city results and the sums here")
+    ap.add_argument("--keep", action="store_true", help="keep each city's alerts, labels and registry under OUT/kept")
+    ap.add_argument("sim_args", nargs="*", help="extra `cistern simulate` options (after --)")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    sums: dict[str, dict] = {}
+    per_city: dict[int, dict] = {}
+    delays: dict[str, list[float]] = {}
+    t0 = time.time()
+    for seed in seeds_of(args.seeds):
+        res = score_city(seed, args)
+        per_city[seed] = res["kinds"]
+        line = []
+        for kind, k in res["kinds"].items():
+            s = sums.setdefault(kind, {"tp": 0, "fp": 0, "fn": 0, "decoy_hits": {}})
+            for f in ("tp", "fp", "fn"):
+                s[f] += k[f]
+            for name, n in k["decoy_hits"].items():
+                s["decoy_hits"][name] = s["decoy_hits"].get(name, 0) + n
+            if k["delay_h_median"] is not None:
+                delays.setdefault(kind, []).append(k["delay_h_median"])
+            line.append(f"{kind} {k['tp']}/{k['fp']}/{k['fn']}")
+        print(f"seed {seed}: " + ", ".join(line) + f"  ({time.time() - t0:.0f} s)", flush=True)
+    print(f"\n{'kind':<22}{'tp':>6}{'fp':>6}{'fn':>6}{'prec':>8}{'recall':>8}{'f1':>8}{'delay_h':>9}  decoy hits")
+    for kind, s in sums.items():
+        tp, fp, fn = s["tp"], s["fp"], s["fn"]
+        p = tp / (tp + fp) if tp + fp else float("nan")
+        r = tp / (tp + fn) if tp + fn else float("nan")
+        f1 = 2 * p * r / (p + r) if tp else float("nan")
+        s.update(precision=p, recall=r, f1=f1,
+                 delay_h_median_of_cities=statistics.median(delays[kind]) if delays.get(kind) else None)
+        d = s["delay_h_median_of_cities"]
+        hits = ", ".join(f"{k}={v}" for k, v in s["decoy_hits"].items()) or "-"
+        print(f"{kind:<22}{tp:>6}{fp:>6}{fn:>6}{p:>8.3f}{r:>8.3f}{f1:>8.3f}{'-' if d is None else f'{d:.1f}':>9}  {hits}")
+    if args.json:
+        args.json.write_text(json.dumps({"seeds": args.seeds, "meters": args.meters, "days": args.days,
+                                         "sums": sums, "cities": per_city}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
