@@ -21,7 +21,7 @@ from devices.batch import Batch
 from devices.registry import Registry
 
 from .base import Board, Detector, LocalCalendar, MeterView, Params
-from .bypass_hourly import HourlyBypassDetector
+from .bypass import BypassDetector
 from .disinfection import DisinfectionDetector
 from .pump_rooms import IntrusionDetector, WaterQualityDetector
 from .reverse_flow import ReverseFlowDetector
@@ -31,8 +31,8 @@ from .signal import SignalDetector
 DETECTORS: dict[str, type[Detector]] = {
     SignalDetector.name: SignalDetector,
     ReverseFlowDetector.name: ReverseFlowDetector,
-    # bypass: the building's hourly gap follows one household's hourly use (detectors/bypass_hourly.py)
-    HourlyBypassDetector.name: HourlyBypassDetector,
+    # bypass: the building's water balance; a household's drop matched by a rise of unmetered use (detectors/bypass/)
+    BypassDetector.name: BypassDetector,
     DisinfectionDetector.name: DisinfectionDetector,
     # pump rooms: the door first, so a water-quality incident raised in the same batch (a replay's batch spans
     # hours) finds the room's intrusion on the board and names it; the intrusion names the water-quality incident

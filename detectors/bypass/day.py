@@ -1,0 +1,218 @@
+"""One local day of a set of buildings, balanced: each household's state that day (heard, silent, in another
+incident, new), the building's unmetered use against its normal loss, the episode of rising unmetered use it may be
+in, and each household's evidence of the day added to its window (see README.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..base import HOUR_NS
+from .hours import M3_OF_CODE, MISSING, TOP_CODE
+
+if TYPE_CHECKING:
+    from .detector import BypassDetector
+
+R = 48  # hours held per meter: a day, and the day after it while daily meters upload (a ring)
+NBIN = 4  # a household's usual use is held by quarter of the day (six hours)
+NORMAL, OPEN = 0, 1  # phase of a household
+CUSUM_SLACK = 0.5  # standard errors a day's rise must exceed to add to an episode (the CUSUM for a 1-sd shift)
+LITRES_OF_CODE = M3_OF_CODE * 1000.0
+# window sums per household: the drop, and the hourly regression sums (metered m, usual p, building's usual P, rise r)
+W_X, W_MR, W_MM, W_MP, W_PR, W_PP = range(6)
+W_SCALE = np.array([1.0, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])  # held as float16: litres, and litres^2 / 1000
+DAYS, PRE_DROP = 0x7F, 0x80  # w_n: days in the window, and a flag: the household's drop predates its episode
+# episode sums per building: the rise and its variance, the building's own regression sums, the first day's rise
+E_Y, E_VY, E_PR, E_PP, E_RR, E_NH, E_Y1, E_VY1 = range(8)
+
+
+def sum_rows(pos: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
+    """Rows of x summed by group (pos: sorted group of each row), n groups."""
+    out = np.zeros((n, x.shape[1]))
+    if pos.size:
+        first = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
+        out[pos[first]] = np.add.reduceat(x, first, axis=0)
+    return out
+
+
+def centred(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x less its w-weighted mean, row by row."""
+    sw = np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+    return x - (x * w).sum(axis=1, keepdims=True) / sw
+
+
+class DayStep:
+    """The day `day` of `buildings` (all at that day), as arrays over their households (rows) and the day's hours."""
+
+    def __init__(self, det: BypassDetector, buildings: np.ndarray, day: int):
+        self.d, self.day, self.b, self.nb = det, day, buildings, buildings.size
+        cnt = det.b_count[buildings]
+        rows = np.repeat(det.b_first[buildings] - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))
+        self.hh = det.hh_sorted[rows]  # households of the buildings, grouped by building
+        self.pos = np.repeat(np.arange(buildings.size), cnt)  # each household's building, as a row of self.b
+        cal = det.calendar
+        self.h0 = cal.day_start_ns(day) // HOUR_NS
+        self.n_h = int(cal.day_start_ns(day + 1) // HOUR_NS - self.h0)  # 23 to 25 hours
+        self.slots = (self.h0 + np.arange(self.n_h)) % R
+        self.bins = np.minimum(np.arange(self.n_h) * NBIN // 24, NBIN - 1)
+        self.weekend = cal.weekday(day) >= 5
+
+    def inputs(self, other_meters: np.ndarray) -> None:
+        """What is known of the day: each household's hours (heard, or not), the master's, and the gap (master less
+        the heard households, exact litres)."""
+        d, hh = self.d, self.hh
+        code = d.code[hh][:, self.slots]
+        marked = (code > TOP_CODE) & (code != MISSING)
+        # another incident on the meter (on the board, or its register ran backwards today): its use is unmeasured
+        self.other = other_meters[hh] | marked.any(axis=1)
+        stored = code <= TOP_CODE  # (its litres are in the gap already)
+        self.heard = stored & ~self.other[:, None]
+        self.mz = np.where(self.heard, LITRES_OF_CODE[code], 0.0)
+        self.unmeasured = np.where(stored & ~self.heard, LITRES_OF_CODE[code], 0.0)  # stored, but not its use
+        self.k = self.heard.sum(axis=1)
+        bits = np.left_shift(np.uint64(1), self.slots.astype(np.uint64))
+        known = (d.m_known[self.b][:, None] & bits[None, :]) != 0
+        self.mk = known & ((d.taint[self.b][:, None] & bits[None, :]) == 0)
+        self.gap = d.gap_h[self.b][:, self.slots].astype(np.float64)
+
+    def expected(self) -> None:
+        """Each household's usual use in each hour of the day (litres); a household with no baseline yet counts as
+        its building's average household, uncertain alike."""
+        d, hh, p = self.d, self.hh, self.d.params
+        own = d.rate[hh].astype(np.float64)[:, self.bins]
+        if self.weekend:
+            own = own * (d.wkf[hh].astype(np.float64) / 64.0)[:, None]
+        self.new = d.n_learn[hh] < p.min_baseline_days
+        known = (~self.new).astype(np.float64)
+        cnt = np.maximum(np.bincount(self.pos, weights=known, minlength=self.nb), 1.0)
+        avg = sum_rows(self.pos, own * known[:, None], self.nb) / cnt[:, None]
+        dev2 = d.dev[hh].astype(np.float64) ** 2
+        avg_dev2 = np.bincount(self.pos, weights=dev2 * known, minlength=self.nb) / cnt
+        self.own = own
+        self.pe = np.where(self.new[:, None], avg[self.pos], own)
+        self.dev2 = np.where(self.new, np.maximum(avg_dev2[self.pos], 1e4), dev2)
+        # an hour's use is bursty (a shower, a washing machine): its variance about twice its usual squared
+        self.hv = 2.0 * self.pe ** 2 + 1.0
+
+    def balance(self) -> None:
+        """The building's unmetered use each hour above its normal loss (r, litres), and how uncertain it is: a
+        household not heard counts at its usual use, its swing added to the uncertainty (never to a neighbour)."""
+        d, pos, nb = self.d, self.pos, self.nb
+        self.S = sum_rows(pos, np.where(self.heard, self.mz, self.pe), nb)
+        self.G = self.gap + sum_rows(pos, self.unmeasured - np.where(self.heard, 0.0, self.pe), nb)
+        self.Uh = sum_rows(pos, np.where(self.heard, 0.0, self.hv), nb)
+        share = d.open_share[self.hh].astype(np.float64) * (d.phase[self.hh] == OPEN)
+        unheard = (self.n_h - self.k) / self.n_h
+        # an open bypass's unmetered use is its usual use times its share: a guess, as uncertain as its days
+        self.Ud = np.bincount(pos, weights=(unheard ** 2 + share ** 2) * self.dev2, minlength=nb)
+        opened = sum_rows(pos, share[:, None] * self.pe, nb)
+        lam, steady = d.loss_model(self.b)
+        prof = d.rprof[self.b].astype(np.float64)[:, self.bins]
+        self.r = np.where(self.mk, self.G - lam[:, None] * self.S - steady[:, None] / 24 - opened - prof, 0.0)
+        n_known = self.mk.sum(axis=1)
+        self.usable = (n_known >= 0.8 * self.n_h) & (d.n_gap[self.b] >= d.params.min_baseline_days)
+        self.Yd = self.r.sum(axis=1) * self.n_h / np.maximum(n_known, 1)
+        self.vYd = d.sig_d2[self.b].astype(np.float64) + self.Uh.sum(axis=1) + self.Ud
+        sig2 = np.maximum(d.sig_h2[self.b].astype(np.float64), 4.0)
+        # each hour weighs by how well the balance is known then (a silent neighbour's guess adds noise)
+        self.wb = np.where(self.mk, sig2[:, None] / (sig2[:, None] + self.Uh), 0.0)
+
+    def episodes(self) -> np.ndarray:
+        """A building's episode of rising unmetered use: a CUSUM of the day's rise (in its standard errors) from the
+        day it leaves zero; a jump well above the episode's rise so far starts it again (a new onset). Returns the
+        buildings (rows) whose episode started today."""
+        d, b = self.d, self.b
+        zY = self.Yd / np.sqrt(np.maximum(self.vYd, 1e-9))
+        old = d.cus_b[b].astype(np.float64)
+        cus = np.where(self.usable, np.maximum(0.0, old + zY - CUSUM_SLACK), old)
+        on = d.ep_start[b] >= 0
+        mean = d.ep_sum[b, E_Y] / np.maximum(d.ep_n[b], 1)
+        jump = on & self.usable & (zY >= d.params.z_min) & \
+            (self.Yd >= 2 * np.maximum(mean, 0) + 2 * np.sqrt(np.maximum(self.vYd, 1e-9)))
+        start = self.usable & (((old <= 0) & (cus > 0)) | jump)
+        end = self.usable & (cus <= 0)
+        d.cus_b[b] = cus
+        d.ep_start[b[start]] = self.day
+        d.ep_start[b[end]] = -1
+        fresh = start | end
+        d.ep_sum[b[fresh]] = 0.0
+        d.ep_n[b[fresh]] = 0
+        d.b_flags[b[fresh]] &= ~np.uint8(2)  # the episode's building incident not yet raised
+        return start | end
+
+    def evidence(self, fresh: np.ndarray) -> None:
+        """Each household's day: its drop against its usual use (X, litres, over its heard hours) and the sums of
+        the hourly regression of the rise on its metered use; added to its window while its building is in an
+        episode (a window starts afresh with its building's episode)."""
+        d, hh, pos = self.d, self.hh, self.pos
+        self.Xd = ((self.pe - self.mz) * self.heard).sum(axis=1)
+        self.vXd = np.maximum(self.k / self.n_h * self.dev2, 1.0)
+        self.judged = (d.phase[hh] == NORMAL) & ~self.new & (self.k >= self.n_h // 2) & self.usable[pos] & ~self.other
+        w = np.where(self.heard, self.wb[pos], 0.0)
+        P = sum_rows(pos, self.pe, self.nb)  # the building's usual use by hour
+        wP = self.wb
+        Pc_b, rc_b = centred(P, wP), centred(self.r, wP)
+        mc, pc = centred(self.mz, w), centred(self.pe, w)
+        rc, Pc = centred(self.r[pos], w), centred(P[pos], w)
+        self.day_sums = np.stack([self.Xd, (w * mc * rc).sum(1), (w * mc * mc).sum(1), (w * mc * Pc).sum(1),
+                                  (w * pc * rc).sum(1), (w * pc * pc).sum(1)], axis=1)
+        nh = np.maximum((wP > 0).sum(axis=1) - 1, 0)
+        self.b_sums = np.stack([self.Yd, self.vYd, (wP * Pc_b * rc_b).sum(1), (wP * Pc_b * Pc_b).sum(1),
+                                (wP * rc_b * rc_b).sum(1), nh, self.Yd, self.vYd], axis=1)
+        self._calibrate()
+        self._add_to_windows(fresh)
+        # the households whose use had to be guessed today (for the evidence: the uncertain neighbours)
+        unsure = (self.k < self.n_h) | self.other | self.new
+        d.unc_day[hh[unsure]] = self.day % 256
+
+    def _add_to_windows(self, fresh: np.ndarray) -> None:
+        d, hh, pos, b = self.d, self.hh, self.pos, self.b
+        restart = fresh[pos] & (d.phase[hh] == NORMAL)  # (an open bypass keeps its first day in w_first)
+        d.w_sum[hh[restart]] = 0.0
+        d.w_n[hh[restart]] = 0
+        d.w_first[hh[restart]] = 0xFFFF
+        in_ep = d.ep_start[b][pos] >= 0
+        add = self.judged & in_ep
+        n = d.w_n[hh].astype(np.int64)
+        first = add & ((n & DAYS) == 0)
+        d.w_x1[hh[first]] = self.Xd[first]
+        # its drop was followed already before the rise began: a drop that predates the rise is not its cause
+        pre = first & (d.hc[hh].astype(np.float64) > 2.0)
+        n = np.where(pre, n | PRE_DROP, n)
+        summed = d.w_sum[hh[add]].astype(np.float64) + self.day_sums[add] * W_SCALE
+        d.w_sum[hh[add]] = np.clip(summed, -65000, 65000)
+        d.w_n[hh[add]] = np.minimum((n[add] & DAYS) + 1, DAYS) | (n[add] & PRE_DROP)
+        dropped = add & (self.Xd >= 2 * np.sqrt(self.vXd)) & (d.w_first[hh] == 0xFFFF)
+        d.w_first[hh[dropped]] = self.day % 65536
+        ub = self.usable & (d.ep_start[b] >= 0)
+        first_b = ub & (d.ep_n[b] == 0)
+        sums = self.b_sums.copy()
+        sums[~first_b, E_Y1:] = 0.0
+        d.ep_sum[b[ub]] += sums[ub]
+        d.ep_n[b[ub]] = np.minimum(d.ep_n[b[ub]].astype(np.int64) + 1, 255)
+
+    def _calibrate(self) -> None:
+        """How far the day's hourly fits stray from a standard normal on a building's households (hours are not
+        independent: bursts and the building's own noise cluster): the median over its households of the day's
+        squared z, against a chi-square's median (0.455), learned slowly. The window's pattern z is divided by its
+        root, so that 5 standard errors mean the same in every building."""
+        d, pos = self.d, self.pos
+        s = self.day_sums
+        bs = self.b_sums[pos]
+        det = s[:, W_MM] * bs[:, E_PP] - s[:, W_MP] ** 2
+        ok = self.judged & (det > 1e-9) & (bs[:, E_NH] >= 12)
+        safe = np.where(ok, det, 1.0)
+        beta = (s[:, W_MR] * bs[:, E_PP] - bs[:, E_PR] * s[:, W_MP]) / safe
+        gam = (bs[:, E_PR] * s[:, W_MM] - s[:, W_MR] * s[:, W_MP]) / safe
+        rss = np.maximum(bs[:, E_RR] - beta * s[:, W_MR] - gam * bs[:, E_PR], 0.0)
+        var_beta = rss / np.maximum(bs[:, E_NH] - 2, 1) * bs[:, E_PP] / safe
+        z2 = np.where(ok, beta ** 2 / np.maximum(var_beta, 1e-12), np.inf)
+        order = np.lexsort((z2, pos))
+        n_ok = np.bincount(pos[ok], minlength=self.nb)
+        first = np.searchsorted(pos[order], np.arange(self.nb))
+        mid = order[np.minimum(first + n_ok // 2, pos.size - 1)] if pos.size else np.zeros(0, dtype=np.int64)
+        has = n_ok >= 5
+        phi2 = np.maximum(1.0, z2[mid] / 0.455) if pos.size else np.zeros(0)
+        b = self.b[has]
+        d.phi2[b] += (np.minimum(phi2[has], 25.0) - d.phi2[b]) * 0.1

@@ -1,0 +1,175 @@
+"""The attribution: which household, if any, the building's rise belongs to. Both halves of the evidence must be
+there (its meter lost water, the building gained as much) and something only that household explains: the rise
+follows its metered hours (a partial bypass), or its meter fell to a trickle on the day the rise began and the rise
+has a household's daily shape (a full bypass). Otherwise the building is reported with its candidates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .day import (
+    DAYS,
+    E_NH,
+    E_PP,
+    E_PR,
+    E_RR,
+    E_VY,
+    E_VY1,
+    E_Y,
+    E_Y1,
+    LITRES_OF_CODE,
+    NBIN,
+    NORMAL,
+    PRE_DROP,
+    W_MM,
+    W_MP,
+    W_MR,
+    W_PP,
+    W_PR,
+    W_SCALE,
+    W_X,
+    R,
+)
+from .hours import TOP_CODE
+
+if TYPE_CHECKING:
+    from .day import DayStep
+    from .detector import BypassDetector
+
+
+def seg_max(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(n, -np.inf)
+    np.maximum.at(out, groups, values)
+    return out
+
+
+@dataclass
+class Window:
+    """The evidence of households' windows (rows: the households `hh`, in buildings `b`)."""
+
+    hh: np.ndarray
+    b: np.ndarray
+    nd: np.ndarray  # days judged in the window
+    X: np.ndarray  # litres the meter lost against the household's usual use
+    Y: np.ndarray  # litres the building's unmetered use rose, same days
+    sd: np.ndarray  # standard error of X - Y
+    zx: np.ndarray
+    zy: np.ndarray
+    zb: np.ndarray  # the rise follows the metered hours (calibrated)
+    za: np.ndarray  # the rise has the household's daily shape
+    beta: np.ndarray  # unmetered litres per metered litre, from the hourly fit
+    usual: np.ndarray  # litres the household used to use over the window's days
+
+    @classmethod
+    def of(cls, det: BypassDetector, hh: np.ndarray) -> Window:
+        b = det.bld[hh]
+        w = det.w_sum[hh].astype(np.float64) / W_SCALE
+        e = det.ep_sum[b].astype(np.float64)
+        nd = (det.w_n[hh] & DAYS).astype(np.float64)
+        dev2 = det.dev[hh].astype(np.float64) ** 2
+        usual = nd * det.rate[hh].astype(np.float64).sum(axis=1) * 24 / NBIN
+        X, Y = w[:, W_X], e[:, E_Y]
+        vX = nd * dev2 * (1 + nd / np.maximum(det.n_learn[hh], 1))  # the baseline's own error counts too
+        vY = np.maximum(e[:, E_VY], 1.0)
+        nh = np.maximum(e[:, E_NH], 3)
+        sig2_0 = np.maximum(det.sig_h2[b].astype(np.float64), 4.0)
+        det_a = w[:, W_MM] * e[:, E_PP] - w[:, W_MP] ** 2
+        safe = np.maximum(det_a, 1e-9)
+        beta = (w[:, W_MR] * e[:, E_PP] - e[:, E_PR] * w[:, W_MP]) / safe
+        gam = (e[:, E_PR] * w[:, W_MM] - w[:, W_MR] * w[:, W_MP]) / safe
+        rss = np.maximum(e[:, E_RR] - beta * w[:, W_MR] - gam * e[:, E_PR], 0.0)
+        sig = np.sqrt(np.maximum(sig2_0, rss / np.maximum(nh - 2, 1)))
+        se_b = sig * np.sqrt(e[:, E_PP] / safe) * np.sqrt(np.maximum(det.phi2[b].astype(np.float64), 1.0))
+        se_b = np.where(det_a > 1e-9, se_b, np.inf)
+        alpha = w[:, W_PR] / np.maximum(w[:, W_PP], 1e-9)
+        sig_a = np.sqrt(np.maximum(sig2_0, np.maximum(e[:, E_RR] - alpha * w[:, W_PR], 0) / np.maximum(nh - 1, 1)))
+        za = w[:, W_PR] / np.sqrt(np.maximum(w[:, W_PP], 1e-9)) / sig_a
+        return cls(hh=hh, b=b, nd=nd, X=X, Y=Y, sd=np.sqrt(vX + vY), zx=X / np.sqrt(np.maximum(vX, 1e-9)),
+                   zy=Y / np.sqrt(vY), zb=beta / se_b, za=za, beta=beta,
+                   usual=usual)
+
+
+def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Households named today (rows of step.hh), and buildings reported today (rows of step.b) with their candidate
+    households (rows of step.hh)."""
+    d, p = step.d, step.d.params
+    rows = np.flatnonzero(step.judged & (d.ep_start[step.b][step.pos] >= 0) & ((d.w_n[step.hh] & DAYS) > 0))
+    none = np.zeros(0, dtype=np.int64)
+    if rows.size == 0:
+        return none, none, none
+    w = Window.of(d, step.hh[rows])
+    ratio = w.Y / np.maximum(w.X, 1e-9)
+    fits = (ratio >= p.min_rise_share) & (ratio <= 1 / p.min_rise_share)
+    implied = w.beta * (w.usual - w.X)  # what the hourly fit says went unmetered
+    # a partial bypass: the rise follows its metered hours; the meter lost what the fit says goes unmetered, and
+    # the building's rise holds at least that much
+    pattern = (w.zb >= p.z_pattern) & (w.zx >= 1) & (w.zy >= p.z_min) & (implied >= p.min_rise_share * w.X) & \
+        (implied <= w.X / p.min_rise_share) & (w.Y >= p.min_rise_share * implied)
+    level = _level(step, rows, w, fits)
+    aligned = _aligned(step, rows, w)
+    named = pattern | (level & aligned)
+    cand = ((w.zx >= 2) & fits & (aligned | (w.zb >= p.z_shape))) | (w.zb >= p.z_pattern) | named
+    pos = step.pos[rows]
+    # a household whose metered hours the rise follows competes only with others showing such a pattern (a drop
+    # alone does not tell the hours); one named on the balance alone competes with every candidate
+    followed = cand & (w.zb >= p.z_shape)
+    by_pattern = _beats(np.where(followed, w.zb, -np.inf), pattern, pos, step.nb, p.z_shape)
+    score = np.where(cand, np.maximum(w.zb, w.za) - np.abs(w.Y - w.X) / w.sd, -np.inf)
+    by_balance = _beats(score, named, pos, step.nb, p.z_shape)
+    clear = (pattern & by_pattern) | (named & ~pattern & by_balance)
+    unclear_b = np.unique(pos[named & ~clear])
+    step.window = w
+    step.window_rows = rows
+    return rows[clear], unclear_b, rows[cand]
+
+
+def _beats(score: np.ndarray, who: np.ndarray, pos: np.ndarray, n: int, margin: float) -> np.ndarray:
+    """Rows of `who` whose score beats every other row of their building (pos) by `margin` (-inf: not a rival)."""
+    best = seg_max(score, pos, n)
+    top = who & (score == best[pos]) & np.isfinite(score)
+    second = seg_max(np.where(top, -np.inf, score), pos, n)
+    alone = ~np.isfinite(second[pos])
+    return top & (alone | (score - np.where(alone, 0.0, second[pos]) >= margin))
+
+
+def _level(step: DayStep, rows: np.ndarray, w: Window, fits: np.ndarray) -> np.ndarray:
+    """The balance alone, for a meter left with a trickle (no hours left to follow): two days of it, still a trickle
+    in the hours it sent since, and a rise this clear with a household's daily shape (a leak is flat)."""
+    p = step.d.params
+    heard_usual = (step.pe[rows] * step.heard[rows]).sum(axis=1)
+    trickle = step.mz[rows].sum(axis=1) <= p.collapse_share * heard_usual
+    # ... and every day since the first (the onset's day holds hours before it)
+    per_day = w.usual / np.maximum(w.nd, 1)
+    later = (w.usual - w.X) - (per_day - step.d.w_x1[step.hh[rows]].astype(np.float64))
+    collapse = trickle & (later <= p.collapse_share * per_day * np.maximum(w.nd - 1, 1))
+    shape = np.maximum(w.za, w.zb) >= p.z_shape
+    # still a trickle in the hours the meter has sent since (an hourly meter: up to now): a day away ends
+    later_h = _trickle_since(step, rows)
+    full = collapse & (w.zx >= 2) & (w.nd >= 2) & later_h
+    return full & shape & (w.zy >= p.z_pattern) & fits
+
+
+def _trickle_since(step: DayStep, rows: np.ndarray) -> np.ndarray:
+    """The household's meter kept to a trickle through the hours stored after the day (at least half a day of them)."""
+    d, p = step.d, step.d.params
+    nxt = (step.h0 + step.n_h + np.arange(R - step.n_h)) % R
+    code = d.code[step.hh[rows]][:, nxt]
+    heard = code <= TOP_CODE
+    litres = np.where(heard, LITRES_OF_CODE[code], 0.0)
+    usual = d.rate[step.hh[rows]].astype(np.float64).mean(axis=1)[:, None] * heard
+    return (heard.sum(axis=1) >= 12) & (litres.sum(axis=1) <= p.collapse_share * usual.sum(axis=1))
+
+
+def _aligned(step: DayStep, rows: np.ndarray, w: Window) -> np.ndarray:
+    """The drop began with the rise: the household used as usual the day before its building's episode, and its drop
+    already explains the episode's first day (within the noise)."""
+    d, p = step.d, step.d.params
+    hh = step.hh[rows]
+    e = d.ep_sum[w.b].astype(np.float64)
+    dev = d.dev[hh].astype(np.float64)
+    pre_ok = (d.w_n[hh] & PRE_DROP) == 0
+    first_ok = d.w_x1[hh].astype(np.float64) >= p.min_rise_share * e[:, E_Y1] - 2 * np.sqrt(dev ** 2 + e[:, E_VY1])
+    return pre_ok & first_ok & (d.phase[hh] == NORMAL)

@@ -1,0 +1,122 @@
+"""What the day teaches: each household's usual use (by quarter of the day, weekday and weekend) and its day-to-day
+swing, learned on its ordinary days; the building's normal loss (a share of the water used plus a steady flow) and
+its noise, learned outside episodes of rising unmetered use."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .day import NBIN, NORMAL, OPEN, centred
+
+if TYPE_CHECKING:
+    from .day import DayStep
+
+
+def follow_drops(step: DayStep) -> None:
+    """A CUSUM of each household's daily drop (in its day-to-day swing), its slack half the smallest bypass looked
+    for; low_days counts the days it has been above zero."""
+    d, p, hh = step.d, step.d.params, step.hh
+    ok = (d.phase[hh] == NORMAL) & ~step.new & (step.k >= step.n_h // 2) & ~step.other
+    sd = np.sqrt(step.vXd)
+    slack = 0.5 * p.min_drop_share * (step.pe * step.heard).sum(axis=1) / sd
+    old = d.hc[hh].astype(np.float64)
+    hc = np.where(ok, np.maximum(0.0, old + step.Xd / sd - slack), old)
+    d.hc[hh] = np.minimum(hc, 60000.0)
+    run = ok & (hc > 0)
+    d.low_days[hh] = np.where(run, np.minimum(d.low_days[hh].astype(np.int64) + 1, 255), np.where(ok, 0, d.low_days[hh]))
+
+
+def households(step: DayStep) -> None:
+    """The baseline learns on a household's ordinary days: not while its drop is followed beside a rise of its
+    building's unmetered use, nor on a day far off its usual (a trip away). A drop followed half the baseline memory
+    with no rise beside it is a move (out, or part of it): the baseline is re-learned at once."""
+    d, p, hh = step.d, step.d.params, step.hh
+    full = step.k >= 0.8 * step.n_h
+    n_learn = d.n_learn[hh].astype(np.float64)
+    young = n_learn < p.min_baseline_days
+    in_ep = d.ep_start[step.b][step.pos] >= 0
+    running = d.low_days[hh] > 0
+    moved = running & ~in_ep & (d.low_days[hh] >= p.baseline_days / 2) & full & (d.phase[hh] == NORMAL)
+    ordinary = np.abs(step.Xd) < 4 * np.sqrt(step.vXd)
+    lrn = full & (d.phase[hh] == NORMAL) & ~step.other & ((~(running & in_ep) & ordinary) | young) | moved
+    a = np.where(n_learn < p.baseline_days, 1.0 / (n_learn + 1), 1.0 / p.baseline_days)
+    a = np.where(moved, 0.5, a)
+    heard = step.heard
+    mz = np.where(heard, step.mz, 0.0)
+    rate = d.rate[hh].astype(np.float64)
+    n_bin = np.stack([heard[:, step.bins == q].sum(axis=1) for q in range(NBIN)], axis=1)
+    s_bin = np.stack([mz[:, step.bins == q].sum(axis=1) for q in range(NBIN)], axis=1)
+    per_bin = np.where(n_bin > 0, s_bin / np.maximum(n_bin, 1), rate)
+    total = mz.sum(axis=1) * step.n_h / np.maximum(step.k, 1)
+    usual = rate.sum(axis=1) * 24 / NBIN
+    if step.weekend:
+        f = np.clip(total / np.maximum(usual, 1.0), 0.0, 3.9) * 64
+        upd = lrn & (n_learn >= 1)
+        wkf = d.wkf[hh].astype(np.float64)
+        d.wkf[hh[upd]] = np.rint(wkf[upd] + (f[upd] - wkf[upd]) * np.minimum(0.3, 3 * a[upd])).astype(np.uint8)
+    else:
+        d.rate[hh[lrn]] = rate[lrn] + (per_bin[lrn] - rate[lrn]) * a[lrn, None]
+    exp_total = step.own.sum(axis=1)
+    dev2 = d.dev[hh].astype(np.float64) ** 2
+    # a day far off is not a swing (a trip away is not): each day's square at most four times the swing's
+    sq = np.minimum((total - exp_total) ** 2, 4 * np.maximum(dev2, (0.3 * exp_total) ** 2))
+    old = lrn & (n_learn >= 1)
+    dev2 = np.where(old, dev2 + (sq - dev2) * a, dev2)
+    d.dev[hh] = np.sqrt(np.maximum(dev2, (0.1 * usual) ** 2 + 25.0))
+    d.n_learn[hh[lrn]] = np.minimum(n_learn[lrn] + 1, 255)
+    d.hc[hh[moved]] = 0
+    d.low_days[hh[moved]] = 0
+
+
+def buildings(step: DayStep, stale: np.ndarray) -> None:
+    """The building's loss model learns on days outside an episode, or once an episode was left unexplained."""
+    d, p, b = step.d, step.d.params, step.b
+    mk = step.mk
+    n_known = mk.sum(axis=1)
+    lb = (n_known >= 0.8 * step.n_h) & ((d.ep_start[b] < 0) | stale)
+    n_gap = d.n_gap[b].astype(np.float64)
+    a = np.where(n_gap < p.baseline_days, 1.0 / (n_gap + 1), 1.0 / p.baseline_days)
+    nh = np.maximum(n_known, 1)
+    S = np.where(mk, step.S, 0.0)
+    G = np.where(mk, step.G, 0.0)
+    stats = np.stack([S.sum(1) / nh, G.sum(1) / nh, (S * S).sum(1) / nh, (S * G).sum(1) / nh], axis=1)
+    bs = d.b_loss[b].astype(np.float64)
+    d.b_loss[b[lb]] = bs[lb] + (stats[lb] - bs[lb]) * a[lb, None]
+    lam, steady = d.loss_model(b)
+    res = np.where(mk, step.G - lam[:, None] * step.S - steady[:, None] / 24, 0.0)
+    w = np.where(mk, 1.0, 0.0)
+    resc = centred(res, w)
+    per_bin = np.stack([(resc * w)[:, step.bins == q].sum(1) / np.maximum(w[:, step.bins == q].sum(1), 1)
+                        for q in range(NBIN)], axis=1)
+    prof = d.rprof[b].astype(np.float64)
+    d.rprof[b[lb]] = prof[lb] + (per_bin[lb] - prof[lb]) * a[lb, None]
+    res = res - d.rprof[b].astype(np.float64)[:, step.bins] * mk
+    sig2 = np.maximum(d.sig_h2[b].astype(np.float64), 4.0)
+    wq = np.where(n_gap[:, None] < 1, w, np.where(mk, sig2[:, None] / (sig2[:, None] + step.Uh), 0.0))
+    rc = centred(res, wq)
+    nq = wq.sum(axis=1)
+    rh = (wq * rc * rc).sum(1) / np.maximum(nq - 1, 1)
+    rd = (res.sum(1) * step.n_h / nh) ** 2
+    first = lb & (n_gap < 1)
+    later = lb & (n_gap >= 1) & (nq >= 0.5 * step.n_h)
+    d.sig_h2[b[first]] = np.where(nq[first] >= 0.5 * step.n_h, rh[first], 1e4)
+    d.sig_d2[b[first]] = 1e4
+    old_h = d.sig_h2[b].astype(np.float64)
+    old_d = d.sig_d2[b].astype(np.float64)
+    d.sig_h2[b[later]] = old_h[later] + (rh[later] - old_h[later]) * a[later]
+    d.sig_d2[b[later]] = old_d[later] + (np.minimum(rd[later], 9 * old_d[later] + 1e4) - old_d[later]) * a[later]
+    d.n_gap[b[lb]] = np.minimum(n_gap[lb] + 1, 65535)
+
+
+def open_households(step: DayStep) -> np.ndarray:
+    """Named households whose meter registers its usual use again, two days running: the bypass is gone. Returns
+    their rows."""
+    d, hh = step.d, step.hh
+    is_open = (d.phase[hh] == OPEN) & (step.k >= step.n_h // 2) & ~step.other
+    usual = (step.pe * step.heard).sum(axis=1)
+    back = is_open & (step.Xd <= 0.5 * d.open_share[hh].astype(np.float64) * usual)
+    days = np.where(back, d.low_days[hh].astype(np.int64) + 1, 0)
+    d.low_days[hh[is_open]] = days[is_open]
+    return np.flatnonzero(is_open & (days >= 2))
