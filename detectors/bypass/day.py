@@ -9,16 +9,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import HOUR_NS
-from .hours import M3_OF_CODE, MISSING, TOP_CODE
+from .hours import M3_OF_CODE, REVERSED, TOP_CODE
 
 if TYPE_CHECKING:
     from .detector import BypassDetector
 
 R = 48  # hours held per meter: a day, and the day after it while daily meters upload (a ring)
 NBIN = 4  # a household's usual use is held by quarter of the day (six hours)
-NORMAL, OPEN = 0, 1  # phase of a household
+NORMAL, OPEN = 0, 1  # phase of a household (OPEN: named; its unmetered use counted as a share of its usual use)
 CUSUM_SLACK = 0.5  # standard errors a day's rise must exceed to add to an episode (the CUSUM for a 1-sd shift)
-LITRES_OF_CODE = M3_OF_CODE * 1000.0
+LITRES_OF_CODE = (M3_OF_CODE * 1000.0).astype(np.float32)  # (the day's hourly arrays are float32)
+F32 = np.float32
 # window sums per household: the drop, and the hourly regression sums (metered m, usual p, building's usual P, rise r)
 W_X, W_MR, W_MM, W_MP, W_PR, W_PP = range(6)
 W_SCALE = np.array([1.0, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])  # held as float16: litres, and litres^2 / 1000
@@ -29,7 +30,7 @@ E_Y, E_VY, E_PR, E_PP, E_RR, E_NH, E_Y1, E_VY1 = range(8)
 
 def sum_rows(pos: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
     """Rows of x summed by group (pos: sorted group of each row), n groups."""
-    out = np.zeros((n, x.shape[1]))
+    out = np.zeros((n, x.shape[1]), dtype=x.dtype)
     if pos.size:
         first = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
         out[pos[first]] = np.add.reduceat(x, first, axis=0)
@@ -56,67 +57,82 @@ class DayStep:
         self.n_h = int(cal.day_start_ns(day + 1) // HOUR_NS - self.h0)  # 23 to 25 hours
         self.slots = (self.h0 + np.arange(self.n_h)) % R
         self.bins = np.minimum(np.arange(self.n_h) * NBIN // 24, NBIN - 1)
+        self.onehot = (self.bins[:, None] == np.arange(NBIN)[None, :]).astype(F32)  # hour -> its quarter
         self.weekend = cal.weekday(day) >= 5
+
+    def ring(self, ring: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The day's hours of a ring (rows x R), in hour order."""
+        a = int(self.slots[0])
+        if a + self.n_h <= R:
+            return ring[rows, a:a + self.n_h]
+        return np.concatenate([ring[rows, a:], ring[rows, :a + self.n_h - R]], axis=1)
 
     def inputs(self, other_meters: np.ndarray) -> None:
         """What is known of the day: each household's hours (heard, or not), the master's, and the gap (master less
         the heard households, exact litres)."""
         d, hh = self.d, self.hh
-        code = d.code[hh][:, self.slots]
-        marked = (code > TOP_CODE) & (code != MISSING)
-        # another incident on the meter (on the board, or its register ran backwards today): its use is unmeasured
-        self.other = other_meters[hh] | marked.any(axis=1)
+        code = self.ring(d.code, hh)
+        # a register that ran backwards today (installed the wrong way round) still measured the water: its hours
+        # stand in the gap, but the meter is in another incident, not judged. A meter on the board (turned round,
+        # shielded) measured nothing useful: its hours are taken back out and its use is a guess
+        backwards = (code == REVERSED).any(axis=1)
+        on_board = other_meters[hh] & ~backwards
+        self.other = on_board | backwards
         stored = code <= TOP_CODE  # (its litres are in the gap already)
         self.heard = stored & ~self.other[:, None]
-        self.mz = np.where(self.heard, LITRES_OF_CODE[code], 0.0)
-        self.unmeasured = np.where(stored & ~self.heard, LITRES_OF_CODE[code], 0.0)  # stored, but not its use
+        self.mz = np.where(self.heard, LITRES_OF_CODE[code], F32(0.0))
+        self.unmeasured = np.where(stored & on_board[:, None], LITRES_OF_CODE[code], F32(0.0))
+        # hours whose use is in the gap: heard, or measured running backwards
+        self.in_gap = self.heard | (backwards[:, None] & (stored | (code == REVERSED)))
         self.k = self.heard.sum(axis=1)
         bits = np.left_shift(np.uint64(1), self.slots.astype(np.uint64))
         known = (d.m_known[self.b][:, None] & bits[None, :]) != 0
         self.mk = known & ((d.taint[self.b][:, None] & bits[None, :]) == 0)
-        self.gap = d.gap_h[self.b][:, self.slots].astype(np.float64)
+        self.gap = self.ring(d.gap_h, self.b)
 
     def expected(self) -> None:
         """Each household's usual use in each hour of the day (litres); a household with no baseline yet counts as
         its building's average household, uncertain alike."""
         d, hh, p = self.d, self.hh, self.d.params
-        own = d.rate[hh].astype(np.float64)[:, self.bins]
+        own = d.rate[hh].astype(F32)[:, self.bins]
         if self.weekend:
-            own = own * (d.wkf[hh].astype(np.float64) / 64.0)[:, None]
+            own = own * (d.wkf[hh].astype(F32) / F32(64.0))[:, None]
         self.new = d.n_learn[hh] < p.min_baseline_days
-        known = (~self.new).astype(np.float64)
+        known = (~self.new).astype(F32)
         cnt = np.maximum(np.bincount(self.pos, weights=known, minlength=self.nb), 1.0)
-        avg = sum_rows(self.pos, own * known[:, None], self.nb) / cnt[:, None]
+        avg = sum_rows(self.pos, own * known[:, None], self.nb) / cnt[:, None].astype(F32)
         dev2 = d.dev[hh].astype(np.float64) ** 2
         avg_dev2 = np.bincount(self.pos, weights=dev2 * known, minlength=self.nb) / cnt
         self.own = own
         self.pe = np.where(self.new[:, None], avg[self.pos], own)
         self.dev2 = np.where(self.new, np.maximum(avg_dev2[self.pos], 1e4), dev2)
         # an hour's use is bursty (a shower, a washing machine): its variance about twice its usual squared
-        self.hv = 2.0 * self.pe ** 2 + 1.0
+        self.hv = F32(2.0) * self.pe ** 2 + F32(1.0)
 
     def balance(self) -> None:
         """The building's unmetered use each hour above its normal loss (r, litres), and how uncertain it is: a
         household not heard counts at its usual use, its swing added to the uncertainty (never to a neighbour)."""
         d, pos, nb = self.d, self.pos, self.nb
+        guessed = ~self.in_gap
         self.S = sum_rows(pos, np.where(self.heard, self.mz, self.pe), nb)
-        self.G = self.gap + sum_rows(pos, self.unmeasured - np.where(self.heard, 0.0, self.pe), nb)
-        self.Uh = sum_rows(pos, np.where(self.heard, 0.0, self.hv), nb)
-        share = d.open_share[self.hh].astype(np.float64) * (d.phase[self.hh] == OPEN)
-        unheard = (self.n_h - self.k) / self.n_h
+        self.G = self.gap + sum_rows(pos, self.unmeasured - np.where(guessed, self.pe, F32(0.0)), nb)
+        self.Uh = sum_rows(pos, np.where(guessed, self.hv, F32(0.0)), nb)
+        share = d.open_share[self.hh].astype(F32) * (d.phase[self.hh] == OPEN)
+        unheard = guessed.sum(axis=1) / self.n_h
         # an open bypass's unmetered use is its usual use times its share: a guess, as uncertain as its days
         self.Ud = np.bincount(pos, weights=(unheard ** 2 + share ** 2) * self.dev2, minlength=nb)
         opened = sum_rows(pos, share[:, None] * self.pe, nb)
         lam, steady = d.loss_model(self.b)
-        prof = d.rprof[self.b].astype(np.float64)[:, self.bins]
-        self.r = np.where(self.mk, self.G - lam[:, None] * self.S - steady[:, None] / 24 - opened - prof, 0.0)
+        prof = d.rprof[self.b][:, self.bins]
+        lam, steady = lam.astype(F32)[:, None], (steady / 24).astype(F32)[:, None]
+        self.r = np.where(self.mk, self.G - lam * self.S - steady - opened - prof, F32(0.0))
         n_known = self.mk.sum(axis=1)
         self.usable = (n_known >= 0.8 * self.n_h) & (d.n_gap[self.b] >= d.params.min_baseline_days)
         self.Yd = self.r.sum(axis=1) * self.n_h / np.maximum(n_known, 1)
         self.vYd = d.sig_d2[self.b].astype(np.float64) + self.Uh.sum(axis=1) + self.Ud
-        sig2 = np.maximum(d.sig_h2[self.b].astype(np.float64), 4.0)
+        sig2 = np.maximum(d.sig_h2[self.b], F32(4.0))
         # each hour weighs by how well the balance is known then (a silent neighbour's guess adds noise)
-        self.wb = np.where(self.mk, sig2[:, None] / (sig2[:, None] + self.Uh), 0.0)
+        self.wb = np.where(self.mk, sig2[:, None] / (sig2[:, None] + self.Uh), F32(0.0))
 
     def episodes(self) -> np.ndarray:
         """A building's episode of rising unmetered use: a CUSUM of the day's rise (in its standard errors) from the
@@ -149,14 +165,22 @@ class DayStep:
         self.Xd = ((self.pe - self.mz) * self.heard).sum(axis=1)
         self.vXd = np.maximum(self.k / self.n_h * self.dev2, 1.0)
         self.judged = (d.phase[hh] == NORMAL) & ~self.new & (self.k >= self.n_h // 2) & self.usable[pos] & ~self.other
-        w = np.where(self.heard, self.wb[pos], 0.0)
+        # the hourly sums only where a window is open (a building in an episode): the rest is idle
+        self.act = d.ep_start[self.b][pos] >= 0
+        rows = np.flatnonzero(self.act)
+        p_rows = pos[rows]
+        w = np.where(self.heard[rows], self.wb[p_rows], F32(0.0))
         P = sum_rows(pos, self.pe, self.nb)  # the building's usual use by hour
         wP = self.wb
         Pc_b, rc_b = centred(P, wP), centred(self.r, wP)
-        mc, pc = centred(self.mz, w), centred(self.pe, w)
-        rc, Pc = centred(self.r[pos], w), centred(P[pos], w)
-        self.day_sums = np.stack([self.Xd, (w * mc * rc).sum(1), (w * mc * mc).sum(1), (w * mc * Pc).sum(1),
-                                  (w * pc * rc).sum(1), (w * pc * pc).sum(1)], axis=1)
+        mc, pc = centred(self.mz[rows], w), centred(self.pe[rows], w)
+        rc, Pc = centred(self.r[p_rows], w), centred(P[p_rows], w)
+        wm = w * mc
+        wp = w * pc
+        self.day_sums = np.zeros((hh.size, 6))
+        self.day_sums[:, 0] = self.Xd
+        self.day_sums[rows, 1:] = np.stack([(wm * rc).sum(1), (wm * mc).sum(1), (wm * Pc).sum(1), (wp * rc).sum(1),
+                                            (wp * pc).sum(1)], axis=1)
         nh = np.maximum((wP > 0).sum(axis=1) - 1, 0)
         self.b_sums = np.stack([self.Yd, self.vYd, (wP * Pc_b * rc_b).sum(1), (wP * Pc_b * Pc_b).sum(1),
                                 (wP * rc_b * rc_b).sum(1), nh, self.Yd, self.vYd], axis=1)
@@ -201,7 +225,7 @@ class DayStep:
         s = self.day_sums
         bs = self.b_sums[pos]
         det = s[:, W_MM] * bs[:, E_PP] - s[:, W_MP] ** 2
-        ok = self.judged & (det > 1e-9) & (bs[:, E_NH] >= 12)
+        ok = self.judged & self.act & (det > 1e-9) & (bs[:, E_NH] >= 12)
         safe = np.where(ok, det, 1.0)
         beta = (s[:, W_MR] * bs[:, E_PP] - bs[:, E_PR] * s[:, W_MP]) / safe
         gam = (bs[:, E_PR] * s[:, W_MM] - s[:, W_MR] * s[:, W_MP]) / safe

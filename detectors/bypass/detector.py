@@ -16,22 +16,32 @@ from ..base import HOUR_NS, Detector, LocalCalendar, MeterView, Params
 from . import events as ev
 from . import judge, learn
 from .day import DayStep, R
-from .hours import BROKEN, MISSING, HourlyUses, RegisterMemory, encode_litres, fresh_rows, hourly_uses
+from .hours import (
+    BROKEN,
+    MISSING,
+    REVERSED,
+    HourlyUses,
+    RegisterMemory,
+    encode_litres,
+    fresh_rows,
+    hourly_uses,
+)
 from .params import BypassParams
 
 NEVER = np.iinfo(np.int64).max
 FORCE_H = 24  # a day is balanced with what is known at the latest a day after it ends (the ring holds two days)
 
 
-def _bits_by(rows: np.ndarray, bits: np.ndarray, n: int) -> np.ndarray:
-    """The OR of the bits given per row, for n rows."""
-    out = np.zeros(n, dtype=np.uint64)
-    if rows.size:
-        order = np.argsort(rows, kind="stable")
-        r = rows[order]
-        first = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
-        out[r[first]] = np.bitwise_or.reduceat(bits[order], first)
-    return out
+POW2 = np.left_shift(np.uint64(1), np.arange(R, dtype=np.uint64))  # ring slot -> its bit
+
+
+def unpack(bits: np.ndarray) -> np.ndarray:
+    """Bit fields (one per building) as a (buildings, R) boolean matrix."""
+    return (bits[:, None] & POW2[None, :]) != 0
+
+
+def pack(flags: np.ndarray) -> np.ndarray:
+    return np.bitwise_or.reduce(np.where(flags, POW2[None, :], np.uint64(0)), axis=1)
 
 
 class BypassDetector(Detector):
@@ -208,25 +218,31 @@ class BypassDetector(Detector):
         gm, mark = uses.meter, uses.mark
         slot = uses.hour % R
         lit = np.rint(uses.litres)
-        bit = np.left_shift(np.uint64(1), slot.astype(np.uint64))
-        mb = self.master_of[gm]
-        mi = np.flatnonzero((mb >= 0) & (mark == 0))
-        mi = mi[(self.m_known[mb[mi]] & bit[mi]) == 0]  # (a reading repeated is not taken twice)
         cells = self.gap_h.size
-        add = np.bincount(mb[mi] * R + slot[mi], weights=lit[mi], minlength=cells).astype(np.float64)
-        self.m_known |= _bits_by(mb[mi], bit[mi], self.m_known.size)
+        mb = self.master_of[gm]
+        known = unpack(self.m_known).reshape(-1)
+        mi = np.flatnonzero((mb >= 0) & (mark == 0))
+        flat_m = mb[mi] * R + slot[mi]
+        _, first = np.unique(flat_m, return_index=True)  # (a reading repeated is not taken twice)
+        mi, flat_m = mi[first], flat_m[first]
+        new = ~known[flat_m]
+        add = np.bincount(flat_m[new], weights=lit[mi[new]], minlength=cells).astype(np.float64)
+        known[flat_m] = True
+        self.m_known = pack(known.reshape(-1, R))
         hi = np.flatnonzero((mb < 0) & self.household[gm])
         flat = gm[hi] * R + slot[hi]
         codes = self.code.reshape(-1)
         fresh = codes[flat] == MISSING
         hi, flat = hi[fresh], flat[fresh]
         codes[flat] = np.where(mark[hi] == 0, encode_litres(uses.litres[hi]), mark[hi])
-        ok = hi[mark[hi] == 0]
+        ok = hi[(mark[hi] == 0) | (mark[hi] == REVERSED)]  # (water that ran backwards through it passed it)
         add -= np.bincount(b[ok] * R + slot[ok], weights=lit[ok], minlength=cells)
         self.gap_h += add.reshape(self.gap_h.shape).astype(np.float32)
         broke = hi[mark[hi] == BROKEN]  # the master may have seen that water: the building's hour is unusable
         if broke.size:
-            self.taint |= _bits_by(b[broke], bit[broke], self.taint.size)
+            tainted = unpack(self.taint).reshape(-1)
+            tainted[b[broke] * R + slot[broke]] = True
+            self.taint = pack(tainted.reshape(-1, R))
 
     # ------------------------------------------------------------------ the clock
     def tick(self, now_ns: int) -> list[AlertEvent] | None:
@@ -280,19 +296,23 @@ class BypassDetector(Detector):
         step.balance()
         fresh = step.episodes()
         step.evidence(fresh)
-        out, named_b = self._attribute(step, now)
+        out, named_b, cand = self._attribute(step, now)
         learn.follow_drops(step)
         learn.households(step)
+        # a rise no household was named for within max_episode_days is the building's own: reported (with the
+        # households whose drop matched it, if any), and the loss model learns it
         stale = (self.ep_start[buildings] >= 0) & (day - self.ep_start[buildings] >= self.params.max_episode_days)
         for q in np.flatnonzero(stale & ((self.b_flags[buildings] & ev.B_REPORTED) == 0)).tolist():
-            out.append(ev.building_raised(self, int(buildings[q]), [], now))
+            out.append(ev.building_raised(self, int(buildings[q]), [int(step.hh[c]) for c in cand
+                                                                      if step.pos[c] == q], now))
         learn.buildings(step, stale)
         out += self._close(step, stale | np.isin(buildings, named_b), now)
         self._free(step)
         return out
 
-    def _attribute(self, step: DayStep, now: int) -> tuple[list[AlertEvent], np.ndarray]:
-        """Events of the day's attribution, and the buildings (registry index) whose rise it explained."""
+    def _attribute(self, step: DayStep, now: int) -> tuple[list[AlertEvent], np.ndarray, np.ndarray]:
+        """Events of the day's attribution, the buildings (registry index) whose rise it explained, and the
+        candidate households (rows of step.hh)."""
         named, unclear_b, cand = judge.decide(step)
         out: list[AlertEvent] = []
         for r in named.tolist():
@@ -303,7 +323,7 @@ class BypassDetector(Detector):
                 continue
             cands = [int(step.hh[c]) for c in cand if step.pos[c] == q]
             out.append(ev.building_raised(self, b, cands, now))
-        return out, step.b[np.unique(step.pos[named])]
+        return out, step.b[np.unique(step.pos[named])], cand
 
     def _close(self, step: DayStep, done: np.ndarray, now: int) -> list[AlertEvent]:
         """Episodes that ended (explained, or left to the loss model), building incidents whose rise is gone, and

@@ -57,7 +57,8 @@ def bypass_raised(step: DayStep, row: int, w: Window, q: int, now: int) -> Alert
     since = d.day_now() - ((d.day_now() - since) % 65536)
     start = d.calendar.day_start_ns(since)
     before = _gap_before_m3_day(d, b)
-    share = float(np.clip(w.X[q] / max(float(w.usual[q]), 1e-9), 0.0, 1.0))
+    # from now on its unmetered use counts as this share of its usual use (the drop and the rise, by precision)
+    share = float(np.clip(w.unmetered[q] * nd / max(float(w.usual[q]), 1e-9), 0.0, 1.0))
     d.phase[i] = OPEN
     d.open_share[i] = share
     d.low_days[i] = 0
@@ -69,7 +70,7 @@ def bypass_raised(step: DayStep, row: int, w: Window, q: int, now: int) -> Alert
         "household_use_m3_per_day_after": _m3(usual - lost),
         "building_gap_m3_per_day_before": _m3(before),
         "building_gap_m3_per_day_after": _m3(before + rise),
-        "unmetered_m3_per_day": _m3(min(lost, rise) if rise > 0 else lost),
+        "unmetered_m3_per_day": _m3(float(w.unmetered[q])),
         "estimated_registered_fraction": round_or_none(1.0 - share),
         "since_day": str(d.calendar.date_of(since)),
         "days_observed": int(w.nd[q]),

@@ -16,7 +16,7 @@ from ..base import HOUR_NS, MeterView
 # about 55 m3), or a mark. Its building's balance is held exactly (see detector.BypassDetector._store).
 CODE_STEPS = 16.0
 TOP_CODE = 252
-REVERSED = 253  # the register ran backwards in that hour (beyond pressure-transient noise)
+REVERSED = 253  # the register ran backwards in that hour (beyond pressure-transient noise): the volume is in the gap
 BROKEN = 254  # more than the pipe can carry: a broken reading
 MISSING = 255  # not heard (yet)
 
@@ -139,8 +139,10 @@ def hourly_uses(rows: tuple, mem: RegisterMemory, max_gap_ns: int, max_l: np.nda
         inc[neg] += np.where(inc[neg] < -max_l[bm[neg]] / 2, max_l[bm[neg]], 0)
     mark = np.zeros(src.size, dtype=np.uint8)
     mark[inc < -reverse_noise_l] = REVERSED
-    mark[inc > cap_l[bm]] = BROKEN
-    inc = np.maximum(inc, 0.0)  # a few litres back (a pressure transient) is no use and no reversal
+    mark[np.abs(inc) > cap_l[bm]] = BROKEN  # more than the pipe carries, either way (a register set back at once)
+    # a register running backwards still measured the water that passed (a meter installed the wrong way round):
+    # its hour keeps that volume, marked; a few litres back (a pressure transient) is no use and no reversal
+    inc = np.where(mark == REVERSED, -inc, np.maximum(inc, 0.0))
     _carry_registers(mem, hb, rb, bfi, th[la], fm, max_l, bm)
     mem.last_rt[fm] = t[la] // NS
     mem.last_rl[fm] = lit[la]

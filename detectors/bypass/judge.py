@@ -56,6 +56,7 @@ class Window:
     X: np.ndarray  # litres the meter lost against the household's usual use
     Y: np.ndarray  # litres the building's unmetered use rose, same days
     sd: np.ndarray  # standard error of X - Y
+    unmetered: np.ndarray  # litres a day going round the meter: X and Y weighed by their precision
     zx: np.ndarray
     zy: np.ndarray
     zb: np.ndarray  # the rise follows the metered hours (calibrated)
@@ -87,7 +88,8 @@ class Window:
         alpha = w[:, W_PR] / np.maximum(w[:, W_PP], 1e-9)
         sig_a = np.sqrt(np.maximum(sig2_0, np.maximum(e[:, E_RR] - alpha * w[:, W_PR], 0) / np.maximum(nh - 1, 1)))
         za = w[:, W_PR] / np.sqrt(np.maximum(w[:, W_PP], 1e-9)) / sig_a
-        return cls(hh=hh, b=b, nd=nd, X=X, Y=Y, sd=np.sqrt(vX + vY), zx=X / np.sqrt(np.maximum(vX, 1e-9)),
+        both = (X / vX + Y / vY) / (1 / vX + 1 / vY) / np.maximum(nd, 1)
+        return cls(hh=hh, b=b, nd=nd, X=X, Y=Y, sd=np.sqrt(vX + vY), unmetered=np.maximum(both, 0.0), zx=X / np.sqrt(np.maximum(vX, 1e-9)),
                    zy=Y / np.sqrt(vY), zb=beta / se_b, za=za, beta=beta,
                    usual=usual)
 
@@ -136,8 +138,8 @@ def _beats(score: np.ndarray, who: np.ndarray, pos: np.ndarray, n: int, margin: 
 
 
 def _level(step: DayStep, rows: np.ndarray, w: Window, fits: np.ndarray) -> np.ndarray:
-    """The balance alone, for a meter left with a trickle (no hours left to follow): two days of it, still a trickle
-    in the hours it sent since, and a rise this clear with a household's daily shape (a leak is flat)."""
+    """The balance alone, for a meter left with a trickle (no hours left to follow): two days of it and more since,
+    and a rise this clear with a household's daily shape (a leak is flat)."""
     p = step.d.params
     heard_usual = (step.pe[rows] * step.heard[rows]).sum(axis=1)
     trickle = step.mz[rows].sum(axis=1) <= p.collapse_share * heard_usual
@@ -146,9 +148,10 @@ def _level(step: DayStep, rows: np.ndarray, w: Window, fits: np.ndarray) -> np.n
     later = (w.usual - w.X) - (per_day - step.d.w_x1[step.hh[rows]].astype(np.float64))
     collapse = trickle & (later <= p.collapse_share * per_day * np.maximum(w.nd - 1, 1))
     shape = np.maximum(w.za, w.zb) >= p.z_shape
-    # still a trickle in the hours the meter has sent since (an hourly meter: up to now): a day away ends
-    later_h = _trickle_since(step, rows)
-    full = collapse & (w.zx >= 2) & (w.nd >= 2) & later_h
+    # and it lasts: still a trickle in the hours the meter sent since (an hourly meter: up to now), or a third
+    # day balanced (a daily meter): a day or a weekend away ends
+    lasts = _trickle_since(step, rows) | (w.nd >= 3)
+    full = collapse & (w.zx >= 2) & (w.nd >= 2) & lasts
     return full & shape & (w.zy >= p.z_pattern) & fits
 
 

@@ -44,10 +44,10 @@ def households(step: DayStep) -> None:
     a = np.where(n_learn < p.baseline_days, 1.0 / (n_learn + 1), 1.0 / p.baseline_days)
     a = np.where(moved, 0.5, a)
     heard = step.heard
-    mz = np.where(heard, step.mz, 0.0)
+    mz = step.mz  # (0 where not heard)
     rate = d.rate[hh].astype(np.float64)
-    n_bin = np.stack([heard[:, step.bins == q].sum(axis=1) for q in range(NBIN)], axis=1)
-    s_bin = np.stack([mz[:, step.bins == q].sum(axis=1) for q in range(NBIN)], axis=1)
+    n_bin = heard.astype(np.float32) @ step.onehot
+    s_bin = mz @ step.onehot
     per_bin = np.where(n_bin > 0, s_bin / np.maximum(n_bin, 1), rate)
     total = mz.sum(axis=1) * step.n_h / np.maximum(step.k, 1)
     usual = rate.sum(axis=1) * 24 / NBIN
