@@ -9,6 +9,7 @@ Keep development seeds and held-out seeds apart (see docs/DETECTORS.md, "Measure
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import shutil
 import statistics
@@ -42,6 +43,7 @@ def score_city(seed: int, args: argparse.Namespace) -> dict:
     r = subprocess.run([*CLI, "evaluate", "--alerts", str(city / "alerts.jsonl"), "--labels",
                         str(city / "labels.jsonl"), "--json"], check=True, cwd=ROOT, capture_output=True, text=True)
     result = json.loads(r.stdout)
+    result["bypass"] = bypass_checks(city)
     if args.keep:
         keep = args.out / "kept" / f"city{seed}"
         keep.mkdir(parents=True, exist_ok=True)
@@ -50,6 +52,38 @@ def score_city(seed: int, args: argparse.Namespace) -> dict:
         shutil.copytree(city / "registry", keep / "registry", dirs_exist_ok=True)
     shutil.rmtree(city, ignore_errors=True)
     return result
+
+
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def bypass_checks(city: Path) -> dict:
+    """Meters raised as both reverse_flow and bypass, and each found bypass's delay (hours from the labelled start to
+    the alert) by the meter's report interval and whether it was full (registering under 10 %)."""
+    alerts = [a for a in _read(city / "alerts.jsonl") if a["event"] == "raised"]
+    kinds: dict[str, set[str]] = {}
+    for a in alerts:
+        kinds.setdefault(a["subject"]["id"], set()).add(a["kind"])
+    both = sorted(m for m, k in kinds.items() if {"reverse_flow", "bypass"} <= k)
+    interval = {}
+    for line in (city / "registry" / "meters.csv").read_text().splitlines()[1:]:
+        f = line.split(",")
+        interval[f[0]] = int(f[7])
+    delays: dict[str, list[float]] = {}
+    raised = {}
+    for a in alerts:
+        if a["kind"] == "bypass":
+            raised.setdefault(a["subject"]["id"], a)
+    for lab in _read(city / "labels.jsonl"):
+        a = raised.get(lab["subject"]["id"]) if lab["kind"] == "bypass" else None
+        if a is None:
+            continue
+        start, det = (dt.datetime.fromisoformat(x.replace("Z", "+00:00")).timestamp() for x in (lab["start"], a["detected_at"]))
+        cls = ("hourly" if interval[lab["subject"]["id"]] <= 3600 else "daily") + \
+            (" full" if lab.get("registered_fraction", 1) < 0.1 else " partial")
+        delays.setdefault(cls, []).append((det - start) / 3600)
+    return {"both_kinds": both, "delays_h": delays}
 
 
 def main() -> int:
@@ -66,6 +100,8 @@ def main() -> int:
     sums: dict[str, dict] = {}
     per_city: dict[int, dict] = {}
     delays: dict[str, list[float]] = {}
+    both: list[str] = []
+    bypass_delays: dict[str, list[float]] = {}
     t0 = time.time()
     for seed in seeds_of(args.seeds):
         res = score_city(seed, args)
@@ -80,6 +116,9 @@ def main() -> int:
             if k["delay_h_median"] is not None:
                 delays.setdefault(kind, []).append(k["delay_h_median"])
             line.append(f"{kind} {k['tp']}/{k['fp']}/{k['fn']}")
+        both += [f"{seed}:{m}" for m in res["bypass"]["both_kinds"]]
+        for cls, ds in res["bypass"]["delays_h"].items():
+            bypass_delays.setdefault(cls, []).extend(ds)
         print(f"seed {seed}: " + ", ".join(line) + f"  ({time.time() - t0:.0f} s)", flush=True)
     print(f"\n{'kind':<22}{'tp':>6}{'fp':>6}{'fn':>6}{'prec':>8}{'recall':>8}{'f1':>8}{'delay_h':>9}  decoy hits")
     for kind, s in sums.items():
@@ -92,9 +131,13 @@ def main() -> int:
         d = s["delay_h_median_of_cities"]
         hits = ", ".join(f"{k}={v}" for k, v in s["decoy_hits"].items()) or "-"
         print(f"{kind:<22}{tp:>6}{fp:>6}{fn:>6}{p:>8.3f}{r:>8.3f}{f1:>8.3f}{'-' if d is None else f'{d:.1f}':>9}  {hits}")
+    print(f"meters raised as both reverse_flow and bypass: {len(both)} {both}")
+    for cls, ds in sorted(bypass_delays.items()):
+        print(f"bypass delay, {cls}: median {statistics.median(ds):.0f} h over {len(ds)}")
     if args.json:
         args.json.write_text(json.dumps({"seeds": args.seeds, "meters": args.meters, "days": args.days,
-                                         "sums": sums, "cities": per_city}, indent=1))
+                                         "sums": sums, "cities": per_city, "both_kinds": both,
+                                         "bypass_delays_h": bypass_delays}, indent=1))
     return 0
 
 

@@ -81,7 +81,8 @@ class DayStep:
         stored = code <= TOP_CODE  # (its litres are in the gap already)
         self.heard = stored & ~self.other[:, None]
         self.mz = np.where(self.heard, LITRES_OF_CODE[code], F32(0.0))
-        self.unmeasured = np.where(stored & on_board[:, None], LITRES_OF_CODE[code], F32(0.0))
+        self.unmeasured = np.where(stored & on_board[:, None], LITRES_OF_CODE[code], F32(0.0)) if on_board.any() \
+            else None
         # hours whose use is in the gap: heard, or measured running backwards
         self.in_gap = self.heard | (backwards[:, None] & (stored | (code == REVERSED)))
         self.k = self.heard.sum(axis=1)
@@ -98,12 +99,16 @@ class DayStep:
         if self.weekend:
             own = own * (d.wkf[hh].astype(F32) / F32(64.0))[:, None]
         self.new = d.n_learn[hh] < p.min_baseline_days
+        dev2 = d.dev[hh].astype(np.float64) ** 2
+        self.own = own
+        if not self.new.any():  # (the usual case once the households have learned)
+            self.pe, self.dev2 = own, dev2
+            self.hv = F32(2.0) * own ** 2 + F32(1.0)
+            return
         known = (~self.new).astype(F32)
         cnt = np.maximum(np.bincount(self.pos, weights=known, minlength=self.nb), 1.0)
         avg = sum_rows(self.pos, own * known[:, None], self.nb) / cnt[:, None].astype(F32)
-        dev2 = d.dev[hh].astype(np.float64) ** 2
         avg_dev2 = np.bincount(self.pos, weights=dev2 * known, minlength=self.nb) / cnt
-        self.own = own
         self.pe = np.where(self.new[:, None], avg[self.pos], own)
         self.dev2 = np.where(self.new, np.maximum(avg_dev2[self.pos], 1e4), dev2)
         # an hour's use is bursty (a shower, a washing machine): its variance about twice its usual squared
@@ -115,13 +120,16 @@ class DayStep:
         d, pos, nb = self.d, self.pos, self.nb
         guessed = ~self.in_gap
         self.S = sum_rows(pos, np.where(self.heard, self.mz, self.pe), nb)
-        self.G = self.gap + sum_rows(pos, self.unmeasured - np.where(guessed, self.pe, F32(0.0)), nb)
+        taken_out = -np.where(guessed, self.pe, F32(0.0))
+        if self.unmeasured is not None:
+            taken_out += self.unmeasured
+        self.G = self.gap + sum_rows(pos, taken_out, nb)
         self.Uh = sum_rows(pos, np.where(guessed, self.hv, F32(0.0)), nb)
         share = d.open_share[self.hh].astype(F32) * (d.phase[self.hh] == OPEN)
         unheard = guessed.sum(axis=1) / self.n_h
         # an open bypass's unmetered use is its usual use times its share: a guess, as uncertain as its days
         self.Ud = np.bincount(pos, weights=(unheard ** 2 + share ** 2) * self.dev2, minlength=nb)
-        opened = sum_rows(pos, share[:, None] * self.pe, nb)
+        opened = sum_rows(pos, share[:, None] * self.pe, nb) if share.any() else F32(0.0)
         lam, steady = d.loss_model(self.b)
         prof = d.rprof[self.b][:, self.bins]
         lam, steady = lam.astype(F32)[:, None], (steady / 24).astype(F32)[:, None]

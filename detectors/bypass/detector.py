@@ -126,6 +126,13 @@ class BypassDetector(Detector):
         self.b_start_day = np.zeros(nb, dtype=np.int32)  # the building incident's first day
         self.now = np.zeros(1, dtype=np.int64)
 
+    def restore(self, blob: dict[str, np.ndarray], remap: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        """A checkpoint of the hourly detector this one replaced (no windows in it) keeps only the registers read
+        last and the clock: the rest is another model's, and is learned afresh."""
+        if blob and "w_sum" not in blob:
+            blob = {k: v for k, v in blob.items() if k in ("last_l", "last_rt", "last_rl", "now")}
+        super().restore(blob, remap)
+
     def _after_restore(self) -> None:
         self._derive()
 
@@ -217,31 +224,25 @@ class BypassDetector(Detector):
             b = b[keep]
         gm, mark = uses.meter, uses.mark
         slot = uses.hour % R
+        flat = b * R + slot
         lit = np.rint(uses.litres)
-        cells = self.gap_h.size
-        mb = self.master_of[gm]
-        known = unpack(self.m_known).reshape(-1)
-        mi = np.flatnonzero((mb >= 0) & (mark == 0))
-        flat_m = mb[mi] * R + slot[mi]
-        _, first = np.unique(flat_m, return_index=True)  # (a reading repeated is not taken twice)
-        mi, flat_m = mi[first], flat_m[first]
-        new = ~known[flat_m]
-        add = np.bincount(flat_m[new], weights=lit[mi[new]], minlength=cells).astype(np.float64)
-        known[flat_m] = True
-        self.m_known = pack(known.reshape(-1, R))
-        hi = np.flatnonzero((mb < 0) & self.household[gm])
-        flat = gm[hi] * R + slot[hi]
+        # (each meter's hour comes once: readings older than a meter's latest are dropped before)
+        master = self.master_of[gm] >= 0
+        counted = (mark == 0) | ((mark == REVERSED) & ~master)  # (a register run backwards measured its water)
+        into = np.where(master, lit, -lit) * (counted & (master | self.household[gm]))
+        self.gap_h += np.bincount(flat, weights=into, minlength=self.gap_h.size).reshape(self.gap_h.shape)
+        mi = master & (mark == 0)
+        if mi.any():
+            known = unpack(self.m_known).reshape(-1)
+            known[flat[mi]] = True
+            self.m_known = pack(known.reshape(-1, R))
+        hi = ~master & self.household[gm]
         codes = self.code.reshape(-1)
-        fresh = codes[flat] == MISSING
-        hi, flat = hi[fresh], flat[fresh]
-        codes[flat] = np.where(mark[hi] == 0, encode_litres(uses.litres[hi]), mark[hi])
-        ok = hi[(mark[hi] == 0) | (mark[hi] == REVERSED)]  # (water that ran backwards through it passed it)
-        add -= np.bincount(b[ok] * R + slot[ok], weights=lit[ok], minlength=cells)
-        self.gap_h += add.reshape(self.gap_h.shape).astype(np.float32)
-        broke = hi[mark[hi] == BROKEN]  # the master may have seen that water: the building's hour is unusable
-        if broke.size:
+        codes[gm[hi] * R + slot[hi]] = np.where(mark[hi] == 0, encode_litres(uses.litres[hi]), mark[hi])
+        broke = hi & (mark == BROKEN)  # the master may have seen that water: the building's hour is unusable
+        if broke.any():
             tainted = unpack(self.taint).reshape(-1)
-            tainted[b[broke] * R + slot[broke]] = True
+            tainted[flat[broke]] = True
             self.taint = pack(tainted.reshape(-1, R))
 
     # ------------------------------------------------------------------ the clock

@@ -63,14 +63,14 @@ def test_detector_parameters_are_settings_that_reach_the_detectors(tmp_path):
     from tests.helpers import write_registry
 
     cfg = tmp_path / "cistern.toml"
-    cfg.write_text("bypass_min_z = 6.5\n")
+    cfg.write_text("bypass_z_min = 3.5\n")
     env = {"CISTERN_DISINFECTION_INTERVAL_MONTHS": "3", "CISTERN_CONFIG": str(cfg)}
     s = load_settings(parse(["--signal-missed-reports", "4"]), environ=env)
     ds = make_detectors(Registry.load(write_registry(tmp_path / "registry")), s)
     assert ds.detectors["disinfection"].params.interval_months == 3
     assert s.dispatch.disinfection_interval_months == 3  # dispatch's due-date fallback follows the same regime
     assert ds.detectors["signal"].params.missed_reports == 4.0
-    assert ds.detectors["bypass"].params.min_z == 6.5
+    assert ds.detectors["bypass"].params.z_min == 3.5
     assert ds.detectors["reverse_flow"].params == type(ds.detectors["reverse_flow"].params)()  # the rest: defaults
 
 

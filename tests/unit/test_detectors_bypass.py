@@ -299,12 +299,16 @@ def test_meters_reading_a_few_minutes_off_the_hour_still_balance():
 
 
 def test_a_checkpoint_of_the_old_hourly_detector_restores_to_a_fresh_start():
-    # a checkpoint written by the detector this one replaced holds other arrays: they are ignored, and the detector
-    # learns afresh (its open bypasses stay open in dispatch until their cases close)
+    # a checkpoint written by the detector this one replaced holds other arrays (some under the same names, of other
+    # shapes): only the registers read last and the clock carry over, the rest is learned afresh (its open bypasses
+    # stay open in dispatch until their cases close)
     t, _ = _partial_bypass_town()
     t.build()
-    blob = {"use_ref": np.zeros(len(t.registry.meters), dtype=np.float16),
-            "open_h": np.full(len(t.registry.buildings), -1, dtype=np.int32)}
+    n, nb = len(t.registry.meters), len(t.registry.buildings)
+    blob = {"code": np.zeros((n, 64), dtype=np.uint8), "next_day": np.array([20000], dtype=np.int64),
+            "use_ref": np.zeros(n, dtype=np.float16), "open_h": np.full(nb, -1, dtype=np.int32),
+            "last_rt": np.full(n, 1_700_000_000, dtype=np.uint32)}
     d = DetectorSet(t.registry, only=["bypass"]).detectors["bypass"]
     d.restore(blob)
-    assert np.all(d.next_day == -1) and np.all(d.n_learn == 0)
+    assert np.all(d.next_day == -1) and np.all(d.n_learn == 0) and np.all(d.code == 255)
+    assert np.all(d.last_rt == 1_700_000_000)
