@@ -173,16 +173,17 @@ class DayStep:
         self.Xd = ((self.pe - self.mz) * self.heard).sum(axis=1)
         self.vXd = np.maximum(self.k / self.n_h * self.dev2, 1.0)
         self.judged = (d.phase[hh] == NORMAL) & ~self.new & (self.k >= self.n_h // 2) & self.usable[pos] & ~self.other
-        # the hourly sums only where a window is open (a building in an episode): the rest is idle
+        # the hourly sums of every household: its window (while its building is in an episode), and its recent days
         self.act = d.ep_start[self.b][pos] >= 0
-        rows = np.flatnonzero(self.act)
+        rows = np.arange(hh.size)
         p_rows = pos[rows]
         w = np.where(self.heard[rows], self.wb[p_rows], F32(0.0))
-        P = sum_rows(pos, self.pe, self.nb)  # the building's usual use by hour
+        P = self.S  # the building's use by hour (metered, and guessed where not heard): the daily shape, hour by hour
         wP = self.wb
-        Pc_b, rc_b = centred(P, wP), centred(self.r, wP)
+        r = self.r
+        Pc_b, rc_b = centred(P, wP), centred(r, wP)
         mc, pc = centred(self.mz[rows], w), centred(self.pe[rows], w)
-        rc, Pc = centred(self.r[p_rows], w), centred(P[p_rows], w)
+        rc, Pc = centred(r[p_rows], w), centred(P[p_rows], w)
         wm = w * mc
         wp = w * pc
         self.day_sums = np.zeros((hh.size, 6))
@@ -193,14 +194,33 @@ class DayStep:
         self.b_sums = np.stack([self.Yd, self.vYd, (wP * Pc_b * rc_b).sum(1), (wP * Pc_b * Pc_b).sum(1),
                                 (wP * rc_b * rc_b).sum(1), nh, self.Yd, self.vYd], axis=1)
         self._calibrate()
+        self._keep_recent()
         self._add_to_windows(fresh)
         # the households whose use had to be guessed today (for the evidence: the uncertain neighbours)
         unsure = (self.k < self.n_h) | self.other | self.new
         d.unc_day[hh[unsure]] = self.day % 256
 
+    def _keep_recent(self) -> None:
+        """The day before's sums (step.prev_sums, step.prev_b: zero where that day was not balanced or the household
+        not judged), then today's kept in their place: a bypass that began yesterday is judged on the days since,
+        not diluted by its window's earlier days (its meter's hours before the onset carry no unmetered use)."""
+        d, hh, b = self.d, self.hh, self.b
+        prev_ok = (d.yb_day[b] == self.day - 1)
+        self.prev_b = np.where(prev_ok[:, None], d.yb_sum[b].astype(np.float64), 0.0)
+        self.prev_sums = np.where(prev_ok[self.pos][:, None], d.y_sum[hh].astype(np.float64) / W_SCALE, 0.0)
+        self.prev_n = (prev_ok[self.pos] & (d.y_sum[hh, W_MM] > 0)).astype(np.float64)
+        today = np.where(self.judged[:, None], self.day_sums * W_SCALE, 0.0)
+        d.y_sum[hh] = np.clip(today, -65000, 65000)
+        d.yb_sum[b] = self.b_sums
+        d.yb_day[b] = np.where(self.usable, self.day, -1)
+
     def _add_to_windows(self, fresh: np.ndarray) -> None:
         d, hh, pos, b = self.d, self.hh, self.pos, self.b
         restart = fresh[pos] & (d.phase[hh] == NORMAL)  # (an open bypass keeps its first day in w_first)
+        # a household whose own drop begins today, inside its building's episode, starts its window today: the
+        # days before its drop would dilute the hourly fit with hours that carry no bypass
+        onset = self.judged & (d.hc[hh] == 0) & (self.Xd >= 2 * np.sqrt(self.vXd)) & ((d.w_n[hh] & DAYS) > 0)
+        restart |= onset & (d.phase[hh] == NORMAL)
         d.w_sum[hh[restart]] = 0.0
         d.w_n[hh[restart]] = 0
         d.w_first[hh[restart]] = 0xFFFF

@@ -66,10 +66,15 @@ class Window:
 
     @classmethod
     def of(cls, det: BypassDetector, hh: np.ndarray) -> Window:
+        """The household's window since its building's episode began."""
         b = det.bld[hh]
-        w = det.w_sum[hh].astype(np.float64) / W_SCALE
-        e = det.ep_sum[b].astype(np.float64)
-        nd = (det.w_n[hh] & DAYS).astype(np.float64)
+        return cls.of_sums(det, hh, det.w_sum[hh].astype(np.float64) / W_SCALE, det.ep_sum[b].astype(np.float64),
+                           (det.w_n[hh] & DAYS).astype(np.float64))
+
+    @classmethod
+    def of_sums(cls, det: BypassDetector, hh: np.ndarray, w: np.ndarray, e: np.ndarray, nd: np.ndarray) -> Window:
+        """A window of the households `hh` from its sums: w the household's (drop, hourly sums), e its building's."""
+        b = det.bld[hh]
         dev2 = det.dev[hh].astype(np.float64) ** 2
         usual = nd * det.rate[hh].astype(np.float64).sum(axis=1) * 24 / NBIN
         X, Y = w[:, W_X], e[:, E_Y]
@@ -102,10 +107,13 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     none = np.zeros(0, dtype=np.int64)
     if rows.size == 0:
         return none, none, none
-    w = Window.of(d, step.hh[rows])
+    w = _best_window(step, rows)
     ratio = w.Y / np.maximum(w.X, 1e-9)
     fits = (ratio >= p.min_rise_share) & (ratio <= 1 / p.min_rise_share)
-    implied = w.beta * (w.usual - w.X)  # what the hourly fit says went unmetered
+    # what the hourly fit says went unmetered: beta unmetered litres per metered litre leave the meter
+    # beta / (1 + beta) of the household's use (its metered use itself is too noisy a base when little is left)
+    beta = np.maximum(w.beta, 0.0)
+    implied = beta / (1 + beta) * w.usual
     # a partial bypass: the rise follows its metered hours; the meter lost what the fit says goes unmetered, and
     # the building's rise holds at least that much
     pattern = (w.zb >= p.z_pattern) & (w.zx >= 1) & (w.zy >= p.z_min) & (implied >= p.min_rise_share * w.X) & \
@@ -118,14 +126,31 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # a household whose metered hours the rise follows competes only with others showing such a pattern (a drop
     # alone does not tell the hours); one named on the balance alone competes with every candidate
     followed = cand & (w.zb >= p.z_shape)
-    by_pattern = _beats(np.where(followed, w.zb, -np.inf), pattern, pos, step.nb, p.z_shape)
+    # the rise may follow one household's hours only: every other household of the building is a rival here,
+    # whether its own meter dropped or not (a neighbour with the same daily habits follows the rise a little too)
+    by_pattern = _beats(w.zb, pattern, pos, step.nb, p.z_shape)
     score = np.where(cand, np.maximum(w.zb, w.za) - np.abs(w.Y - w.X) / w.sd, -np.inf)
     by_balance = _beats(score, named, pos, step.nb, p.z_shape)
-    clear = (pattern & by_pattern) | (named & ~pattern & by_balance)
+    clear = pattern & by_pattern
     unclear_b = np.unique(pos[named & ~clear])
     step.window = w
     step.window_rows = rows
     return rows[clear], unclear_b, rows[cand]
+
+
+def _best_window(step: DayStep, rows: np.ndarray) -> Window:
+    """Each household's strongest evidence of three windows ending today: since its building's episode began, its
+    last two balanced days, today alone. A bypass that began inside a long episode shows in its recent days; the
+    episode's window holds a slow one. (Three looks at the same hours: the margin over rivals covers the choice.)"""
+    d, hh, pos = step.d, step.hh[rows], step.pos[rows]
+    today_b = step.b_sums[pos].astype(np.float64)
+    today = step.day_sums[rows]
+    ep = Window.of(d, hh)
+    one = Window.of_sums(d, hh, today, today_b, np.ones(rows.size))
+    two = Window.of_sums(d, hh, today + step.prev_sums[rows], today_b + step.prev_b[pos], 1 + step.prev_n[rows])
+    pick = np.argmax(np.stack([np.where(np.isfinite(x.zb), x.zb, -np.inf) for x in (ep, two, one)]), axis=0)
+    fields = {k: np.choose(pick, [getattr(x, k) for x in (ep, two, one)]) for k in Window.__dataclass_fields__}
+    return Window(**fields)
 
 
 def _beats(score: np.ndarray, who: np.ndarray, pos: np.ndarray, n: int, margin: float) -> np.ndarray:
