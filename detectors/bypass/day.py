@@ -89,6 +89,7 @@ class DayStep:
         bits = np.left_shift(np.uint64(1), self.slots.astype(np.uint64))
         known = (d.m_known[self.b][:, None] & bits[None, :]) != 0
         self.mk = known & ((d.taint[self.b][:, None] & bits[None, :]) == 0)
+        self.spread = (d.spread[self.b][:, None] & bits[None, :]) != 0
         self.gap = self.ring(d.gap_h, self.b)
 
     def expected(self) -> None:
@@ -177,9 +178,10 @@ class DayStep:
         self.act = d.ep_start[self.b][pos] >= 0
         rows = np.arange(hh.size)
         p_rows = pos[rows]
-        w = np.where(self.heard[rows], self.wb[p_rows], F32(0.0))
+        # an hour some household's meter did not read (its use spread over a gap) weighs in the day, not in the fit
+        wP = np.where(self.spread, F32(0.0), self.wb)
+        w = np.where(self.heard[rows], wP[p_rows], F32(0.0))
         P = self.S  # the building's use by hour (metered, and guessed where not heard): the daily shape, hour by hour
-        wP = self.wb
         r = self.r
         Pc_b, rc_b = centred(P, wP), centred(r, wP)
         mc, pc = centred(self.mz[rows], w), centred(self.pe[rows], w)

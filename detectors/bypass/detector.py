@@ -52,7 +52,7 @@ class BypassDetector(Detector):
     state_axes: ClassVar[dict[str, str]] = {
         # hourly use as it arrives, until its building's day is balanced
         "code": "meter", "last_l": "meter", "last_rt": "meter", "last_rl": "meter",
-        "gap_h": "building", "m_known": "building", "taint": "building", "next_day": "building", "first_h": "building",
+        "gap_h": "building", "m_known": "building", "taint": "building", "spread": "building", "next_day": "building", "first_h": "building",
         # each household: its baseline, state, the drop followed, and its window of evidence
         "rate": "meter", "wkf": "meter", "dev": "meter", "n_learn": "meter", "phase": "meter", "open_share": "meter",
         "hc": "meter", "low_days": "meter", "unc_day": "meter", "w_sum": "meter", "w_n": "meter", "w_x1": "meter",
@@ -97,6 +97,7 @@ class BypassDetector(Detector):
         self.gap_h = np.zeros((nb, R), dtype=np.float32)  # master less the heard households, litres per hour
         self.m_known = np.zeros(nb, dtype=np.uint64)  # bit per ring slot: the master's hour is known
         self.taint = np.zeros(nb, dtype=np.uint64)  # bit per slot: a household's reading broken (hour unusable)
+        self.spread = np.zeros(nb, dtype=np.uint64)  # bit per slot: a household's hour spread over a reading gap
         self.next_day = np.full(nb, -1, dtype=np.int32)  # next local day to balance (-1: not started)
         self.first_h = np.full(nb, -1, dtype=np.int32)  # earliest hour stored before the building started
         self.rate = np.zeros((n, 4), dtype=np.float16)  # usual use by quarter of the day, litres/h (weekdays)
@@ -199,11 +200,11 @@ class BypassDetector(Detector):
             self._start(np.unique(b[~fits]))  # a backlog beyond the ring: the buildings it reaches start now
             base = self._base_h()
             fits = uses.hour < base[b] + R
-            self._store(HourlyUses(uses.meter[fits], uses.hour[fits], uses.litres[fits], uses.mark[fits]), base,
+            self._store(uses.take(fits), base,
                         b[fits])
             out += self._process(np.unique(b[~fits]), forced=True)
             rest = ~fits
-            uses = HourlyUses(uses.meter[rest], uses.hour[rest], uses.litres[rest], uses.mark[rest])
+            uses = uses.take(rest)
         return out
 
     def _base_h(self) -> np.ndarray:
@@ -223,7 +224,7 @@ class BypassDetector(Detector):
         late)."""
         keep = (uses.hour >= base[b]) | (self.next_day[b] < 0)
         if not keep.all():
-            uses = HourlyUses(uses.meter[keep], uses.hour[keep], uses.litres[keep], uses.mark[keep])
+            uses = uses.take(keep)
             b = b[keep]
         gm, mark = uses.meter, uses.mark
         slot = uses.hour % R
@@ -242,6 +243,13 @@ class BypassDetector(Detector):
         hi = ~master & self.household[gm]
         codes = self.code.reshape(-1)
         codes[gm[hi] * R + slot[hi]] = np.where(mark[hi] == 0, encode_litres(uses.litres[hi]), mark[hi])
+        # a household's hour spread over a gap in its readings: the building's hour holds in the day's balance,
+        # not in the hourly fit
+        spread = (hi | master) & uses.spread
+        if spread.any():
+            bits = unpack(self.spread).reshape(-1)
+            bits[flat[spread]] = True
+            self.spread = pack(bits.reshape(-1, R))
         broke = hi & (mark == BROKEN)  # the master may have seen that water: the building's hour is unusable
         if broke.any():
             tainted = unpack(self.taint).reshape(-1)
@@ -354,5 +362,6 @@ class BypassDetector(Detector):
         mask = ~np.bitwise_or.reduce(np.left_shift(np.uint64(1), slots.astype(np.uint64)))
         self.m_known[step.b] &= mask
         self.taint[step.b] &= mask
+        self.spread[step.b] &= mask
         self.next_day[step.b] += 1
 

@@ -19,6 +19,7 @@ TOP_CODE = 252
 REVERSED = 253  # the register ran backwards in that hour (beyond pressure-transient noise): the volume is in the gap
 BROKEN = 254  # more than the pipe can carry: a broken reading
 MISSING = 255  # not heard (yet)
+SPREAD_GAP_NS = 75 * 60 * 1_000_000_000  # readings further apart than this leave the hours between them spread
 
 
 def encode_litres(litres: np.ndarray) -> np.ndarray:
@@ -38,6 +39,10 @@ class HourlyUses:
     hour: np.ndarray
     litres: np.ndarray
     mark: np.ndarray
+    spread: np.ndarray  # the hour's use was spread over a gap between readings: its total is known, not its hour
+
+    def take(self, rows: np.ndarray) -> HourlyUses:
+        return HourlyUses(self.meter[rows], self.hour[rows], self.litres[rows], self.mark[rows], self.spread[rows])
 
 
 @dataclass
@@ -112,7 +117,9 @@ def _registers_at_whole_hours(t, gm, lit, fi, mem: RegisterMemory, max_gap_ns: i
         d = np.where(d < -mx // 2, d + mx, d)  # across a wrap at register_max
         # between two readings, in proportion to time (may pass register_max: unwrapped by the caller)
         rb[off] = pl[so] + d * ((hb[off] * HOUR_NS - pt[so]) / (t[so] - pt[so]))
-    return src, hb, rb, th
+    # a register interpolated across more than an hour without a reading: the hours around it share the use evenly
+    spread = (t[src] - pt[src]) > SPREAD_GAP_NS
+    return src, hb, rb, th, spread
 
 
 def hourly_uses(rows: tuple, mem: RegisterMemory, max_gap_ns: int, max_l: np.ndarray, cap_l: np.ndarray,
@@ -120,7 +127,7 @@ def hourly_uses(rows: tuple, mem: RegisterMemory, max_gap_ns: int, max_l: np.nda
     """Use in each whole hour the fresh rows complete, and the registers carried to the next batch."""
     t, gm, tot, fi, la, fm = rows
     lit = np.rint(tot * 1000).astype(np.int64)
-    src, hb, rb, th = _registers_at_whole_hours(t, gm, lit, fi, mem, max_gap_ns, max_l)
+    src, hb, rb, th, spread = _registers_at_whole_hours(t, gm, lit, fi, mem, max_gap_ns, max_l)
     bm = gm[src]
     # increments between consecutive whole hours of a meter; the first one against the hour held from before
     bf = np.ones(src.size, dtype=bool)
@@ -147,8 +154,11 @@ def hourly_uses(rows: tuple, mem: RegisterMemory, max_gap_ns: int, max_l: np.nda
     mem.last_rt[fm] = t[la] // NS
     mem.last_rl[fm] = lit[la]
     ok = step == 1
+    spread_prev = np.empty_like(spread)
+    spread_prev[1:] = spread[:-1]
+    spread_prev[bfi] = False
     # the increment up to a whole hour is the use of the hour before it
-    return HourlyUses(meter=bm[ok], hour=hb[ok] - 1, litres=inc[ok], mark=mark[ok])
+    return HourlyUses(meter=bm[ok], hour=hb[ok] - 1, litres=inc[ok], mark=mark[ok], spread=(spread | spread_prev)[ok])
 
 
 def _carry_registers(mem: RegisterMemory, hb, rb, bfi, new_h, fm, max_l, bm) -> None:
