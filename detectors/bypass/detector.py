@@ -15,7 +15,7 @@ from devices.registry import Registry
 from ..base import HOUR_NS, Detector, LocalCalendar, MeterView, Params
 from . import events as ev
 from . import judge, learn
-from .day import DayStep, R
+from .day import E_VY, E_Y, DayStep, R
 from .hours import (
     BROKEN,
     MISSING,
@@ -314,7 +314,10 @@ class BypassDetector(Detector):
         # a rise no household was named for within max_episode_days is the building's own: reported (with the
         # households whose drop matched it, if any), and the loss model learns it
         stale = (self.ep_start[buildings] >= 0) & (day - self.ep_start[buildings] >= self.params.max_episode_days)
-        for q in np.flatnonzero(stale & ((self.b_flags[buildings] & ev.B_REPORTED) == 0)).tolist():
+        # ... when the rise is as clear as a pattern must be to name a household (a smaller one is the loss's noise)
+        e = self.ep_sum[buildings].astype(np.float64)
+        clear = e[:, E_Y] >= self.params.z_pattern * np.sqrt(np.maximum(e[:, E_VY], 1.0))
+        for q in np.flatnonzero(stale & clear & ((self.b_flags[buildings] & ev.B_REPORTED) == 0)).tolist():
             out.append(ev.building_raised(self, int(buildings[q]), [int(step.hh[c]) for c in cand
                                                                       if step.pos[c] == q], now))
         learn.buildings(step, stale)
