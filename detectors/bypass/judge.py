@@ -1,7 +1,8 @@
 """The attribution: which household, if any, the building's rise belongs to. Both halves of the evidence must be
-there (its meter lost water, the building gained as much) and something only that household explains: the rise
-follows its metered hours (a partial bypass), or its meter fell to a trickle on the day the rise began and the rise
-has a household's daily shape (a full bypass). Otherwise the building is reported with its candidates."""
+there (its meter lost water, the building gained as much) and the rise must follow that household's metered hours,
+more clearly than any other household's. A meter left with nothing (a full bypass, or a family away beside a leak:
+the day's balance cannot tell them apart) and a rise no one household explains report the building instead, with
+its candidates."""
 
 from __future__ import annotations
 
@@ -118,21 +119,15 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # the building's rise holds at least that much
     pattern = (w.zb >= p.z_pattern) & (w.zx >= 1) & (w.zy >= p.z_min) & (implied >= p.min_rise_share * w.X) & \
         (implied <= w.X / p.min_rise_share) & (w.Y >= p.min_rise_share * implied)
-    level = _level(step, rows, w, fits)
-    aligned = _aligned(step, rows, w)
-    named = pattern | (level & aligned)
-    cand = ((w.zx >= 2) & fits & (aligned | (w.zb >= p.z_shape))) | (w.zb >= p.z_pattern) | named
+    # a meter left with a trickle on the day the rise began is a candidate, never named on the balance alone: a
+    # vacancy beside a leak or a silent neighbour looks the same day by day
+    level = _level(step, rows, w, fits) & _aligned(step, rows, w)
+    cand = ((w.zx >= 2) & fits & (level | (w.zb >= p.z_shape))) | (w.zb >= p.z_pattern)
     pos = step.pos[rows]
-    # a household whose metered hours the rise follows competes only with others showing such a pattern (a drop
-    # alone does not tell the hours); one named on the balance alone competes with every candidate
-    followed = cand & (w.zb >= p.z_shape)
     # the rise may follow one household's hours only: every other household of the building is a rival here,
     # whether its own meter dropped or not (a neighbour with the same daily habits follows the rise a little too)
-    by_pattern = _beats(w.zb, pattern, pos, step.nb, p.z_shape)
-    score = np.where(cand, np.maximum(w.zb, w.za) - np.abs(w.Y - w.X) / w.sd, -np.inf)
-    by_balance = _beats(score, named, pos, step.nb, p.z_shape)
-    clear = pattern & by_pattern
-    unclear_b = np.unique(pos[named & ~clear])
+    clear = pattern & _beats(w.zb, pattern, pos, step.nb, p.z_shape)
+    unclear_b = np.setdiff1d(pos[(pattern & ~clear) | level], pos[clear])  # (a named household explains it)
     step.window = w
     step.window_rows = rows
     return rows[clear], unclear_b, rows[cand]

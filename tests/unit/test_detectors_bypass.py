@@ -1,7 +1,7 @@
-"""Bypass: a household is named only when its own meter lost water and its building's unmetered use rose by as much,
-with something only that household explains (the rise follows its metered hours, or its meter fell to a trickle as
-the rise began). A vacancy, a move-out, a leak, a silent or reversed neighbour are not a bypass; when the evidence
-cannot tell households apart, the building is reported with its candidates."""
+"""Bypass: a household is named only when its own meter lost water, its building's unmetered use rose by as much, and
+the rise follows that household's metered hours. A vacancy, a move-out, a leak, a silent or reversed neighbour are
+not a bypass; a meter left with nothing to follow, or evidence that cannot tell households apart, reports the
+building with its candidates."""
 
 from __future__ import annotations
 
@@ -88,32 +88,44 @@ def test_a_partial_bypass_is_named_by_its_hourly_pattern():
     assert 0.2 <= raised[0].evidence["estimated_registered_fraction"] <= 0.6
 
 
-def test_a_full_bypass_is_named_from_the_balance_and_its_vacancy_twin_is_not():
-    # all the water goes round the meter: no hours left to follow, but the meter fell to nothing on the day the
-    # building's unmetered use rose by what it used to register, and stayed down. The same household leaving home
-    # (the master falls with it) is no bypass
+def test_a_meter_left_with_a_trickle_is_named_and_its_vacancy_twin_is_not():
+    # nearly all the water goes round the meter; the little it still registers comes in the household's hours, and
+    # the building's unmetered use follows them. The same household leaving home (the master falls with it) is
+    # no bypass, and no unmetered use either
     t, i = _town_and_big_user(4, 18, 1)
-    t.bypass(i, t.t(8), 1.0)
+    t.bypass(i, t.t(8), 0.97)
     raised = _raised(t)
     assert [e.subject_id for e in raised] == [t.mid(i)]
     assert t.t(7) <= raised[0].start_ns <= t.t(11)
     assert raised[0].evidence["estimated_registered_fraction"] < 0.2
     quiet = Town(seed=4, days=18)
     quiet.vacancy(i, quiet.t(8))
-    assert _raised(quiet) == []
+    assert [e for e in _events(quiet) if e.event == "raised"] == []
 
 
-def test_a_full_bypass_on_an_hourly_meter_is_named_within_three_days():
-    # the balance waits for the building's daily meters (they upload once a day); the hourly meter's own hours show
-    # it stayed down since
+def test_a_meter_left_with_nothing_is_reported_as_its_buildings_naming_it_not_accused():
+    # all the water goes round the meter: the building's unmetered use rose by what the household used to register
+    # on the day its meter fell silent, but no hour of it can be followed, and a family away beside a leak looks the
+    # same. The building is reported with that household as the candidate; no one is accused
+    t, i = _town_and_big_user(4, 18, 1)
+    t.bypass(i, t.t(8), 1.0)
+    events = [e for e in _events(t) if e.event == "raised"]
+    assert [e.kind for e in events] == ["building_unmetered_use"]
+    assert events[0].evidence["candidates"] == [t.mid(i)]
+    assert events[0].detected_at_ns - t.t(8) <= 4 * 24 * HOUR_NS
+
+
+def test_a_partial_bypass_on_an_hourly_meter_is_named_within_two_days():
+    # the balance waits for the building's daily meters (they upload once a day); the hourly fit needs the first
+    # day balanced after the onset
     t = Town(seed=4, days=18)
     hourly = [int(i) for i in _households(t, 1) if t.registry.meters.report_interval_s[i] == 3600]
     i = hourly[0]
     t.scale_use(i, 2.0)
-    t.bypass(i, t.t(8) + 7 * HOUR_NS, 1.0)
+    t.bypass(i, t.t(8) + 7 * HOUR_NS, 0.6)
     raised = _raised(t)
     assert [e.subject_id for e in raised] == [t.mid(i)]
-    assert raised[0].detected_at_ns - (t.t(8) + 7 * HOUR_NS) <= 72 * HOUR_NS
+    assert raised[0].detected_at_ns - (t.t(8) + 7 * HOUR_NS) <= 48 * HOUR_NS
 
 
 def test_a_small_households_partial_bypass_is_found():
@@ -216,10 +228,10 @@ def test_a_bypass_beside_a_meter_installed_backwards_is_still_found():
     assert t.t(6) <= raised[0].start_ns <= t.t(10)
 
 
-def test_a_full_bypass_and_a_vacancy_of_the_same_size_the_same_day_are_reported_as_the_buildings():
+def test_a_full_bypass_and_a_vacancy_of_the_same_size_the_same_day_accuse_no_one():
     # two households of the same size: one's meter stops behind a full bypass, the other's family leaves, the same
-    # day. Both meters fell to nothing; the balance rose by one household's use: nothing tells them apart, so the
-    # building is reported with both as candidates (no one is accused)
+    # day. Both meters fell to nothing and the balance rose by one household's use: the family away is never named,
+    # and the building is reported with the bypass among its candidates
     for seed in (4, 6):
         t = Town(seed=seed, days=20)
         hs = _households(t, 1)
@@ -228,12 +240,10 @@ def test_a_full_bypass_and_a_vacancy_of_the_same_size_the_same_day_are_reported_
         t.scale_use(away, 2.0)
         t.bypass(culprit, t.t(9), 1.0)
         t.vacancy(away, t.t(9))
-        events = _events(t)
-        assert [e for e in events if e.kind == "bypass" and e.subject_id == t.mid(away)] == [], seed
-        buildings = [e for e in events if e.kind == "building_unmetered_use" and e.event == "raised"]
-        named = [e.subject_id for e in events if e.kind == "bypass" and e.event == "raised"]
-        assert named == [t.mid(culprit)] or any(
-            set(e.evidence["candidates"]) == {t.mid(culprit), t.mid(away)} for e in buildings), seed
+        events = [e for e in _events(t) if e.event == "raised"]
+        assert [e for e in events if e.kind == "bypass"] == [], seed
+        buildings = [e for e in events if e.kind == "building_unmetered_use"]
+        assert any(t.mid(culprit) in e.evidence["candidates"] for e in buildings), seed
 
 
 def test_a_vacancy_is_not_named_when_a_neighbours_full_bypass_raises_the_balance_days_later():
