@@ -13,8 +13,8 @@ class BypassParams(Params):
     z_pattern: float = param(
         5.0, "standard errors", "the building's unmetered use follows this household's metered hours this clearly "
         "(the hourly regression, calibrated on the building's other households): only a pipe around that meter "
-        "does that; with a drop and a rise of matching size it names the household. A household whose meter "
-        "nearly stopped (no hours left to follow) needs a rise this clear instead", gt=0)
+        "does that; with a drop and a rise of matching size it names the household. A building is reported for a "
+        "rise no household explains only when the rise is this clear", gt=0)
     z_shape: float = param(
         2.0, "standard errors", "the rise must have a household's hourly shape (its daily profile, or its metered "
         "hours), not a leak's flat one; and a household is named only if its evidence beats every other household "
@@ -29,9 +29,9 @@ class BypassParams(Params):
         gt=0, lt=1)
     collapse_share: float = param(
         0.25, "share of a household's use", "a meter registering at most this share of its usual use over a day has "
-        "almost no hours left to follow: a full bypass (or an empty home) is then judged on the balance alone, "
-        "which must show the rise from the day the meter fell, for two days, with a household's daily shape", gt=0,
-        lt=1)
+        "almost no hours left to follow: a full bypass and an empty home beside a leak look alike. If the balance rose "
+        "by its use from the day it fell, for two days, with a household's daily shape, its building is reported "
+        "with it as the candidate (never a bypass on the balance alone)", gt=0, lt=1)
     baseline_days: float = param(
         14.0, "days", "memory of the baselines (two weeks, both weekends): a household's usual use by time of day "
         "and weekday and its day-to-day swing, and the building's normal loss; a household whose use stays down "
