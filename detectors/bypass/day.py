@@ -252,6 +252,8 @@ class DayStep:
         squared z, against a chi-square's median (0.455), learned slowly. The window's pattern z is divided by its
         root, so that 5 standard errors mean the same in every building."""
         d, pos = self.d, self.pos
+        if pos.size == 0:  # (buildings with no household on the registry: nothing to calibrate)
+            return
         s = self.day_sums
         bs = self.b_sums[pos]
         det = s[:, W_MM] * bs[:, E_PP] - s[:, W_MP] ** 2
@@ -265,8 +267,8 @@ class DayStep:
         order = np.lexsort((z2, pos))
         n_ok = np.bincount(pos[ok], minlength=self.nb)
         first = np.searchsorted(pos[order], np.arange(self.nb))
-        mid = order[np.minimum(first + n_ok // 2, pos.size - 1)] if pos.size else np.zeros(0, dtype=np.int64)
+        mid = order[np.minimum(first + n_ok // 2, pos.size - 1)]
         has = n_ok >= 5
-        phi2 = np.maximum(1.0, z2[mid] / 0.455) if pos.size else np.zeros(0)
+        phi2 = np.maximum(1.0, z2[mid] / 0.455)
         b = self.b[has]
         d.phi2[b] += (np.minimum(phi2[has], 25.0) - d.phi2[b]) * 0.1
