@@ -115,10 +115,29 @@ def report_drains(title: str, res: dict[str, list[Drain]], per: int, targets: Ca
     print(f"    cistern / naive   {median_of(vs_naive):.2f}x {_fmt_runs(vs_naive, '{:.2f}')}")
     print(f"    cistern / broker  {median_of(vs_sub):.2f}x {_fmt_runs(vs_sub, '{:.2f}')}")
     print(f"    {targets(median_of(vs_naive), median_of(vs_sub))}", flush=True)
+    budgets = {k: cpu_budget(res[k], per) for k in ("naive", "cistern")}
+    for k, (us, _) in budgets.items():
+        if us:
+            print(f"    {k + ':':<9}CPU µs per message (medians) " + ", ".join(f"{p} {v:.1f}" for p, v in us.items())
+                  + f"; all {sum(us.values()):.1f}", flush=True)
+    if all(us for us, _ in budgets.values()):
+        (n_us, n_busy), (c_us, c_busy) = budgets["naive"], budgets["cistern"]
+        print(f"    where both keep the cores busy, the rates follow CPU per message: naive/cistern "
+              f"{sum(n_us.values()) / sum(c_us.values()):.2f}, cores busy {n_busy:.2f} and {c_busy:.2f}", flush=True)
     for name in [k for k in res if k not in ("sub", "naive", "cistern")]:
         v = [d.rate_msgs / per for d in res[name]]
         r = [a / b if b else 0.0 for a, b in zip(v, naive, strict=True)]
         print(f"    variant {name}: {median_of(v):,.0f} {unit} {_fmt_runs(v)}, / naive {median_of(r):.2f}x", flush=True)
+
+
+def cpu_budget(drains: list[Drain], per: int) -> tuple[dict[str, float], float]:
+    """Median CPU µs per message of each process (consumer, InfluxDB, Mosquitto) over the runs, counted over the
+    messages stored in the timed window, and the median of the cores they kept busy together."""
+    runs = [d for d in drains if d.cpu_s and d.seconds and d.rate_msgs]
+    if not runs:
+        return {}, 0.0
+    us = {k: median_of([1e6 * d.cpu_s[k] * per / (d.rate_msgs * d.seconds) for d in runs]) for k in runs[0].cpu_s}
+    return us, median_of([sum(d.cpu_s.values()) / d.seconds for d in runs])
 
 
 def part_single(srv: Servers, args, registry: Path, tmp: Path) -> list[Drain]:
