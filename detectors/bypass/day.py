@@ -174,9 +174,9 @@ class DayStep:
         self.Xd = ((self.pe - self.mz) * self.heard).sum(axis=1)
         self.vXd = np.maximum(self.k / self.n_h * self.dev2, 1.0)
         self.judged = (d.phase[hh] == NORMAL) & ~self.new & (self.k >= self.n_h // 2) & self.usable[pos] & ~self.other
-        # the hourly sums of every household: its window (while its building is in an episode), and its recent days
+        # the hourly sums only where a window is open (a building in an episode): the rest is idle
         self.act = d.ep_start[self.b][pos] >= 0
-        rows = np.arange(hh.size)
+        rows = np.flatnonzero(self.act)
         p_rows = pos[rows]
         # an hour some household's meter did not read (its use spread over a gap) weighs in the day, not in the fit
         wP = np.where(self.spread, F32(0.0), self.wb)
@@ -196,25 +196,10 @@ class DayStep:
         self.b_sums = np.stack([self.Yd, self.vYd, (wP * Pc_b * rc_b).sum(1), (wP * Pc_b * Pc_b).sum(1),
                                 (wP * rc_b * rc_b).sum(1), nh, self.Yd, self.vYd], axis=1)
         self._calibrate()
-        self._keep_recent()
         self._add_to_windows(fresh)
         # the households whose use had to be guessed today (for the evidence: the uncertain neighbours)
         unsure = (self.k < self.n_h) | self.other | self.new
         d.unc_day[hh[unsure]] = self.day % 256
-
-    def _keep_recent(self) -> None:
-        """The day before's sums (step.prev_sums, step.prev_b: zero where that day was not balanced or the household
-        not judged), then today's kept in their place: a bypass that began yesterday is judged on the days since,
-        not diluted by its window's earlier days (its meter's hours before the onset carry no unmetered use)."""
-        d, hh, b = self.d, self.hh, self.b
-        prev_ok = (d.yb_day[b] == self.day - 1)
-        self.prev_b = np.where(prev_ok[:, None], d.yb_sum[b].astype(np.float64), 0.0)
-        self.prev_sums = np.where(prev_ok[self.pos][:, None], d.y_sum[hh].astype(np.float64) / W_SCALE, 0.0)
-        self.prev_n = (prev_ok[self.pos] & (d.y_sum[hh, W_MM] > 0)).astype(np.float64)
-        today = np.where(self.judged[:, None], self.day_sums * W_SCALE, 0.0)
-        d.y_sum[hh] = np.clip(today, -65000, 65000)
-        d.yb_sum[b] = self.b_sums
-        d.yb_day[b] = np.where(self.usable, self.day, -1)
 
     def _add_to_windows(self, fresh: np.ndarray) -> None:
         d, hh, pos, b = self.d, self.hh, self.pos, self.b

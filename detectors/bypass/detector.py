@@ -56,7 +56,7 @@ class BypassDetector(Detector):
         # each household: its baseline, state, the drop followed, and its window of evidence
         "rate": "meter", "wkf": "meter", "dev": "meter", "n_learn": "meter", "phase": "meter", "open_share": "meter",
         "hc": "meter", "low_days": "meter", "unc_day": "meter", "w_sum": "meter", "w_n": "meter", "w_x1": "meter",
-        "w_first": "meter", "y_sum": "meter", "yb_sum": "building", "yb_day": "building",
+        "w_first": "meter",
         # each building: normal loss model and noise, its episode of rising unmetered use, its incident
         "b_loss": "building", "rprof": "building", "sig_h2": "building", "sig_d2": "building", "n_gap": "building",
         "phi2": "building", "cus_b": "building", "ep_start": "building", "ep_n": "building", "ep_sum": "building",
@@ -113,9 +113,6 @@ class BypassDetector(Detector):
         self.w_n = np.zeros(n, dtype=np.uint8)  # days in the window, and whether its drop predates it (PRE_DROP)
         self.w_x1 = np.zeros(n, dtype=np.float16)  # the window's first day's drop, litres
         self.w_first = np.full(n, 0xFFFF, dtype=np.uint16)  # first day its drop stood out (open: since when)
-        self.y_sum = np.zeros((n, 6), dtype=np.float16)  # its last balanced day's sums, as w_sum (W_SCALE)
-        self.yb_sum = np.zeros((nb, 8), dtype=np.float32)  # the building's last balanced day's sums, as ep_sum
-        self.yb_day = np.full(nb, -1, dtype=np.int32)  # … and that day (-1: none usable)
         self.b_loss = np.zeros((nb, 4), dtype=np.float32)  # mean S, G, S^2, S*G per hour (normal loss)
         self.rprof = np.zeros((nb, 4), dtype=np.float32)  # the loss model's own misfit by quarter of the day
         self.sig_h2 = np.zeros(nb, dtype=np.float32)  # hour-to-hour noise of the unmetered use, litres^2

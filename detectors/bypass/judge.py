@@ -134,17 +134,14 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _best_window(step: DayStep, rows: np.ndarray) -> Window:
-    """Each household's strongest evidence of three windows ending today: since its building's episode began, its
-    last two balanced days, today alone. A bypass that began inside a long episode shows in its recent days; the
-    episode's window holds a slow one. (Three looks at the same hours: the margin over rivals covers the choice.)"""
+    """Each household's stronger evidence of two windows ending today: since its building's episode began (or its
+    own drop did, if later), and today alone. A bypass that began inside a long episode shows on its first whole
+    day; the episode's window holds a slow one. (Two looks at the same hours: the margin over rivals covers it.)"""
     d, hh, pos = step.d, step.hh[rows], step.pos[rows]
-    today_b = step.b_sums[pos].astype(np.float64)
-    today = step.day_sums[rows]
     ep = Window.of(d, hh)
-    one = Window.of_sums(d, hh, today, today_b, np.ones(rows.size))
-    two = Window.of_sums(d, hh, today + step.prev_sums[rows], today_b + step.prev_b[pos], 1 + step.prev_n[rows])
-    pick = np.argmax(np.stack([np.where(np.isfinite(x.zb), x.zb, -np.inf) for x in (ep, two, one)]), axis=0)
-    fields = {k: np.choose(pick, [getattr(x, k) for x in (ep, two, one)]) for k in Window.__dataclass_fields__}
+    one = Window.of_sums(d, hh, step.day_sums[rows], step.b_sums[pos].astype(np.float64), np.ones(rows.size))
+    pick = np.argmax(np.stack([np.where(np.isfinite(x.zb), x.zb, -np.inf) for x in (ep, one)]), axis=0)
+    fields = {k: np.choose(pick, [getattr(x, k) for x in (ep, one)]) for k in Window.__dataclass_fields__}
     return Window(**fields)
 
 
