@@ -55,6 +55,8 @@ def bypass_raised(step: DayStep, row: int, w: Window, q: int, now: int) -> Alert
     rise = float(w.Y[q]) / nd
     since = int(d.w_first[i]) if d.w_first[i] != 0xFFFF else int(d.ep_start[b])
     since = d.day_now() - ((d.day_now() - since) % 65536)
+    # no earlier than the first day of the evidence that named it (a bypass named on today's hours began by today)
+    since = max(since, step.day - int(nd) + 1)
     start = d.calendar.day_start_ns(since)
     before = _gap_before_m3_day(d, b)
     # from now on its unmetered use counts as this share of its usual use (the drop and the rise, by precision)

@@ -111,7 +111,8 @@ def buildings(step: DayStep, stale: np.ndarray) -> None:
 
 
 def open_households(step: DayStep) -> np.ndarray:
-    """Named households whose meter registers its usual use again, two days running: the bypass is gone. Returns
+    """Named households whose meter registers its usual use again, day after day for half `baseline_days` (a
+    week): the bypass is gone. (Two good days are a household's ordinary swing, not a pipe taken out.) Returns
     their rows."""
     d, hh = step.d, step.hh
     is_open = (d.phase[hh] == OPEN) & (step.k >= step.n_h // 2) & ~step.other
@@ -119,4 +120,4 @@ def open_households(step: DayStep) -> np.ndarray:
     back = is_open & (step.Xd <= 0.5 * d.open_share[hh].astype(np.float64) * usual)
     days = np.where(back, d.low_days[hh].astype(np.int64) + 1, 0)
     d.low_days[hh[is_open]] = days[is_open]
-    return np.flatnonzero(is_open & (days >= 2))
+    return np.flatnonzero(is_open & (days >= max(2.0, d.params.baseline_days / 2)))
