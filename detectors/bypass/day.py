@@ -23,7 +23,9 @@ F32 = np.float32
 # window sums per household: the drop, and the hourly regression sums (metered m, usual p, building's usual P, rise r)
 W_X, W_MR, W_MM, W_MP, W_PR, W_PP = range(6)
 W_SCALE = np.array([1.0, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])  # held as float16: litres, and litres^2 / 1000
-DAYS, PRE_DROP = 0x7F, 0x80  # w_n: days in the window, and a flag: the household's drop predates its episode
+# w_n: days in the window (capped), a flag: the household's hourly pattern passed on its last judged day (SEEN), and
+# a flag: the household's drop predates its episode (PRE_DROP)
+DAYS, SEEN, PRE_DROP = 0x3F, 0x40, 0x80
 # episode sums per building: the rise and its variance, the building's own regression sums, the first day's rise
 E_Y, E_VY, E_PR, E_PP, E_RR, E_NH, E_Y1, E_VY1 = range(8)
 
@@ -209,7 +211,7 @@ class DayStep:
         onset = self.judged & (d.hc[hh] == 0) & (self.Xd >= 2 * np.sqrt(self.vXd)) & ((d.w_n[hh] & DAYS) > 0)
         restart |= onset & (d.phase[hh] == NORMAL)
         d.w_sum[hh[restart]] = 0.0
-        d.w_n[hh[restart]] = 0
+        d.w_n[hh[restart]] &= SEEN  # (what the last judged day showed outlives the window)
         d.w_first[hh[restart]] = 0xFFFF
         in_ep = d.ep_start[b][pos] >= 0
         add = self.judged & in_ep
@@ -221,7 +223,7 @@ class DayStep:
         n = np.where(pre, n | PRE_DROP, n)
         summed = d.w_sum[hh[add]].astype(np.float64) + self.day_sums[add] * W_SCALE
         d.w_sum[hh[add]] = np.clip(summed, -65000, 65000)
-        d.w_n[hh[add]] = np.minimum((n[add] & DAYS) + 1, DAYS) | (n[add] & PRE_DROP)
+        d.w_n[hh[add]] = np.minimum((n[add] & DAYS) + 1, DAYS) | (n[add] & (PRE_DROP | SEEN))
         dropped = add & (self.Xd >= 2 * np.sqrt(self.vXd)) & (d.w_first[hh] == 0xFFFF)
         d.w_first[hh[dropped]] = self.day % 65536
         ub = self.usable & (d.ep_start[b] >= 0)

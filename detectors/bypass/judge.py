@@ -25,6 +25,7 @@ from .day import (
     NBIN,
     NORMAL,
     PRE_DROP,
+    SEEN,
     W_MM,
     W_MP,
     W_MR,
@@ -126,11 +127,24 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pos = step.pos[rows]
     # the rise may follow one household's hours only: every other household of the building is a rival here,
     # whether its own meter dropped or not (a neighbour with the same daily habits follows the rise a little too)
-    clear = pattern & _beats(w.zb, pattern, pos, step.nb, p.z_shape)
-    unclear_b = np.setdiff1d(pos[(pattern & ~clear) | level], pos[clear])  # (a named household explains it)
+    # ... and on two judged days running: one day's 24 hours can show a pattern by chance (a neighbour's silence,
+    # a business with the same opening hours); a pipe is there the next day too
+    seen = (d.w_n[step.hh[rows]] & SEEN) != 0
+    _remember(step, rows, pattern)
+    clear = pattern & seen & _beats(w.zb, pattern, pos, step.nb, p.z_shape)
+    # (a pattern waiting for its second day is no report yet; a named household explains the building's rise)
+    unclear_b = np.setdiff1d(pos[(pattern & seen & ~clear) | level], pos[clear])
     step.window = w
     step.window_rows = rows
     return rows[clear], unclear_b, rows[cand]
+
+
+def _remember(step: DayStep, rows: np.ndarray, pattern: np.ndarray) -> None:
+    """SEEN for the households whose pattern passed today; cleared for every other household judged today."""
+    d = step.d
+    judged = step.hh[step.judged]
+    d.w_n[judged] &= np.uint8(~SEEN & 0xFF)
+    d.w_n[step.hh[rows[pattern]]] |= np.uint8(SEEN)
 
 
 def _best_window(step: DayStep, rows: np.ndarray) -> Window:
