@@ -99,7 +99,9 @@ class _Planner:
             self.crew_ns[op.room].append(op.event_ns)
 
     def crew(self, room: int, f0: int, f1: int, what: str, kind: str, lead_s: float) -> Opening:
-        event = self.cfg.start_ns + (f0 * FIVE_S - int(lead_s)) * NS
+        # a work order logged before the traffic begins is logged as it begins: a service started then has seen
+        # nothing earlier, and a crew it could not know of is no look-alike of an intrusion
+        event = self.cfg.start_ns + max(f0 * FIVE_S - int(lead_s), 0) * NS
         return Opening(room, f0, f1, kind, event, self.work_order(), what)
 
     def plan(self) -> RoomPlan:

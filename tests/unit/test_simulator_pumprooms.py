@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from types import SimpleNamespace
 
 import numpy as np
 import orjson
@@ -134,3 +135,15 @@ def test_high_chlorine_follows_a_cleanings_drawdown_and_a_stuck_sensor_repeats_o
         ts, v = series(reg, batch, lab["subject"]["id"], column)
         sel = (ts >= ns(lab["start"])) & (ts < ns(lab["end"]))
         assert np.unique(v[sel]).size == 1 and (ns(lab["end"]) - ns(lab["start"])) >= 12 * 60 * MIN_NS
+
+
+def test_a_crew_at_the_start_of_the_traffic_has_its_work_order_in_it():
+    # a crew arriving in the first minutes, its work order logged an hour earlier (before the traffic begins): the
+    # order is logged as the traffic begins, so a service started then can tell the crew from an intruder
+    from simulator.pumprooms import _Planner
+    city = SimpleNamespace(room_ids=["P1"], tank_ids=["P1-T1"])
+    planner = _Planner(city, CFG, SimpleNamespace(cleanings=[]))
+    op = planner.crew(0, 2, 10, "inspection", "inspection", 3600.0)
+    assert op.event_ns == CFG.start_ns
+    later = planner.crew(0, 24, 30, "inspection", "inspection", 600.0)
+    assert later.event_ns == CFG.start_ns + (24 * 300 - 600) * 10**9
