@@ -446,15 +446,9 @@ class Pipeline:
                 if self.source.exhausted:
                     break
             if self._await_write() and not self.live and self.detectors is not None:
-                end = self.until_ns if self.until_ns is not None else self.watermark_ns
-                if end is not None:
-                    self._tick(end)
+                self._tick_to_end()
         finally:
-            for pool in (self._writes, self._lanes):
-                if pool is not None:
-                    pool.shutdown(wait=True)
-            self.checkpoint()
-            self._health(force=True)
+            self._close()
 
     def run_decoded(self, chunks: Iterable[tuple[int, Batch, list[Reject]]]) -> None:
         """A replay whose decoding was done ahead (ingest.pipeline.ahead): every other step as run() takes it."""
@@ -468,15 +462,23 @@ class Pipeline:
                     self.checkpoint()
                 self._health()
             if self._await_write() and self.detectors is not None:
-                end = self.until_ns if self.until_ns is not None else self.watermark_ns
-                if end is not None:
-                    self._tick(end)
+                self._tick_to_end()
         finally:
-            for pool in (self._writes, self._lanes):
-                if pool is not None:
-                    pool.shutdown(wait=True)
-            self.checkpoint()
-            self._health(force=True)
+            self._close()
+
+    def _tick_to_end(self) -> None:
+        """A capture's end: the detectors' clock moves to its last instant (or --until)."""
+        end = self.until_ns if self.until_ns is not None else self.watermark_ns
+        if end is not None:
+            self._tick(end)
+
+    def _close(self) -> None:
+        """The writers finish what they hold, then the state is saved and the health line written."""
+        for pool in (self._writes, self._lanes):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self.checkpoint()
+        self._health(force=True)
 
     def stop(self) -> None:
         self.stop_event.set()
