@@ -10,6 +10,7 @@ import numpy as np
 from detectors import DetectorSet
 from detectors.base import HOUR_NS
 from detectors.bypass import BypassParams
+from detectors.bypass.hours import RegisterMemory, hourly_uses
 from detectors.testing import Town, run
 
 _P = BypassParams()
@@ -323,3 +324,20 @@ def test_a_checkpoint_of_the_old_hourly_detector_restores_to_a_fresh_start():
     d.restore(blob)
     assert np.all(d.next_day == -1) and np.all(d.n_learn == 0) and np.all(d.code == 255)
     assert np.all(d.last_rt == 1_700_000_000)
+
+
+def test_hours_across_a_gap_in_a_meters_readings_count_in_the_day_but_are_marked_spread():
+    # two lost messages: the 60 litres between the readings at 02:00 and 05:00 are known in total, not by the hour;
+    # spread evenly they are marked, so they stay out of the hourly fit (beside a neighbour's big hour they made a
+    # pattern of their own), and the day's balance still holds every litre
+    h0 = 490_000
+    t = (h0 + np.array([0, 1, 2, 5, 6, 7])) * HOUR_NS
+    total_m3 = np.array([1.000, 1.010, 1.030, 1.090, 1.100, 1.120])
+    rows = (t, np.zeros(6, dtype=np.int64), total_m3, np.array([0]), np.array([5]), np.array([0]))
+    memory = RegisterMemory(np.array([-1], np.int32), np.array([0], np.uint32), np.array([0], np.int32))
+    uses = hourly_uses(rows, memory, 4 * 3600 * 10**9, np.array([9_999_000]), np.array([np.inf]), 10.0)
+    by_hour = dict(zip((uses.hour - h0).tolist(), zip(uses.litres.tolist(), uses.spread.tolist(), strict=True),
+                       strict=True))
+    assert sum(litres for litres, _ in by_hour.values()) == 120.0
+    assert [by_hour[h][1] for h in (2, 3, 4)] == [True, True, True]
+    assert [by_hour[h][1] for h in (0, 1, 6)] == [False, False, False]
