@@ -42,3 +42,20 @@ def test_formats_names_every_alert_kind_and_the_readme_links_it():
     missing = [k for cls in DETECTORS.values() for k in cls.kinds if f"`{k}`" not in formats]
     assert missing == [], "docs/FORMATS.md does not list these alert kinds"
     assert "FORMATS.md" in (ROOT / "README.md").read_text()
+
+
+def test_every_setting_the_docs_name_exists():
+    """A setting named in the README, the docs or the changelog is one Cistern reads (a renamed or removed one left in
+    the prose sends an operator to set something that does nothing)."""
+    import re
+
+    from ingest.config import all_settings, env_name
+
+    known = {env_name(n) for n in all_settings()} | {"CISTERN_CONFIG"}
+    texts = {**_user_docs(), "CHANGELOG.md": (ROOT / "CHANGELOG.md").read_text()}
+    for name, text in texts.items():
+        named = set(re.findall(r"\bCISTERN_[A-Z0-9_]*[A-Z0-9]\b", text))
+        # (prefixes such as CISTERN_BYPASS_* name a family; the test servers' variables are the test suite's)
+        unknown = sorted(n for n in named if n not in known and not n.startswith("CISTERN_TEST_")
+                         and not any(k.startswith(n + "_") for k in known))
+        assert unknown == [], f"{name} names settings Cistern does not have: {unknown}"
