@@ -57,7 +57,6 @@ class Window:
     nd: np.ndarray  # days judged in the window
     X: np.ndarray  # litres the meter lost against the household's usual use
     Y: np.ndarray  # litres the building's unmetered use rose, same days
-    sd: np.ndarray  # standard error of X - Y
     unmetered: np.ndarray  # litres a day going round the meter: X and Y weighed by their precision
     zx: np.ndarray
     zy: np.ndarray
@@ -96,7 +95,7 @@ class Window:
         sig_a = np.sqrt(np.maximum(sig2_0, np.maximum(e[:, E_RR] - alpha * w[:, W_PR], 0) / np.maximum(nh - 1, 1)))
         za = w[:, W_PR] / np.sqrt(np.maximum(w[:, W_PP], 1e-9)) / sig_a
         both = (X / vX + Y / vY) / (1 / vX + 1 / vY) / np.maximum(nd, 1)
-        return cls(hh=hh, b=b, nd=nd, X=X, Y=Y, sd=np.sqrt(vX + vY), unmetered=np.maximum(both, 0.0), zx=X / np.sqrt(np.maximum(vX, 1e-9)),
+        return cls(hh=hh, b=b, nd=nd, X=X, Y=Y, unmetered=np.maximum(both, 0.0), zx=X / np.sqrt(np.maximum(vX, 1e-9)),
                    zy=Y / np.sqrt(vY), zb=beta / se_b, za=za, beta=beta,
                    usual=usual)
 
