@@ -108,9 +108,8 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     none = np.zeros(0, dtype=np.int64)
     if rows.size == 0:
         return none, none, none
-    w = _best_window(step, rows)
-    ratio = w.Y / np.maximum(w.X, 1e-9)
-    fits = (ratio >= p.min_rise_share) & (ratio <= 1 / p.min_rise_share)
+    w, ep = _best_window(step, rows)
+    fits = _fits(w, p.min_rise_share)
     # what the hourly fit says went unmetered: beta unmetered litres per metered litre leave the meter
     # beta / (1 + beta) of the household's use (its metered use itself is too noisy a base when little is left)
     beta = np.maximum(w.beta, 0.0)
@@ -119,9 +118,10 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # the building's rise holds at least that much
     pattern = (w.zb >= p.z_pattern) & (w.zx >= 1) & (w.zy >= p.z_min) & (implied >= p.min_rise_share * w.X) & \
         (implied <= w.X / p.min_rise_share) & (w.Y >= p.min_rise_share * implied)
-    # a meter left with a trickle on the day the rise began is a candidate, never named on the balance alone: a
-    # vacancy beside a leak or a silent neighbour looks the same day by day
-    level = _level(step, rows, w, fits) & _aligned(step, rows, w)
+    # a meter left with a trickle from the day the rise began, by as much as the rise, with a household's daily
+    # shape (a full bypass: it has no hours left to follow). Its evidence is every day since its drop began
+    ep_fits = _fits(ep, p.min_rise_share)
+    level = _level(step, rows, ep, ep_fits) & _aligned(step, rows, ep)
     cand = ((w.zx >= 2) & fits & (level | (w.zb >= p.z_shape))) | (w.zb >= p.z_pattern)
     pos = step.pos[rows]
     # the rise may follow one household's hours only: every other household of the building is a rival here,
@@ -146,16 +146,23 @@ def _remember(step: DayStep, rows: np.ndarray, pattern: np.ndarray) -> None:
     d.w_n[step.hh[rows[pattern]]] |= np.uint8(SEEN)
 
 
-def _best_window(step: DayStep, rows: np.ndarray) -> Window:
+def _fits(w: Window, share: float) -> np.ndarray:
+    """Water is conserved: the building's rise is within [share, 1/share] of what the meter lost."""
+    ratio = w.Y / np.maximum(w.X, 1e-9)
+    return (ratio >= share) & (ratio <= 1 / share)
+
+
+def _best_window(step: DayStep, rows: np.ndarray) -> tuple[Window, Window]:
     """Each household's stronger evidence of two windows ending today: since its building's episode began (or its
     own drop did, if later), and today alone. A bypass that began inside a long episode shows on its first whole
-    day; the episode's window holds a slow one. (Two looks at the same hours: the margin over rivals covers it.)"""
+    day; the episode's window holds a slow one. (Two looks at the same hours: the margin over rivals covers it.)
+    Returns the stronger one, and the episode's."""
     d, hh, pos = step.d, step.hh[rows], step.pos[rows]
     ep = Window.of(d, hh)
     one = Window.of_sums(d, hh, step.day_sums[rows], step.b_sums[pos].astype(np.float64), np.ones(rows.size))
     pick = np.argmax(np.stack([np.where(np.isfinite(x.zb), x.zb, -np.inf) for x in (ep, one)]), axis=0)
     fields = {k: np.choose(pick, [getattr(x, k) for x in (ep, one)]) for k in Window.__dataclass_fields__}
-    return Window(**fields)
+    return Window(**fields), ep
 
 
 def _beats(score: np.ndarray, who: np.ndarray, pos: np.ndarray, n: int, margin: float) -> np.ndarray:

@@ -116,6 +116,18 @@ def test_a_meter_left_with_nothing_is_reported_as_its_buildings_naming_it_not_ac
     assert events[0].detected_at_ns - t.t(8) <= 4 * 24 * HOUR_NS
 
 
+def test_a_meter_left_with_nothing_from_the_middle_of_a_day_is_reported_naming_it():
+    # the first day holds hours before the pipe went in: the day alone can look like the better evidence some
+    # days, but a meter left with nothing is judged on every day since its drop began
+    for seed, building in ((2, 1), (6, 2), (11, 1)):
+        t, i = _town_and_big_user(seed, 18, building)
+        t.bypass(i, t.t(8) + 14 * HOUR_NS, 1.0)
+        events = [e for e in _events(t) if e.event == "raised"]
+        assert [e.kind for e in events] == ["building_unmetered_use"]
+        assert events[0].evidence["candidates"] == [t.mid(i)]
+        assert events[0].detected_at_ns - t.t(8) <= 4 * 24 * HOUR_NS
+
+
 def test_a_partial_bypass_on_an_hourly_meter_is_named_within_three_days():
     # the balance waits for the building's daily meters (they upload once a day); the hourly pattern must show on
     # two balanced days running after the onset
