@@ -15,7 +15,14 @@ from pathlib import Path
 
 from devices.registry import RegistryError
 from ingest import cistern_version
-from ingest.config import ConfigError, add_setting_flags, env_name, flag_name, load_settings
+from ingest.config import (
+    ConfigError,
+    add_setting_flags,
+    env_name,
+    flag_name,
+    load_settings,
+    unknown_environment,
+)
 from ingest.dispatch.schema import SchemaError
 from ingest.pipeline.checkpoint import CheckpointError
 from ingest.sinks.influx import InfluxAuthError, InfluxConfigError
@@ -40,6 +47,11 @@ class UsageError(Exception):
     pass
 
 
+def warn_unknown_environment() -> None:
+    for line in unknown_environment():
+        log.warning("%s", line)
+
+
 def parse_time(text: str) -> int:
     """RFC 3339 / ISO date-time (UTC when no offset) or epoch seconds → ns."""
     try:
@@ -60,6 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     s = load_settings(args)
     setup_logging(s.log_level, s.timezone)
+    warn_unknown_environment()
     Service.build(s).run()
     return EXIT_OK
 
@@ -87,6 +100,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     s = load_settings(args)
     setup_logging(s.log_level, s.timezone)
+    warn_unknown_environment()
     capture = Path(args.capture)
     if not capture.is_file():
         raise UsageError(f"capture file {capture} not found")
@@ -113,6 +127,7 @@ def cmd_reingest(args: argparse.Namespace) -> int:
 
     s = load_settings(args)
     setup_logging(s.log_level, s.timezone)
+    warn_unknown_environment()
     registry = load_registry(s)
     writer = make_writer(s)
     try:

@@ -26,7 +26,7 @@ from ingest.sinks.influx import InfluxSettings
 from ingest.sources.mqtt import MqttEndpoint, MqttSettings
 
 __all__ = ["ConfigError", "MqttEndpoint", "Settings", "add_setting_flags", "all_settings", "env_name",
-           "flag_name", "load_settings", "redact_url"]
+           "flag_name", "load_settings", "redact_url", "unknown_environment"]
 
 DISPATCH_PREFIX = "alert_"
 ENV_PREFIX = "CISTERN_"
@@ -199,6 +199,27 @@ def load_settings(args: argparse.Namespace | None = None, environ: dict[str, str
     finally:
         _ENVIRON.reset(tokens[0])
         _TOML.reset(tokens[1])
+
+
+# CISTERN_* variables that are not settings: the config file's path, and the test suite's and benchmarks' own
+NOT_SETTINGS = {"CISTERN_CONFIG", "CISTERN_RELIABILITY_OUT", "CISTERN_UPDATE_GOLDEN"}
+TEST_PREFIX = "CISTERN_TEST_"
+
+
+def unknown_environment(environ: dict[str, str] | None = None) -> list[str]:
+    """One line per CISTERN_* environment variable that is no setting (a typo, or a name an older release had),
+    with the nearest setting's name. Such a variable changes nothing; start-up logs these lines as warnings."""
+    import difflib
+
+    environ = dict(os.environ if environ is None else environ)
+    known = [env_name(n) for n in all_settings()]
+    out = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known or name in NOT_SETTINGS or name.startswith(TEST_PREFIX):
+            continue
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        out.append(f"{name} is not a setting and changes nothing" + (f" (did you mean {near[0]}?)" if near else ""))
+    return out
 
 
 def _config_error(e: ValidationError, flags: dict[str, Any]) -> ConfigError:

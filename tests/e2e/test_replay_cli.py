@@ -60,3 +60,22 @@ def test_replay_of_missing_capture_is_a_usage_error(tmp_path):
     reg = write_registry(tmp_path / "registry")
     r = run_cli("replay", str(tmp_path / "nope.jsonl"), "--registry", str(reg))
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_a_cistern_variable_that_is_no_setting_is_named_in_a_warning(tmp_path):
+    # an old release's name (or a typo) changes nothing: the operator is told which one, and the nearest setting
+    reg = write_registry(tmp_path / "registry")
+    capture = tmp_path / "capture.jsonl"
+    capture.write_text(line("water/d01/meter/M000001/reading",
+                            {"meter_id": "M000001", "ts": "2026-11-22T01:00:00Z", "total_m3": 10}) + "\n")
+    env = {"CISTERN_BYPASS_MIN_Z": "4", "CISTERN_INFLUX_BUKET": "water", "CISTERN_CONFIG_UNUSED_XYZ": "1"}
+    r = run_cli("replay", str(capture), "--registry", str(reg), "--state-dir", str(tmp_path / "state"),
+                "--alerts-file", str(tmp_path / "alerts.jsonl"), env=env)
+    assert r.returncode == 0, r.stderr
+    warned = [x for x in r.stderr.splitlines() if "is not a setting" in x]
+    assert len(warned) == 3
+    assert any("CISTERN_INFLUX_BUKET" in x and "did you mean CISTERN_INFLUX_BUCKET?" in x for x in warned)
+    assert any("CISTERN_BYPASS_MIN_Z" in x and "WARNING" in x for x in warned)
+    clean = run_cli("replay", str(capture), "--registry", str(reg), "--state-dir", str(tmp_path / "state2"),
+                    "--alerts-file", str(tmp_path / "alerts2.jsonl"), env={"CISTERN_BYPASS_Z_MIN": "3"})
+    assert clean.returncode == 0 and "is not a setting" not in clean.stderr
