@@ -23,9 +23,10 @@ F32 = np.float32
 # window sums per household: the drop, and the hourly regression sums (metered m, usual p, building's usual P, rise r)
 W_X, W_MR, W_MM, W_MP, W_PR, W_PP = range(6)
 W_SCALE = np.array([1.0, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])  # held as float16: litres, and litres^2 / 1000
-# w_n: days in the window (capped), a flag: the household's hourly pattern passed on its last judged day (SEEN), and
-# a flag: the household's drop predates its episode (PRE_DROP)
-DAYS, SEEN, PRE_DROP = 0x3F, 0x40, 0x80
+# w_n: days in the window (capped), a flag: the household's meter fell to a trickle in the hour its building's
+# unmetered use rose by its use (ONSET), a flag: the household's hourly pattern passed on its last judged day (SEEN),
+# and a flag: the household's drop predates its episode (PRE_DROP)
+DAYS, ONSET, SEEN, PRE_DROP = 0x1F, 0x20, 0x40, 0x80
 # episode sums per building: the rise and its variance, the building's own regression sums, the first day's rise
 E_Y, E_VY, E_PR, E_PP, E_RR, E_NH, E_Y1, E_VY1 = range(8)
 
@@ -199,6 +200,7 @@ class DayStep:
                                 (wP * rc_b * rc_b).sum(1), nh, self.Yd, self.vYd], axis=1)
         self._calibrate()
         self._add_to_windows(fresh)
+        self._onsets()
         # the households whose use had to be guessed today (for the evidence: the uncertain neighbours)
         unsure = (self.k < self.n_h) | self.other | self.new
         d.unc_day[hh[unsure]] = self.day % 256
@@ -211,7 +213,7 @@ class DayStep:
         onset = self.judged & (d.hc[hh] == 0) & (self.Xd >= 2 * np.sqrt(self.vXd)) & ((d.w_n[hh] & DAYS) > 0)
         restart |= onset & (d.phase[hh] == NORMAL)
         d.w_sum[hh[restart]] = 0.0
-        d.w_n[hh[restart]] &= SEEN  # (what the last judged day showed outlives the window)
+        d.w_n[hh[restart]] &= SEEN | ONSET  # (what the last judged days showed outlives the window)
         d.w_first[hh[restart]] = 0xFFFF
         in_ep = d.ep_start[b][pos] >= 0
         add = self.judged & in_ep
@@ -223,7 +225,7 @@ class DayStep:
         n = np.where(pre, n | PRE_DROP, n)
         summed = d.w_sum[hh[add]].astype(np.float64) + self.day_sums[add] * W_SCALE
         d.w_sum[hh[add]] = np.clip(summed, -65000, 65000)
-        d.w_n[hh[add]] = np.minimum((n[add] & DAYS) + 1, DAYS) | (n[add] & (PRE_DROP | SEEN))
+        d.w_n[hh[add]] = np.minimum((n[add] & DAYS) + 1, DAYS) | (n[add] & (PRE_DROP | SEEN | ONSET))
         dropped = add & (self.Xd >= 2 * np.sqrt(self.vXd)) & (d.w_first[hh] == 0xFFFF)
         d.w_first[hh[dropped]] = self.day % 65536
         ub = self.usable & (d.ep_start[b] >= 0)
@@ -232,6 +234,50 @@ class DayStep:
         sums[~first_b, E_Y1:] = 0.0
         d.ep_sum[b[ub]] += sums[ub]
         d.ep_n[b[ub]] = np.minimum(d.ep_n[b[ub]].astype(np.int64) + 1, 255)
+
+    def _onsets(self) -> None:
+        """ONSET for a household whose meter fell to a trickle within the day, at an hour c, while its building's
+        unmetered use rose from that hour by about the use its meter lost, and not before it: the hour a pipe went
+        in. (A family that leaves, beside a neighbour's bypass or a leak, does so at another hour.) Cleared on a day
+        its meter registers more than a trickle (with no new onset in it)."""
+        d, p, hh, pos = self.d, self.d.params, self.hh, self.pos
+        cs, n = p.collapse_share, self.n_h
+        whole = self.judged & (self.k == n)
+        day_use = (self.pe * self.heard).sum(axis=1)
+        trickle = self.mz.sum(axis=1) <= cs * day_use
+        d.w_n[hh[self.judged & ~trickle]] &= np.uint8(~ONSET & 0xFF)
+        # (a rise already under way before today is not its)
+        calm = (d.ep_start[self.b] < 0) | (d.ep_start[self.b] == self.day)
+        rows = np.flatnonzero(whole & calm[pos])
+        if rows.size == 0:
+            return
+        pe, mz = self.pe[rows].astype(np.float64), self.mz[rows].astype(np.float64)
+        after_p = np.cumsum(pe[:, ::-1], axis=1)[:, ::-1]  # expected use from hour c to the day's end
+        after_m = np.cumsum(mz[:, ::-1], axis=1)[:, ::-1]
+        total = after_p[:, :1]
+        ok = (after_m <= cs * after_p) & (after_p >= 0.25 * total) & \
+            (total - after_p >= 0.15 * total) & ((mz.sum(1, keepdims=True) - after_m) > cs * (total - after_p))
+        ok[:, 0] = False
+        has = ok.any(axis=1)
+        c = np.argmax(ok, axis=1)
+        q = pos[rows]
+        after = np.arange(n)[None, :] >= c[:, None]
+        mk = self.mk[q]
+        r = np.where(mk, self.r[q], 0.0).astype(np.float64)
+        v = np.where(mk, np.maximum(d.sig_h2[self.b[q]], 4.0)[:, None] + self.Uh[q], 0.0)
+        lost = np.take_along_axis(after_p - after_m, c[:, None], axis=1)[:, 0]
+        v_lost = ((2 * pe ** 2 + 1) * after).sum(axis=1)
+        # the step: the unmetered use from hour c on, less what the hours before it ran at (per hour)
+        n_a, n_b = (mk & after).sum(axis=1), (mk & ~after).sum(axis=1)
+        scale = n_a / np.maximum(n_b, 1)
+        step = (r * after).sum(axis=1) - scale * (r * ~after).sum(axis=1)
+        v_step = (v * after).sum(axis=1) + scale ** 2 * (v * ~after).sum(axis=1)
+        held = (step >= p.min_rise_share * lost) & (step <= lost / p.min_rise_share) & \
+            (step >= p.z_min * np.sqrt(np.maximum(v_step, 1.0))) & \
+            (step - lost >= -2 * np.sqrt(np.maximum(v_step + v_lost, 1.0)))
+        known = (n_a >= 0.8 * after.sum(axis=1)) & (n_b >= 0.8 * (~after).sum(axis=1))
+        hit = has & held & known
+        d.w_n[hh[rows[hit]]] |= np.uint8(ONSET)
 
     def _calibrate(self) -> None:
         """How far the day's hourly fits stray from a standard normal on a building's households (hours are not

@@ -24,6 +24,7 @@ from .day import (
     LITRES_OF_CODE,
     NBIN,
     NORMAL,
+    ONSET,
     PRE_DROP,
     SEEN,
     W_MM,
@@ -131,9 +132,14 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     seen = (d.w_n[step.hh[rows]] & SEEN) != 0
     _remember(step, rows, pattern)
     clear = pattern & seen & _beats(w.zb, pattern, pos, step.nb, p.z_shape)
+    # a meter left with nothing is named on the balance only when it fell in the very hour the rise began, and no
+    # other household of its building lost about as much or fell as well
+    onset = (d.w_n[step.hh[rows]] & ONSET) != 0
+    full = level & onset & _alone(level | ((ep.zx >= 2) & ep_fits) | ((w.zx >= 2) & fits), pos, step.nb) & ~clear
+    clear |= full
     # (a pattern waiting for its second day is no report yet; a named household explains the building's rise)
     unclear_b = np.setdiff1d(pos[(pattern & seen & ~clear) | level], pos[clear])
-    step.window = w
+    step.window = Window(**{k: np.where(full, getattr(ep, k), getattr(w, k)) for k in Window.__dataclass_fields__})
     step.window_rows = rows
     return rows[clear], unclear_b, rows[cand]
 
@@ -163,6 +169,11 @@ def _best_window(step: DayStep, rows: np.ndarray) -> tuple[Window, Window]:
     pick = np.argmax(np.stack([np.where(np.isfinite(x.zb), x.zb, -np.inf) for x in (ep, one)]), axis=0)
     fields = {k: np.choose(pick, [getattr(x, k) for x in (ep, one)]) for k in Window.__dataclass_fields__}
     return Window(**fields), ep
+
+
+def _alone(who: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
+    """Rows of `who` that are the only such row of their building (pos)."""
+    return who & (np.bincount(pos[who], minlength=n)[pos] == 1)
 
 
 def _beats(score: np.ndarray, who: np.ndarray, pos: np.ndarray, n: int, margin: float) -> np.ndarray:

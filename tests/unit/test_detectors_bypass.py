@@ -116,16 +116,19 @@ def test_a_meter_left_with_nothing_is_reported_as_its_buildings_naming_it_not_ac
     assert events[0].detected_at_ns - t.t(8) <= 4 * 24 * HOUR_NS
 
 
-def test_a_meter_left_with_nothing_from_the_middle_of_a_day_is_reported_naming_it():
-    # the first day holds hours before the pipe went in: the day alone can look like the better evidence some
-    # days, but a meter left with nothing is judged on every day since its drop began
+def test_a_meter_left_with_nothing_from_the_middle_of_a_day_is_named_by_the_hour_it_fell():
+    # the pipe goes in at 14:00: the meter falls to nothing in the very hour the building's unmetered use steps up
+    # by what it no longer registers. A family leaving does so at its own hour, not at a neighbour's bypass's or a
+    # leak's; the same meter falling at midnight (no hour of the day to match) is only reported, as above
     for seed, building in ((2, 1), (6, 2), (11, 1)):
         t, i = _town_and_big_user(seed, 18, building)
         t.bypass(i, t.t(8) + 14 * HOUR_NS, 1.0)
-        events = [e for e in _events(t) if e.event == "raised"]
-        assert [e.kind for e in events] == ["building_unmetered_use"]
-        assert events[0].evidence["candidates"] == [t.mid(i)]
-        assert events[0].detected_at_ns - t.t(8) <= 4 * 24 * HOUR_NS
+        raised = _raised(t)
+        assert [e.subject_id for e in raised] == [t.mid(i)], seed
+        assert raised[0].evidence["how"] == "meter_nearly_stopped"
+        assert raised[0].evidence["estimated_registered_fraction"] < 0.2
+        assert t.t(7) <= raised[0].start_ns <= t.t(9)
+        assert raised[0].detected_at_ns - t.t(8) <= 4 * 24 * HOUR_NS
 
 
 def test_a_partial_bypass_on_an_hourly_meter_is_named_within_three_days():
