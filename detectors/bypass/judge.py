@@ -1,8 +1,8 @@
 """The attribution: which household, if any, the building's rise belongs to. Both halves of the evidence must be
 there (its meter lost water, the building gained as much) and the rise must follow that household's metered hours,
-more clearly than any other household's. A meter left with nothing (a full bypass, or a family away beside a leak:
-the day's balance cannot tell them apart) and a rise no one household explains report the building instead, with
-its candidates."""
+more clearly than any other household's. A meter left with nothing is named only if it fell in the very hour the
+building's rise began (a family away beside a leak falls at another hour) and nothing else in its building could
+hold the rise; otherwise it, and a rise no one household explains, report the building instead, with candidates."""
 
 from __future__ import annotations
 
