@@ -248,17 +248,22 @@ class DayStep:
         d.w_n[hh[self.judged & ~trickle]] &= np.uint8(~ONSET & 0xFF)
         # (a rise already under way before today is not its)
         calm = (d.ep_start[self.b] < 0) | (d.ep_start[self.b] == self.day)
-        rows = np.flatnonzero(whole & calm[pos])
+        # (the day as a whole registered less than usual: from the hour the meter fell, a quarter of the day's use
+        # and more went round it)
+        rows = np.flatnonzero(whole & calm[pos] & (self.Xd > 0))
         if rows.size == 0:
             return
-        pe, mz = self.pe[rows].astype(np.float64), self.mz[rows].astype(np.float64)
+        pe, mz = self.pe[rows], self.mz[rows]
         after_p = np.cumsum(pe[:, ::-1], axis=1)[:, ::-1]  # expected use from hour c to the day's end
         after_m = np.cumsum(mz[:, ::-1], axis=1)[:, ::-1]
         total = after_p[:, :1]
         ok = (after_m <= cs * after_p) & (after_p >= 0.25 * total) & \
             (total - after_p >= 0.15 * total) & ((mz.sum(1, keepdims=True) - after_m) > cs * (total - after_p))
         ok[:, 0] = False
-        has = ok.any(axis=1)
+        has = np.flatnonzero(ok.any(axis=1))
+        if has.size == 0:
+            return
+        rows, ok, pe, after_p, after_m = rows[has], ok[has], pe[has], after_p[has], after_m[has]
         c = np.argmax(ok, axis=1)
         q = pos[rows]
         after = np.arange(n)[None, :] >= c[:, None]
@@ -276,7 +281,7 @@ class DayStep:
             (step >= p.z_min * np.sqrt(np.maximum(v_step, 1.0))) & \
             (step - lost >= -2 * np.sqrt(np.maximum(v_step + v_lost, 1.0)))
         known = (n_a >= 0.8 * after.sum(axis=1)) & (n_b >= 0.8 * (~after).sum(axis=1))
-        hit = has & held & known
+        hit = held & known
         d.w_n[hh[rows[hit]]] |= np.uint8(ONSET)
 
     def _calibrate(self) -> None:
