@@ -53,7 +53,11 @@ def bypass_raised(step: DayStep, row: int, w: Window, q: int, now: int) -> Alert
     usual = float(w.usual[q]) / nd
     lost = float(w.X[q]) / nd
     rise = float(w.Y[q]) / nd
-    since = int(d.w_first[i]) if d.w_first[i] != 0xFFFF else int(d.ep_start[b])
+    # from the first day its own evidence shows: its drop standing out of its day-to-day swing, or, if it never did
+    # on a day of its own, the first of the two days its pattern showed. Never from the building's episode alone: a
+    # leak or a neighbour may have begun the rise a day before the pipe went in (a later start understates the
+    # loss; an earlier one would overstate it)
+    since = int(d.w_first[i]) if d.w_first[i] != 0xFFFF else step.day - 1
     since = d.day_now() - ((d.day_now() - since) % 65536)
     # no earlier than the first day of the evidence that named it (a bypass named on today's hours began by today)
     since = max(since, step.day - int(nd) + 1)
@@ -75,6 +79,7 @@ def bypass_raised(step: DayStep, row: int, w: Window, q: int, now: int) -> Alert
         "unmetered_m3_per_day": _m3(float(w.unmetered[q])),
         "estimated_registered_fraction": round_or_none(1.0 - share),
         "since_day": str(d.calendar.date_of(since)),
+        "building_rise_since_day": str(d.calendar.date_of(int(d.ep_start[b]))) if d.ep_start[b] >= 0 else None,
         "days_observed": int(w.nd[q]),
         "z_drop": round_or_none(w.zx[q], 1),
         "z_rise": round_or_none(w.zy[q], 1),
