@@ -17,6 +17,7 @@ from devices.registry import RegistryError
 from ingest import cistern_version
 from ingest.config import (
     ConfigError,
+    Settings,
     add_setting_flags,
     env_name,
     flag_name,
@@ -47,9 +48,16 @@ class UsageError(Exception):
     pass
 
 
-def warn_unknown_environment() -> None:
+def start(args: argparse.Namespace) -> Settings:
+    """The settings of a command that does work, with logging set up and a warning for each CISTERN_* environment
+    variable that is no setting (it changes nothing)."""
+    from ingest.app import setup_logging
+
+    s = load_settings(args)
+    setup_logging(s.log_level, s.timezone)
     for line in unknown_environment():
         log.warning("%s", line)
+    return s
 
 
 def parse_time(text: str) -> int:
@@ -68,11 +76,9 @@ def parse_time(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ingest.app import Service, setup_logging
+    from ingest.app import Service
 
-    s = load_settings(args)
-    setup_logging(s.log_level, s.timezone)
-    warn_unknown_environment()
+    s = start(args)
     Service.build(s).run()
     return EXIT_OK
 
@@ -96,11 +102,9 @@ def _replay_progress(total_bytes: int):
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from ingest.app import replay, setup_logging
+    from ingest.app import replay
 
-    s = load_settings(args)
-    setup_logging(s.log_level, s.timezone)
-    warn_unknown_environment()
+    s = start(args)
     capture = Path(args.capture)
     if not capture.is_file():
         raise UsageError(f"capture file {capture} not found")
@@ -122,12 +126,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_reingest(args: argparse.Namespace) -> int:
     from devices.topics import TopicLayout
-    from ingest.app import load_registry, make_writer, setup_logging
+    from ingest.app import load_registry, make_writer
     from ingest.tools.reingest import reingest
 
-    s = load_settings(args)
-    setup_logging(s.log_level, s.timezone)
-    warn_unknown_environment()
+    s = start(args)
     registry = load_registry(s)
     writer = make_writer(s)
     try:

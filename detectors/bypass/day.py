@@ -176,6 +176,8 @@ class DayStep:
         d, hh, pos = self.d, self.hh, self.pos
         self.Xd = ((self.pe - self.mz) * self.heard).sum(axis=1)
         self.vXd = np.maximum(self.k / self.n_h * self.dev2, 1.0)
+        # a meter left with a trickle today: at most collapse_share of its usual use over its heard hours
+        self.trickle = self.mz.sum(axis=1) <= d.params.collapse_share * (self.pe * self.heard).sum(axis=1)
         self.judged = (d.phase[hh] == NORMAL) & ~self.new & (self.k >= self.n_h // 2) & self.usable[pos] & ~self.other
         # the hourly sums only where a window is open (a building in an episode): the rest is idle
         self.act = d.ep_start[self.b][pos] >= 0
@@ -243,9 +245,7 @@ class DayStep:
         d, p, hh, pos = self.d, self.d.params, self.hh, self.pos
         cs, n = p.collapse_share, self.n_h
         whole = self.judged & (self.k == n)
-        day_use = (self.pe * self.heard).sum(axis=1)
-        trickle = self.mz.sum(axis=1) <= cs * day_use
-        d.w_n[hh[self.judged & ~trickle]] &= np.uint8(~ONSET & 0xFF)
+        d.w_n[hh[self.judged & ~self.trickle]] &= np.uint8(~ONSET & 0xFF)
         # (a rise already under way before today is not its)
         calm = (d.ep_start[self.b] < 0) | (d.ep_start[self.b] == self.day)
         # (the day as a whole registered less than usual: from the hour the meter fell, a quarter of the day's use

@@ -189,12 +189,10 @@ def _level(step: DayStep, rows: np.ndarray, w: Window, fits: np.ndarray) -> np.n
     """The balance alone, for a meter left with a trickle (no hours left to follow): two days of it and more since,
     and a rise this clear with a household's daily shape (a leak is flat)."""
     p = step.d.params
-    heard_usual = (step.pe[rows] * step.heard[rows]).sum(axis=1)
-    trickle = step.mz[rows].sum(axis=1) <= p.collapse_share * heard_usual
-    # ... and every day since the first (the onset's day holds hours before it)
+    # a trickle today, and every day since the first (the onset's day holds hours before it)
     per_day = w.usual / np.maximum(w.nd, 1)
     later = (w.usual - w.X) - (per_day - step.d.w_x1[step.hh[rows]].astype(np.float64))
-    collapse = trickle & (later <= p.collapse_share * per_day * np.maximum(w.nd - 1, 1))
+    collapse = step.trickle[rows] & (later <= p.collapse_share * per_day * np.maximum(w.nd - 1, 1))
     shape = np.maximum(w.za, w.zb) >= p.z_shape
     # and it lasts: still a trickle in the hours the meter sent since (an hourly meter: up to now), or a third
     # day balanced (a daily meter): a day or a weekend away ends
