@@ -41,6 +41,7 @@ from .hours import TOP_CODE
 if TYPE_CHECKING:
     from .day import DayStep
     from .detector import BypassDetector
+    from .params import BypassParams
 
 
 def seg_max(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
@@ -111,14 +112,7 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return none, none, none
     w, ep = _best_window(step, rows)
     fits = _fits(w, p.min_rise_share)
-    # what the hourly fit says went unmetered: beta unmetered litres per metered litre leave the meter
-    # beta / (1 + beta) of the household's use (its metered use itself is too noisy a base when little is left)
-    beta = np.maximum(w.beta, 0.0)
-    implied = beta / (1 + beta) * w.usual
-    # a partial bypass: the rise follows its metered hours; the meter lost what the fit says goes unmetered, and
-    # the building's rise holds at least that much
-    pattern = (w.zb >= p.z_pattern) & (w.zx >= 1) & (w.zy >= p.z_min) & (implied >= p.min_rise_share * w.X) & \
-        (implied <= w.X / p.min_rise_share) & (w.Y >= p.min_rise_share * implied)
+    pattern = _pattern(w, p)
     # a meter left with a trickle from the day the rise began, by as much as the rise, with a household's daily
     # shape (a full bypass: it has no hours left to follow). Its evidence is every day since its drop began
     ep_fits = _fits(ep, p.min_rise_share)
@@ -130,8 +124,11 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # ... and on two judged days running: one day's 24 hours can show a pattern by chance (a neighbour's silence,
     # a business with the same opening hours); a pipe is there the next day too
     seen = (d.w_n[step.hh[rows]] & SEEN) != 0
+    # ... or on one day that shows as much as two days at z_pattern would (sqrt(2) z_pattern: the same evidence),
+    # its drop standing z_min out of its own swing on that day too
     _remember(step, rows, pattern)
-    clear = pattern & seen & _beats(w.zb, pattern, pos, step.nb, p.z_shape)
+    strong = (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min)
+    clear = pattern & (seen | strong) & _beats(w.zb, pattern, pos, step.nb, p.z_shape)
     # a meter left with nothing is named on the balance only when it fell in the very hour the rise began, and no
     # other household of its building lost about as much or fell as well
     onset = (d.w_n[step.hh[rows]] & ONSET) != 0
@@ -142,6 +139,16 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     step.window = Window(**{k: np.where(full, getattr(ep, k), getattr(w, k)) for k in Window.__dataclass_fields__})
     step.window_rows = rows
     return rows[clear], unclear_b, rows[cand]
+
+
+def _pattern(w: Window, p: BypassParams) -> np.ndarray:
+    """A partial bypass: the rise follows its metered hours; the meter lost what the fit says goes unmetered (beta
+    unmetered litres per metered litre leave the meter beta / (1 + beta) of the household's use: its metered use
+    itself is too noisy a base when little is left), and the building's rise holds at least that much."""
+    beta = np.maximum(w.beta, 0.0)
+    implied = beta / (1 + beta) * w.usual
+    return (w.zb >= p.z_pattern) & (w.zx >= 1) & (w.zy >= p.z_min) & (implied >= p.min_rise_share * w.X) & \
+        (implied <= w.X / p.min_rise_share) & (w.Y >= p.min_rise_share * implied)
 
 
 def _remember(step: DayStep, rows: np.ndarray, pattern: np.ndarray) -> None:

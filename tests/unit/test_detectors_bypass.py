@@ -145,6 +145,23 @@ def test_a_partial_bypass_on_an_hourly_meter_is_named_within_three_days():
     assert [e.kind for e in _events(t) if e.event == "raised"] == ["bypass"]  # (no building report while it waits)
 
 
+def test_a_clear_bypass_on_an_hourly_meter_is_named_on_its_first_whole_day():
+    # a big user whose meter now registers a fifth of its use: on the first whole day after the pipe went in its
+    # pattern stands out by more than two days at z_pattern would, and its drop by z_min, so it is named on that day
+    # alone, as soon as the building's daily meters have uploaded it (within 48 hours of the start)
+    for seed in (4, 6):
+        t = Town(seed=seed, days=16)
+        i = [int(i) for i in _households(t, 1) if t.registry.meters.report_interval_s[i] == 3600][0]
+        t.scale_use(i, 4.0)
+        t.bypass(i, t.t(8) + 2 * HOUR_NS, 0.8)
+        raised = _raised(t)
+        assert [e.subject_id for e in raised] == [t.mid(i)], seed
+        ev = raised[0].evidence
+        assert ev["days_observed"] == 1 and ev["z_hourly_pattern"] >= np.sqrt(2) * _P.z_pattern, seed
+        assert ev["z_drop"] >= _P.z_min, seed
+        assert raised[0].detected_at_ns - (t.t(8) + 2 * HOUR_NS) <= 48 * HOUR_NS, seed
+
+
 def test_a_small_households_partial_bypass_is_found():
     # a household using a quarter of the usual water (about 0.1 m3/day), 40 % still registered: weak on any one day,
     # but its hours show in the building's unmetered use, and its meter lost about what the building gained. (Half
