@@ -96,10 +96,16 @@ class Window:
         alpha = w[:, W_PR] / np.maximum(w[:, W_PP], 1e-9)
         sig_a = np.sqrt(np.maximum(sig2_0, np.maximum(e[:, E_RR] - alpha * w[:, W_PR], 0) / np.maximum(nh - 1, 1)))
         za = w[:, W_PR] / np.sqrt(np.maximum(w[:, W_PP], 1e-9)) / sig_a
-        both = (X / vX + Y / vY) / (1 / vX + 1 / vY) / np.maximum(nd, 1)
+        zb = beta / se_b
+        # what goes round the meter: its drop and the building's rise, by precision; but the rise counts for no
+        # more than the household's own evidence holds (where the rise follows its hours: its drop, or what the fit
+        # says goes unmetered; else its usual use): the rest is a neighbour's or the building's, and must not land
+        # on this household's loss estimate
+        b_pos = np.maximum(beta, 0.0)
+        own = np.where(zb >= det.params.z_shape, np.maximum(X, b_pos / (1 + b_pos) * usual), usual)
+        both = (X / vX + np.minimum(Y, own) / vY) / (1 / vX + 1 / vY) / np.maximum(nd, 1)
         return cls(hh=hh, b=b, nd=nd, X=X, Y=Y, unmetered=np.maximum(both, 0.0), zx=X / np.sqrt(np.maximum(vX, 1e-9)),
-                   zy=Y / np.sqrt(vY), zb=beta / se_b, za=za, beta=beta,
-                   usual=usual)
+                   zy=Y / np.sqrt(vY), zb=zb, za=za, beta=beta, usual=usual)
 
 
 def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
