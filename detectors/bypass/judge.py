@@ -130,10 +130,11 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # ... and on two judged days running: one day's 24 hours can show a pattern by chance (a neighbour's silence,
     # a business with the same opening hours); a pipe is there the next day too
     seen = (d.w_n[step.hh[rows]] & SEEN) != 0
-    # ... or on one day that shows as much as two days at z_pattern would (sqrt(2) z_pattern: the same evidence),
-    # its drop standing z_min out of its own swing on that day too
+    # ... or on a window of one day that shows as much as two days at z_pattern would (sqrt(2) z_pattern: the
+    # same evidence), its drop standing z_min out of its own swing that day too. (A window of several days that
+    # only now reaches it built up slowly: it waits for a second day, as a slow coincidence in a busy building does)
     _remember(step, rows, pattern)
-    strong = (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min)
+    strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min)
     clear = pattern & (seen | strong) & _beats(w.zb, pattern, pos, step.nb, p.z_shape)
     # a meter left with nothing is named on the balance only when it fell in the very hour the rise began, and no
     # other household of its building lost about as much or fell as well
