@@ -281,6 +281,15 @@ class DayStep:
             (step >= p.z_min * np.sqrt(np.maximum(v_step, 1.0))) & \
             (step - lost >= -2 * np.sqrt(np.maximum(v_step + v_lost, 1.0)))
         known = (n_a >= 0.8 * after.sum(axis=1)) & (n_b >= 0.8 * (~after).sum(axis=1))
+        # ... and from that very hour: the first quarter of a day after it holds its part as the day does (at least
+        # min_rise_share of what the meter lost in those hours, within the building's noise). A leak or a
+        # neighbour's rise that began hours later passes the day's sums with any earlier hour as c
+        first = after & (np.arange(n)[None, :] < c[:, None] + 24 // NBIN)
+        n_f = (mk & first).sum(axis=1)
+        step_f = (r * first).sum(axis=1) - n_f / np.maximum(n_b, 1) * (r * ~after).sum(axis=1)
+        v_f = (v * first).sum(axis=1) + (n_f / np.maximum(n_b, 1)) ** 2 * (v * ~after).sum(axis=1)
+        lost_f = ((pe - mz[has]) * first).sum(axis=1)
+        held &= step_f >= p.min_rise_share * lost_f - 2 * np.sqrt(np.maximum(v_f, 1.0))
         hit = held & known
         d.w_n[hh[rows[hit]]] |= np.uint8(ONSET)
 

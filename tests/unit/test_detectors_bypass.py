@@ -43,6 +43,13 @@ def _town_and_big_user(seed: int, days: int, building: int) -> tuple[Town, int]:
     return Town(seed=seed, days=days), _biggest_households(seed, days, building, 1)[0]
 
 
+def _daily_use(seed: int, days: int, i: int) -> float:
+    """m3 a day household i of a fresh town uses on average."""
+    rows = Town(seed=seed, days=days).build().meter_rows
+    tot = rows.total_m3[rows.meter == i]
+    return float(tot.max() - tot.min()) / days
+
+
 def _partial_bypass_town() -> tuple[Town, int]:
     # a meter that still registers 40 % of the use from day 7
     t, i = _town_and_big_user(5, 16, 2)
@@ -129,6 +136,23 @@ def test_a_meter_left_with_nothing_from_the_middle_of_a_day_is_named_by_the_hour
         assert raised[0].evidence["estimated_registered_fraction"] < 0.2
         assert t.t(7) <= raised[0].start_ns <= t.t(9)
         assert raised[0].detected_at_ns - t.t(8) <= 4 * 24 * HOUR_NS
+
+
+def test_a_family_leaving_in_the_morning_beside_a_leak_from_the_afternoon_did_not_fall_in_the_rises_hour():
+    # the meter stops at 07:00 (the family leaves); a pipe in the building starts leaking at 15:00 about as much as
+    # they used. Over the day, "the unmetered use from 07:00 on, less its rate before" holds what the meter lost,
+    # but the hours from 07:00 to 15:00 hold none of it: the rise did not begin in the hour the meter fell, so the
+    # household is not marked as fallen with it (ONSET), nor named; the building is reported
+    from detectors.bypass.day import ONSET
+    for seed, building in ((2, 1), (6, 2)):
+        t, i = _town_and_big_user(seed, 18, building)
+        use = _daily_use(seed, 18, i)
+        t.vacancy(i, t.t(8) + 8 * HOUR_NS)
+        t.leak(building, t.t(8) + 16 * HOUR_NS, 1.5 * use / 24)
+        ds = DetectorSet(t.registry, only=["bypass"])
+        events = [e for e in run(ds, t.build()) if e.event == "raised"]
+        assert [e.kind for e in events] == ["building_unmetered_use"], seed
+        assert not ds.detectors["bypass"].w_n[i] & ONSET, seed
 
 
 def test_a_partial_bypass_on_an_hourly_meter_is_named_within_three_days():
