@@ -27,6 +27,7 @@ W_SCALE = np.array([1.0, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])  # held as float16: litr
 # unmetered use rose by its use (ONSET), a flag: the household's hourly pattern passed on its last judged day (SEEN),
 # and a flag: the household's drop predates its episode (PRE_DROP)
 DAYS, ONSET, SEEN, PRE_DROP = 0x1F, 0x20, 0x40, 0x80
+B_INCIDENT = np.uint8(1)  # b_flags: a building_unmetered_use incident is open (its rise not gone yet)
 # episode sums per building: the rise and its variance, the building's own regression sums, the first day's rise
 E_Y, E_VY, E_PR, E_PP, E_RR, E_NH, E_Y1, E_VY1 = range(8)
 
@@ -246,8 +247,9 @@ class DayStep:
         cs, n = p.collapse_share, self.n_h
         whole = self.judged & (self.k == n)
         d.w_n[hh[self.judged & ~self.trickle]] &= np.uint8(~ONSET & 0xFF)
-        # (a rise already under way before today is not its)
-        calm = (d.ep_start[self.b] < 0) | (d.ep_start[self.b] == self.day)
+        # (a rise already under way before today is not its: an episode from before today, or the building's
+        # reported rise not gone yet, whose episode the report closed and a new day may restart)
+        calm = ((d.ep_start[self.b] < 0) | (d.ep_start[self.b] == self.day)) & ((d.b_flags[self.b] & B_INCIDENT) == 0)
         # (the day as a whole registered less than usual: from the hour the meter fell, a quarter of the day's use
         # and more went round it)
         rows = np.flatnonzero(whole & calm[pos] & (self.Xd > 0))

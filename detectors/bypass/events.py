@@ -11,14 +11,13 @@ import numpy as np
 from devices.alerts import AlertEvent
 
 from ..base import alert_id, round_or_none
-from .day import E_VY, E_Y, NBIN, NORMAL, OPEN
+from .day import B_INCIDENT, E_VY, E_Y, NBIN, NORMAL, OPEN
 
 if TYPE_CHECKING:
     from .day import DayStep
     from .detector import BypassDetector
     from .judge import Window
 
-B_INCIDENT = np.uint8(1)  # a building_unmetered_use incident is open
 B_REPORTED = np.uint8(2)  # ... raised in the building's current episode
 
 

@@ -155,6 +155,25 @@ def test_a_family_leaving_in_the_morning_beside_a_leak_from_the_afternoon_did_no
         assert not ds.detectors["bypass"].w_n[i] & ONSET, seed
 
 
+def test_a_meter_left_with_nothing_is_not_named_by_its_hour_while_its_buildings_reported_rise_is_open():
+    # the pipe goes in at 14:00 as in the test above, but the building's unmetered use was reported the days before
+    # and has not gone (its incident is open): that rise may be what steps up that day (a report closes the
+    # building's episode; a rise it has not learned yet restarts one), so the meter that fell is not named by the
+    # hour it fell. The building is reported; a crew's visit settles it
+    from detectors.bypass.day import B_INCIDENT
+    for seed, building in ((2, 1), (6, 2), (11, 1)):
+        t, i = _town_and_big_user(seed, 18, building)
+        t.bypass(i, t.t(8) + 14 * HOUR_NS, 1.0)
+        ds = DetectorSet(t.registry, only=["bypass"])
+        out = []
+        for batch, wm in t.build().chunks(200):
+            out += ds.update(batch) + ds.tick(wm)
+            if wm < t.t(9):
+                ds.detectors["bypass"].b_flags[building] |= B_INCIDENT
+        out += ds.tick(t.end_ns())
+        assert [e.kind for e in out if e.event == "raised"] == ["building_unmetered_use"], seed
+
+
 def test_a_partial_bypass_on_an_hourly_meter_is_named_within_three_days():
     # the balance waits for the building's daily meters (they upload once a day); the hourly pattern must show on
     # two balanced days running after the onset
