@@ -47,6 +47,14 @@ def centred(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return x - (x * w).sum(axis=1, keepdims=True) / sw
 
 
+def _step(r: np.ndarray, v: np.ndarray, known: np.ndarray, hours: np.ndarray, before: np.ndarray) -> tuple:
+    """The building's unmetered use r over `hours`, less what the `before` hours ran at per known hour, and its
+    variance (v an hour's): the step up at the hour a meter fell."""
+    scale = (known & hours).sum(axis=1) / np.maximum((known & before).sum(axis=1), 1)
+    return ((r * hours).sum(axis=1) - scale * (r * before).sum(axis=1),
+            (v * hours).sum(axis=1) + scale ** 2 * (v * before).sum(axis=1))
+
+
 class DayStep:
     """The day `day` of `buildings` (all at that day), as arrays over their households (rows) and the day's hours."""
 
@@ -265,7 +273,7 @@ class DayStep:
         has = np.flatnonzero(ok.any(axis=1))
         if has.size == 0:
             return
-        rows, ok, pe, after_p, after_m = rows[has], ok[has], pe[has], after_p[has], after_m[has]
+        rows, ok, pe, mz, after_p, after_m = rows[has], ok[has], pe[has], mz[has], after_p[has], after_m[has]
         c = np.argmax(ok, axis=1)
         q = pos[rows]
         after = np.arange(n)[None, :] >= c[:, None]
@@ -274,23 +282,18 @@ class DayStep:
         v = np.where(mk, np.maximum(d.sig_h2[self.b[q]], 4.0)[:, None] + self.Uh[q], 0.0)
         lost = np.take_along_axis(after_p - after_m, c[:, None], axis=1)[:, 0]
         v_lost = ((2 * pe ** 2 + 1) * after).sum(axis=1)
-        # the step: the unmetered use from hour c on, less what the hours before it ran at (per hour)
-        n_a, n_b = (mk & after).sum(axis=1), (mk & ~after).sum(axis=1)
-        scale = n_a / np.maximum(n_b, 1)
-        step = (r * after).sum(axis=1) - scale * (r * ~after).sum(axis=1)
-        v_step = (v * after).sum(axis=1) + scale ** 2 * (v * ~after).sum(axis=1)
+        step, v_step = _step(r, v, mk, after, ~after)
         held = (step >= p.min_rise_share * lost) & (step <= lost / p.min_rise_share) & \
             (step >= p.z_min * np.sqrt(np.maximum(v_step, 1.0))) & \
             (step - lost >= -2 * np.sqrt(np.maximum(v_step + v_lost, 1.0)))
-        known = (n_a >= 0.8 * after.sum(axis=1)) & (n_b >= 0.8 * (~after).sum(axis=1))
+        known = ((mk & after).sum(axis=1) >= 0.8 * after.sum(axis=1)) & \
+            ((mk & ~after).sum(axis=1) >= 0.8 * (~after).sum(axis=1))
         # ... and from that very hour: the first quarter of a day after it holds its part as the day does (at least
         # min_rise_share of what the meter lost in those hours, within the building's noise). A leak or a
         # neighbour's rise that began hours later passes the day's sums with any earlier hour as c
         first = after & (np.arange(n)[None, :] < c[:, None] + 24 // NBIN)
-        n_f = (mk & first).sum(axis=1)
-        step_f = (r * first).sum(axis=1) - n_f / np.maximum(n_b, 1) * (r * ~after).sum(axis=1)
-        v_f = (v * first).sum(axis=1) + (n_f / np.maximum(n_b, 1)) ** 2 * (v * ~after).sum(axis=1)
-        lost_f = ((pe - mz[has]) * first).sum(axis=1)
+        step_f, v_f = _step(r, v, mk, first, ~after)
+        lost_f = ((pe - mz) * first).sum(axis=1)
         held &= step_f >= p.min_rise_share * lost_f - 2 * np.sqrt(np.maximum(v_f, 1.0))
         hit = held & known
         d.w_n[hh[rows[hit]]] |= np.uint8(ONSET)

@@ -65,6 +65,7 @@ class Window:
     zb: np.ndarray  # the rise follows the metered hours (calibrated)
     za: np.ndarray  # the rise has the household's daily shape
     beta: np.ndarray  # unmetered litres per metered litre, from the hourly fit
+    implied: np.ndarray  # litres the fit says went round the meter: beta / (1 + beta) of its usual use
     usual: np.ndarray  # litres the household used to use over the window's days
 
     @classmethod
@@ -101,11 +102,14 @@ class Window:
         # more than the household's own evidence holds (where the rise follows its hours: its drop, or what the fit
         # says goes unmetered; else its usual use): the rest is a neighbour's or the building's, and must not land
         # on this household's loss estimate
+        # (beta unmetered litres per metered litre leave the meter beta / (1 + beta) of the household's use: its
+        # metered use itself is too noisy a base when little is left)
         b_pos = np.maximum(beta, 0.0)
-        own = np.where(zb >= det.params.z_shape, np.maximum(X, b_pos / (1 + b_pos) * usual), usual)
+        implied = b_pos / (1 + b_pos) * usual
+        own = np.where(zb >= det.params.z_shape, np.maximum(X, implied), usual)
         both = (X / vX + np.minimum(Y, own) / vY) / (1 / vX + 1 / vY) / np.maximum(nd, 1)
         return cls(hh=hh, b=b, nd=nd, X=X, Y=Y, unmetered=np.maximum(both, 0.0), zx=X / np.sqrt(np.maximum(vX, 1e-9)),
-                   zy=Y / np.sqrt(vY), zb=zb, za=za, beta=beta, usual=usual)
+                   zy=Y / np.sqrt(vY), zb=zb, za=za, beta=beta, implied=implied, usual=usual)
 
 
 def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -149,13 +153,10 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _pattern(w: Window, p: BypassParams) -> np.ndarray:
-    """A partial bypass: the rise follows its metered hours; the meter lost what the fit says goes unmetered (beta
-    unmetered litres per metered litre leave the meter beta / (1 + beta) of the household's use: its metered use
-    itself is too noisy a base when little is left), and the building's rise holds at least that much."""
-    beta = np.maximum(w.beta, 0.0)
-    implied = beta / (1 + beta) * w.usual
-    return (w.zb >= p.z_pattern) & (w.zx >= 1) & (w.zy >= p.z_min) & (implied >= p.min_rise_share * w.X) & \
-        (implied <= w.X / p.min_rise_share) & (w.Y >= p.min_rise_share * implied)
+    """A partial bypass: the rise follows its metered hours; the meter lost what the fit says goes unmetered, and
+    the building's rise holds at least that much."""
+    return (w.zb >= p.z_pattern) & (w.zx >= 1) & (w.zy >= p.z_min) & (w.implied >= p.min_rise_share * w.X) & \
+        (w.implied <= w.X / p.min_rise_share) & (w.Y >= p.min_rise_share * w.implied)
 
 
 def _remember(step: DayStep, rows: np.ndarray, pattern: np.ndarray) -> None:
