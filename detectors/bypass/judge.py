@@ -120,7 +120,7 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     none = np.zeros(0, dtype=np.int64)
     if rows.size == 0:
         return none, none, none
-    w, ep = _best_window(step, rows)
+    w, ep, one = _best_window(step, rows)
     fits = _fits(w, p.min_rise_share)
     pattern = _pattern(w, p)
     # a meter left with a trickle from the day the rise began, by as much as the rise, with a household's daily
@@ -137,13 +137,17 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # ... or on a window of one day that shows as much as two days at z_pattern would (sqrt(2) z_pattern: the
     # same evidence), its drop standing z_min out of its own swing that day too. (A window of several days that
     # only now reaches it built up slowly: it waits for a second day, as a slow coincidence in a busy building does)
-    _remember(step, rows, pattern)
+    # ... and "the next day" means a day that shows it again: its own hours follow the rise too (a meter that
+    # registered nothing all day, a family away, adds no hours to fit: the window's pattern is still yesterday's)
+    _remember(step, rows, pattern & (one.zb >= 1))
     strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min)
     clear = pattern & (seen | strong) & _beats(w.zb, pattern, pos, step.nb, p.z_shape)
     # a meter left with nothing is named on the balance only when it fell in the very hour the rise began, and no
     # other household of its building lost about as much or fell as well
     onset = (d.w_n[step.hh[rows]] & ONSET) != 0
-    full = level & onset & _alone(level | ((ep.zx >= 2) & ep_fits) | ((w.zx >= 2) & fits), pos, step.nb) & ~clear
+    # (the rise following a neighbour's metered hours, by about that neighbour's loss, is one it could hold)
+    held = level | ((ep.zx >= 2) & ep_fits) | (((w.zx >= 2) | (w.zb >= p.z_pattern)) & fits)
+    full = level & onset & _alone(held, pos, step.nb) & ~clear
     clear |= full
     # (a pattern waiting for its second day is no report yet; a named household explains the building's rise)
     unclear_b = np.setdiff1d(pos[(pattern & seen & ~clear) | level], pos[clear])
@@ -173,17 +177,17 @@ def _fits(w: Window, share: float) -> np.ndarray:
     return (ratio >= share) & (ratio <= 1 / share)
 
 
-def _best_window(step: DayStep, rows: np.ndarray) -> tuple[Window, Window]:
+def _best_window(step: DayStep, rows: np.ndarray) -> tuple[Window, Window, Window]:
     """Each household's stronger evidence of two windows ending today: since its building's episode began (or its
     own drop did, if later), and today alone. A bypass that began inside a long episode shows on its first whole
     day; the episode's window holds a slow one. (Two looks at the same hours: the margin over rivals covers it.)
-    Returns the stronger one, and the episode's."""
+    Returns the stronger one, the episode's and today's."""
     d, hh, pos = step.d, step.hh[rows], step.pos[rows]
     ep = Window.of(d, hh)
     one = Window.of_sums(d, hh, step.day_sums[rows], step.b_sums[pos].astype(np.float64), np.ones(rows.size))
     pick = np.argmax(np.stack([np.where(np.isfinite(x.zb), x.zb, -np.inf) for x in (ep, one)]), axis=0)
     fields = {k: np.choose(pick, [getattr(x, k) for x in (ep, one)]) for k in Window.__dataclass_fields__}
-    return Window(**fields), ep
+    return Window(**fields), ep, one
 
 
 def _alone(who: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
