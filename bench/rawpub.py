@@ -10,17 +10,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
+from ingest.sources.mqtt_packets import varint as _varint  # (the subscriber's own encoder)
+
 CHUNK = 2000  # packets encoded and sent together
 WINDOW = 30_000  # unacknowledged packets at most; packet ids cycle through 1..65535, so they never collide
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _str(s: str | bytes) -> bytes:
