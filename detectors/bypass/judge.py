@@ -137,8 +137,8 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # ... or on a window of one day that shows as much as two days at z_pattern would (sqrt(2) z_pattern: the
     # same evidence), its drop standing z_min out of its own swing that day too. (A window of several days that
     # only now reaches it built up slowly: it waits for a second day, as a slow coincidence in a busy building does)
-    # ... and "the next day" means a day that shows it again: its own hours follow the rise too (a meter that
-    # registered nothing all day, a family away, adds no hours to fit: the window's pattern is still yesterday's)
+    # ... and the first of the two days shows it in its own hours too (a meter that registered nothing all day, a
+    # family away, adds no hours to fit: the window's pattern is still yesterday's, and that day cannot be the first)
     _remember(step, rows, pattern & (one.zb >= 1))
     strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min)
     clear = pattern & (seen | strong) & _beats(w.zb, pattern, pos, step.nb, p.z_shape)
