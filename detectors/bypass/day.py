@@ -206,6 +206,11 @@ class DayStep:
         self.day_sums[:, 0] = self.Xd
         self.day_sums[rows, 1:] = np.stack([(wm * rc).sum(1), (wm * mc).sum(1), (wm * Pc).sum(1), (wp * rc).sum(1),
                                             (wp * pc).sum(1)], axis=1)
+        # how much of the day's fit its biggest metered hour holds (1: one hour is all of it, a coincidence of one
+        # hour; a household's water comes in many hours, and a pipe takes its share of each)
+        info = wm * mc
+        self.top_hour = np.ones(hh.size)
+        self.top_hour[rows] = info.max(axis=1) / np.maximum(info.sum(axis=1), 1e-9)
         nh = np.maximum((wP > 0).sum(axis=1) - 1, 0)
         self.b_sums = np.stack([self.Yd, self.vYd, (wP * Pc_b * rc_b).sum(1), (wP * Pc_b * Pc_b).sum(1),
                                 (wP * rc_b * rc_b).sum(1), nh, self.Yd, self.vYd], axis=1)

@@ -140,7 +140,10 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # ... and the first of the two days shows it in its own hours too (a meter that registered nothing all day, a
     # family away, adds no hours to fit: the window's pattern is still yesterday's, and that day cannot be the first)
     _remember(step, rows, pattern & (one.zb >= 1))
-    strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min)
+    # (a day's pattern rests on the household's hours, not on one of them: no metered hour holds half of its fit. A
+    # family home for an hour after a trip away made a 14 SE day of one hour beside a spike of its building's rise)
+    spread = step.top_hour[rows] <= 0.5
+    strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min) & spread
     clear = pattern & (seen | strong) & _beats(w.zb, pattern, pos, step.nb, p.z_shape)
     # a meter left with nothing is named on the balance only when it fell in the very hour the rise began, and no
     # other household of its building lost about as much or fell as well
