@@ -39,6 +39,8 @@ class Plan:
     leak: dict[int, tuple[int, float]] = field(default_factory=dict)  # building -> (from, m3/h)
     chance_fit: dict[int, tuple[int, float, bool]] = field(default_factory=dict)  # household -> (day, beta, falls)
     burst: dict[int, tuple[int, float]] = field(default_factory=dict)  # household -> (hour, m3 used in it)
+    trips: dict[int, tuple[int, int]] = field(default_factory=dict)  # household -> (leaves, comes back): no use
+    taps: list[tuple[int, int, float]] = field(default_factory=list)  # (building, hour, m3 drawn unmetered in it)
     disinfections: list[tuple[int, int, int]] = field(default_factory=list)  # (tank, refilled at, record at)
     rooms: RoomPlan = field(default_factory=RoomPlan)
 
@@ -194,6 +196,15 @@ class Town:
         its meter's hour reads as broken, while the master sees the water."""
         self.plan.burst[i] = (when, m3)
 
+    def trip(self, i: int, start: int, end: int) -> None:
+        """Household i is away from `start` to `end` (a weekend away: unlabelled, nobody uses water)."""
+        self.plan.trips[i] = (start, end)
+
+    def tap(self, b: int, when: int, m3: float) -> None:
+        """`m3` drawn unmetered in building b in the hour from `when` (a crew filling a tank from a hydrant line
+        behind the master meter): one hour of the building's unmetered use, no household's."""
+        self.plan.taps.append((b, when, m3))
+
     def leak(self, b: int, start: int, m3h: float) -> None:
         self.plan.leak[b] = (start, m3h)
         mi = int(self.registry.buildings.master_meter[b])
@@ -261,6 +272,8 @@ class Town:
             use[i, (hts >= st) & (hts < st + DAY)] *= 2.0
         for i, (when, m3) in p.burst.items():
             use[i, np.searchsorted(hts, when)] += m3
+        for i, (st, end) in p.trips.items():
+            use[i, (hts >= st) & (hts < end)] = 0.0
         true_use = use.copy()
         for i, st in p.vacancy.items():
             true_use[i, hts >= st] *= 0.01
@@ -288,6 +301,9 @@ class Town:
             if b in p.leak:
                 st, m3h = p.leak[b]
                 extra = extra + np.where(hts >= st, m3h, 0.0)
+            for tb, when, m3 in p.taps:
+                if tb == b:
+                    extra = extra + np.where((hts >= when) & (hts < when + HOUR), m3, 0.0)
             metered[mi] = total + extra
             true_use[mi] = metered[mi]
 
