@@ -40,7 +40,6 @@ class Plan:
     chance_fit: dict[int, tuple[int, float, bool]] = field(default_factory=dict)  # household -> (day, beta, falls)
     burst: dict[int, tuple[int, float]] = field(default_factory=dict)  # household -> (hour, m3 used in it)
     trips: dict[int, tuple[int, int]] = field(default_factory=dict)  # household -> (leaves, comes back): no use
-    taps: list[tuple[int, int, float]] = field(default_factory=list)  # (building, hour, m3 drawn unmetered in it)
     disinfections: list[tuple[int, int, int]] = field(default_factory=list)  # (tank, refilled at, record at)
     rooms: RoomPlan = field(default_factory=RoomPlan)
 
@@ -200,11 +199,6 @@ class Town:
         """Household i is away from `start` to `end` (a weekend away: unlabelled, nobody uses water)."""
         self.plan.trips[i] = (start, end)
 
-    def tap(self, b: int, when: int, m3: float) -> None:
-        """`m3` drawn unmetered in building b in the hour from `when` (a crew filling a tank from a hydrant line
-        behind the master meter): one hour of the building's unmetered use, no household's."""
-        self.plan.taps.append((b, when, m3))
-
     def leak(self, b: int, start: int, m3h: float) -> None:
         self.plan.leak[b] = (start, m3h)
         mi = int(self.registry.buildings.master_meter[b])
@@ -301,9 +295,6 @@ class Town:
             if b in p.leak:
                 st, m3h = p.leak[b]
                 extra = extra + np.where(hts >= st, m3h, 0.0)
-            for tb, when, m3 in p.taps:
-                if tb == b:
-                    extra = extra + np.where((hts >= when) & (hts < when + HOUR), m3, 0.0)
             metered[mi] = total + extra
             true_use[mi] = metered[mi]
 
