@@ -202,15 +202,15 @@ class DayStep:
         rc, Pc = centred(r[p_rows], w), centred(P[p_rows], w)
         wm = w * mc
         wp = w * pc
+        info = wm * mc  # each metered hour's weight in the fit
         self.day_sums = np.zeros((hh.size, 6))
         self.day_sums[:, 0] = self.Xd
-        self.day_sums[rows, 1:] = np.stack([(wm * rc).sum(1), (wm * mc).sum(1), (wm * Pc).sum(1), (wp * rc).sum(1),
+        self.day_sums[rows, 1:] = np.stack([(wm * rc).sum(1), info.sum(1), (wm * Pc).sum(1), (wp * rc).sum(1),
                                             (wp * pc).sum(1)], axis=1)
         # how much of the day's fit its biggest metered hour holds (1: one hour is all of it, a coincidence of one
         # hour; a household's water comes in many hours, and a pipe takes its share of each)
-        info = wm * mc
         self.top_hour = np.ones(hh.size)
-        self.top_hour[rows] = info.max(axis=1) / np.maximum(info.sum(axis=1), 1e-9)
+        self.top_hour[rows] = info.max(axis=1) / np.maximum(self.day_sums[rows, W_MM], 1e-9)
         nh = np.maximum((wP > 0).sum(axis=1) - 1, 0)
         self.b_sums = np.stack([self.Yd, self.vYd, (wP * Pc_b * rc_b).sum(1), (wP * Pc_b * Pc_b).sum(1),
                                 (wP * rc_b * rc_b).sum(1), nh, self.Yd, self.vYd], axis=1)
