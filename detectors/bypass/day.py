@@ -139,9 +139,17 @@ class DayStep:
         self.G = self.gap + sum_rows(pos, taken_out, nb)
         self.Uh = sum_rows(pos, np.where(guessed, self.hv, F32(0.0)), nb)
         share = d.open_share[self.hh].astype(F32) * (d.phase[self.hh] == OPEN)
-        unheard = guessed.sum(axis=1) / self.n_h
-        # an open bypass's unmetered use is its usual use times its share: a guess, as uncertain as its days
-        self.Ud = np.bincount(pos, weights=(unheard ** 2 + share ** 2) * self.dev2, minlength=nb)
+        # a household guessed for part of the day adds to the day's uncertainty its day-to-day swing in the share
+        # of its usual use guessed (as its drop's is its swing in the share heard), or what its guessed hours' bursts
+        # add up to, if more (two estimates of one variance: the swing is learned robustly, and a big household's
+        # heavy days escape it). An open bypass's unmetered use is its usual use times its share: a guess, as
+        # uncertain as its days
+        usual_day = self.pe.sum(axis=1)
+        guessed_share = np.where(usual_day > 0, (self.pe * guessed).sum(axis=1) / np.maximum(usual_day, F32(1e-6)),
+                                 guessed.mean(axis=1))  # (no household learned yet: by the hours)
+        bursts = (self.hv * guessed).sum(axis=1)
+        self.Ud = np.bincount(pos, weights=np.maximum(guessed_share * self.dev2, bursts) + share ** 2 * self.dev2,
+                              minlength=nb)
         opened = sum_rows(pos, share[:, None] * self.pe, nb) if share.any() else F32(0.0)
         lam, steady = d.loss_model(self.b)
         prof = d.rprof[self.b][:, self.bins]
@@ -150,7 +158,7 @@ class DayStep:
         n_known = self.mk.sum(axis=1)
         self.usable = (n_known >= 0.8 * self.n_h) & (d.n_gap[self.b] >= d.params.min_baseline_days)
         self.Yd = self.r.sum(axis=1) * self.n_h / np.maximum(n_known, 1)
-        self.vYd = d.sig_d2[self.b].astype(np.float64) + self.Uh.sum(axis=1) + self.Ud
+        self.vYd = d.sig_d2[self.b].astype(np.float64) + self.Ud
         sig2 = np.maximum(d.sig_h2[self.b], F32(4.0))
         # each hour weighs by how well the balance is known then (a silent neighbour's guess adds noise)
         self.wb = np.where(self.mk, sig2[:, None] / (sig2[:, None] + self.Uh), F32(0.0))

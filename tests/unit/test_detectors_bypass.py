@@ -490,3 +490,32 @@ def test_the_share_of_a_days_fit_in_its_biggest_hour(monkeypatch):
     home = (t.t(9) // 10**9 + 8 * 3600) // 86400  # the local day it came home on, in its last hour
     assert seen[home] > 0.9
     assert max(v for d, v in seen.items() if d != home) < 0.9
+
+
+def test_a_silent_households_day_is_as_uncertain_as_its_own_days_swing(monkeypatch):
+    # a neighbour not heard all day is guessed at its usual use; the day's balance is then uncertain by what that
+    # household's days swing (or by what its bursty hours add up to, if more: its swing is learned robustly, and a
+    # big household's heavy days escape it), not by both at once: a bypass beside a silent neighbour must still
+    # stand out of the building's noise
+    from detectors.bypass import day as day_mod
+    t = Town(seed=4, days=14)
+    i = int(_households(t, 1)[3])
+    t.block(i, t.t(8))
+    seen: list[tuple[float, float, float]] = []
+    balance = day_mod.DayStep.balance
+
+    def record(step):
+        balance(step)
+        at = np.flatnonzero(step.hh == i)
+        if at.size and not step.in_gap[at[0]].any() and step.dev2[at[0]] > 0:
+            q = step.pos[at[0]]
+            own = float(step.vYd[q] - step.d.sig_d2[step.b[q]])
+            bursts = float((step.hv[at[0]]).sum())
+            seen.append((own, float(step.dev2[at[0]]), bursts))
+
+    monkeypatch.setattr(day_mod.DayStep, "balance", record)
+    _events(t)
+    assert len(seen) >= 3  # (the days it was silent, whole)
+    for own, swing2, bursts in seen:
+        assert np.isclose(own, max(swing2, bursts), rtol=1e-3)
+        assert own < swing2 + bursts
