@@ -133,11 +133,13 @@ class DayStep:
         d, pos, nb = self.d, self.pos, self.nb
         guessed = ~self.in_gap
         self.S = sum_rows(pos, np.where(self.heard, self.mz, self.pe), nb)
-        taken_out = -np.where(guessed, self.pe, F32(0.0))
+        guessed_pe = np.where(guessed, self.pe, F32(0.0))  # (the guessed hours' use and bursts, by household)
+        guessed_hv = np.where(guessed, self.hv, F32(0.0))
+        taken_out = -guessed_pe
         if self.unmeasured is not None:
             taken_out += self.unmeasured
         self.G = self.gap + sum_rows(pos, taken_out, nb)
-        self.Uh = sum_rows(pos, np.where(guessed, self.hv, F32(0.0)), nb)
+        self.Uh = sum_rows(pos, guessed_hv, nb)
         share = d.open_share[self.hh].astype(F32) * (d.phase[self.hh] == OPEN)
         # a household guessed for part of the day adds to the day's uncertainty its day-to-day swing in the share
         # of its usual use guessed (as its drop's is its swing in the share heard), or what its guessed hours' bursts
@@ -145,9 +147,9 @@ class DayStep:
         # heavy days escape it). An open bypass's unmetered use is its usual use times its share: a guess, as
         # uncertain as its days
         usual_day = self.pe.sum(axis=1)
-        guessed_share = np.where(usual_day > 0, (self.pe * guessed).sum(axis=1) / np.maximum(usual_day, F32(1e-6)),
+        guessed_share = np.where(usual_day > 0, guessed_pe.sum(axis=1) / np.maximum(usual_day, F32(1e-6)),
                                  guessed.mean(axis=1))  # (no household learned yet: by the hours)
-        bursts = (self.hv * guessed).sum(axis=1)
+        bursts = guessed_hv.sum(axis=1)
         self.Ud = np.bincount(pos, weights=np.maximum(guessed_share * self.dev2, bursts) + share ** 2 * self.dev2,
                               minlength=nb)
         opened = sum_rows(pos, share[:, None] * self.pe, nb) if share.any() else F32(0.0)
