@@ -11,6 +11,8 @@ sessions subscribe to the meter topics first (`mosquitto_sub -c`, the naive scri
 once and stopped); then a raw-socket publisher streams the backlog at QoS 1 while all three are away (the load
 generator stays out of the measured window); then each drains in turn: `mosquitto_sub -C N` from its first message
 to its exit, the naive script and `cistern run` from the first point InfluxDB stores until it holds every reading.
+Last in each round, InfluxDB alone stores the same points, encoded beforehand as the service encodes them: the
+ceiling no consumer passes on this machine (bench/influx_ceiling.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ for p in (str(ROOT), str(BENCH)):
         sys.path.insert(0, p)
 
 from drains import Drain, Servers  # noqa: E402
+from influx_ceiling import ceiling_line, encode_backlog, influx_alone  # noqa: E402
 from traffic import batch_messages, single_chunks, single_messages, write_fleet  # noqa: E402
 
 
@@ -51,9 +54,10 @@ def _fmt_runs(xs: list[float], fmt: str = "{:,.0f}") -> str:
 def drain_runs(srv: Servers, kind: str, messages: list[tuple[str, bytes]], per: int, registry: Path, tmp: Path,
                runs: int, timeout_s: float, variants: dict[str, dict[str, str]]) -> dict[str, list[Drain]]:
     """`runs` rounds of: three sessions (and one per variant), one backlog published, the drains in turn."""
-    out: dict[str, list[Drain]] = {"sub": [], "naive": [], "cistern": [], **{v: [] for v in variants}}
+    out: dict[str, list[Drain]] = {"sub": [], "naive": [], "cistern": [], "alone": [], **{v: [] for v in variants}}
     expected = len(messages) * per
     pub = srv.publisher()
+    bodies = encode_backlog(registry, messages)
     for r in range(runs):
         tag = f"{kind}{r}-{os.getpid()}"
         db_naive, db_cistern = srv.influx.new_database(f"naive_{kind}"), srv.influx.new_database(f"cistern_{kind}")
@@ -81,6 +85,8 @@ def drain_runs(srv: Servers, kind: str, messages: list[tuple[str, bytes]], per: 
         for name, cmd, db, clog in consumers[first:] + consumers[:first]:
             srv.settle()
             out[name].append(srv.consumer_drain(cmd, db, expected, clog, timeout_s))
+        srv.settle()
+        out["alone"].append(influx_alone(srv, bodies, expected))
         for name in extra:
             v = out[name][-1]
             print(f"           variant {name}: {v.rate_msgs / per:,.0f} msg/s ({v.rate_msgs / out['cistern'][-1].rate_msgs:.2f}x"
@@ -88,7 +94,8 @@ def drain_runs(srv: Servers, kind: str, messages: list[tuple[str, bytes]], per: 
                   flush=True)
         d = {k: v[-1] for k, v in out.items()}
         print(f"           msg/s: mosquitto_sub {d['sub'].rate_msgs:,.0f}, naive {d['naive'].rate_msgs / per:,.0f}, "
-              f"cistern {d['cistern'].rate_msgs / per:,.0f} (RSS peak {d['cistern'].peak_rss_mb:.0f} MB)"
+              f"cistern {d['cistern'].rate_msgs / per:,.0f} (RSS peak {d['cistern'].peak_rss_mb:.0f} MB), "
+              f"InfluxDB alone {d['alone'].rate_msgs / per:,.0f} ({d['alone'].cpu_note(len(messages))})"
               f"{'; ' + '; '.join(d['naive'].notes + d['cistern'].notes) if d['naive'].notes + d['cistern'].notes else ''}"
               f"; {load()}", flush=True)
         for k in ("naive", "cistern"):
@@ -115,6 +122,9 @@ def report_drains(title: str, res: dict[str, list[Drain]], per: int, targets: Ca
     print(f"    cistern / naive   {median_of(vs_naive):.2f}x {_fmt_runs(vs_naive, '{:.2f}')}")
     print(f"    cistern / broker  {median_of(vs_sub):.2f}x {_fmt_runs(vs_sub, '{:.2f}')}")
     print(f"    {targets(median_of(vs_naive), median_of(vs_sub))}", flush=True)
+    alone = [d.rate_msgs / per for d in res["alone"]]
+    if alone:
+        print(f"    {ceiling_line(alone, sub, naive, per)}", flush=True)
     budgets = {k: cpu_budget(res[k], per) for k in ("naive", "cistern")}
     for k, (us, _) in budgets.items():
         if us:
@@ -124,7 +134,7 @@ def report_drains(title: str, res: dict[str, list[Drain]], per: int, targets: Ca
         (n_us, n_busy), (c_us, c_busy) = budgets["naive"], budgets["cistern"]
         print(f"    where both keep the cores busy, the rates follow CPU per message: naive/cistern "
               f"{sum(n_us.values()) / sum(c_us.values()):.2f}, cores busy {n_busy:.2f} and {c_busy:.2f}", flush=True)
-    for name in [k for k in res if k not in ("sub", "naive", "cistern")]:
+    for name in [k for k in res if k not in ("sub", "naive", "cistern", "alone")]:
         v = [d.rate_msgs / per for d in res[name]]
         r = [a / b if b else 0.0 for a, b in zip(v, naive, strict=True)]
         print(f"    variant {name}: {median_of(v):,.0f} {unit} {_fmt_runs(v)}, / naive {median_of(r):.2f}x", flush=True)
