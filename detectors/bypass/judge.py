@@ -148,8 +148,13 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # a meter left with nothing is named on the balance only when it fell in the very hour the rise began, and no
     # other household of its building lost about as much or fell as well
     onset = (d.w_n[step.hh[rows]] & ONSET) != 0
-    # (the rise following a neighbour's metered hours, by about that neighbour's loss, is one it could hold)
-    held = level | ((ep.zx >= 2) & ep_fits) | (((w.zx >= 2) | (w.zb >= p.z_pattern)) & fits)
+    # (the rise following a neighbour's metered hours, by about that neighbour's loss, is one it could hold; and so
+    # is a rise that follows them z_pattern clear and is about what the fit puts beside them (beta litres a metered
+    # litre), whatever that meter's drop against a baseline that swings from day to day: a partial bypass of a
+    # household that used more than usual)
+    beside = np.maximum(w.beta, 0.0) * np.maximum(w.usual - w.X, 0.0)
+    followed = (w.zb >= p.z_pattern) & _fits_loss(w.Y, beside, p.min_rise_share)
+    held = level | ((ep.zx >= 2) & ep_fits) | (((w.zx >= 2) | (w.zb >= p.z_pattern)) & fits) | followed
     full = level & onset & _alone(held, pos, step.nb) & ~clear
     clear |= full
     # (a pattern waiting for its second day is no report yet; a named household explains the building's rise)
@@ -176,7 +181,11 @@ def _remember(step: DayStep, rows: np.ndarray, pattern: np.ndarray) -> None:
 
 def _fits(w: Window, share: float) -> np.ndarray:
     """Water is conserved: the building's rise is within [share, 1/share] of what the meter lost."""
-    ratio = w.Y / np.maximum(w.X, 1e-9)
+    return _fits_loss(w.Y, w.X, share)
+
+
+def _fits_loss(rise: np.ndarray, loss: np.ndarray, share: float) -> np.ndarray:
+    ratio = rise / np.maximum(loss, 1e-9)
     return (ratio >= share) & (ratio <= 1 / share)
 
 

@@ -25,7 +25,9 @@ def _raised(tmp_path: Path, monkeypatch, name: str) -> list[dict]:
     capture.write_bytes(lzma.decompress((src / "capture.jsonl.xz").read_bytes()))
     alerts = tmp_path / "alerts.jsonl"
     assert main(["replay", str(capture), "--registry", str(src / "registry"), "--state-dir", str(tmp_path / "state"),
-                 "--alerts-file", str(alerts), "--log-level", "WARNING", "--replay-workers", "0"]) == 0
+                 "--alerts-file", str(alerts), "--log-level", "WARNING", "--replay-workers", "0",
+                 # (batches as small as a live service's: a master meter reading every 15 minutes is not a flood)
+                 "--batch-max-messages", "500"]) == 0
     events = [json.loads(line) for line in alerts.read_text().splitlines()]
     return [e for e in events if e["event"] == "raised" and e["kind"] in ("bypass", "building_unmetered_use")]
 
@@ -41,6 +43,12 @@ def _raised(tmp_path: Path, monkeypatch, name: str) -> list[dict]:
     # away two days itself the week before: its drop is not taken to begin with the rise, and its building is
     # reported with both households as candidates
     ("away-beside-a-full-bypass", "M000190", "M000169", False),
+    # The family moved out on the afternoon a neighbour's partial bypass began; its meter fell in the hour the pipe
+    # went in, and the rise came to about the use it lost. The rise follows the neighbour's metered hours (8 to 36
+    # standard errors), and by about what the fit puts beside them, but that household used more than usual those
+    # days, so its drop against its baseline was a third of the rise: the neighbour could hold the rise all the
+    # same, and the building is reported with both as candidates
+    ("moved-out-as-a-neighbours-partial-bypass-began", "M001322", "M001321", False),
 ])
 def test_the_neighbours_pipe_is_not_pinned_on_a_family_away(tmp_path: Path, monkeypatch, name: str, culprit: str,
                                                             away: str, named: bool) -> None:
