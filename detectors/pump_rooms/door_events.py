@@ -29,6 +29,13 @@ class Opening:
     carried: bool  # began before this batch: the detector's accumulators hold what happened until the batch
     first: int = 0  # first row of the opening in this batch
     close: int | None = None  # row where the door was seen closed; None while open
+    since: int = 0  # the room's telemetry before open_ts (door shut): the door opened after it (0: not known)
+
+    @property
+    def earliest(self) -> int:
+        """The earliest the door can have opened: just after the room's last telemetry with it shut (a room reports
+        every few minutes, so the door was seen open up to one report late)."""
+        return self.since if 0 < self.since < self.open_ts else self.open_ts
 
 
 @dataclass
@@ -152,12 +159,14 @@ class RoomWalk:
         out: list[Opening] = []
         if d.phase[r] == PENDING or (d.phase[r] != NONE and prev[0]):
             close = (int(closes[0]) if closes.size else None) if prev[0] else -1
-            out.append(Opening(int(d.open_ts[r]), carried=True, first=0, close=close))
+            out.append(Opening(int(d.open_ts[r]), carried=True, first=0, close=close, since=int(d.open_lo[r])))
         else:
             d.phase[r] = NONE
         for s in starts.tolist():
             later = closes[closes > s]
-            out.append(Opening(int(ts[s]), carried=False, first=s, close=int(later[0]) if later.size else None))
+            since = int(ts[s - 1]) if s > 0 else int(d.last_ts[r])
+            out.append(Opening(int(ts[s]), carried=False, first=s, close=int(later[0]) if later.size else None,
+                               since=since))
         return out
 
     def run(self) -> list[AlertEvent]:
@@ -167,7 +176,7 @@ class RoomWalk:
         last: Opening | None = None
         for k, op in enumerate(ops):
             if not op.carried:
-                d.phase[r], d.open_ts[r], d.closed_ts[r] = PENDING, op.open_ts, 0
+                d.phase[r], d.open_ts[r], d.open_lo[r], d.closed_ts[r] = PENDING, op.open_ts, op.since, 0
             if op.close is not None and op.close >= 0:
                 d.closed_ts[r] = ts[op.close]
             nxt = ops[k + 1].first if k + 1 < len(ops) else ts.size
@@ -197,7 +206,7 @@ class RoomWalk:
         """The grace period is over: a crew's work order explains the opening; otherwise it is an intrusion."""
         d, r = self.d, self.room
         d.decided_ts[r] = now
-        if d.explained(r, op.open_ts, now, self.orders):
+        if d.explained(r, op.earliest, now, self.orders):
             d.phase[r] = EXPLAINED if closed is None else NONE
             return []
         d.phase[r] = RAISED
@@ -227,7 +236,7 @@ class RoomWalk:
             at = max(t, since)
             if at <= until:
                 moments.append((at, "water_quality"))
-        before = op.open_ts - int(d.params.window_before_h * 3600 * NS)
+        before = op.earliest - int(d.params.window_before_h * 3600 * NS)
         for t in self.orders.get(r, ()):
             if t >= before and (t > since or row is None):
                 at = max(t, since)

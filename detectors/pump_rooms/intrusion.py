@@ -1,5 +1,5 @@
 """Pump-room security: the door open with no crew's work order for that room from 2 hours before the opening
-(`pump_room_intrusion`), critical at night; one incident per opening, updated with what the tanks and pumps did
+(the earliest it can have been: the room's last telemetry with the door shut) (`pump_room_intrusion`), critical at night; one incident per opening, updated with what the tanks and pumps did
 meanwhile and with the water-quality incidents of its tanks, cleared when the door closes."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class IntrusionDetector(Detector):
     Params: ClassVar[type[Params]] = IntrusionParams
     params: IntrusionParams
     state_axes: ClassVar[dict[str, str]] = {
-        "last_ts": "room", "door": "room", "open_ts": "room", "closed_ts": "room", "phase": "room",
+        "last_ts": "room", "door": "room", "open_ts": "room", "open_lo": "room", "closed_ts": "room", "phase": "room",
         "decided_ts": "room", "last_wo": "room", "pumps": "room",
         "tank_lvl": "tank", "tank_cl": "tank", "wq_named": "tank",
     }
@@ -60,6 +60,7 @@ class IntrusionDetector(Detector):
         self.last_ts = np.zeros(n_r, dtype=np.int64)
         self.door = np.full(n_r, -1, dtype=np.int8)  # -1 not heard yet, 0 closed, 1 open
         self.open_ts = np.zeros(n_r, dtype=np.int64)  # first telemetry of the latest opening
+        self.open_lo = np.zeros(n_r, dtype=np.int64)  # the telemetry before it, door shut (0: none)
         self.closed_ts = np.zeros(n_r, dtype=np.int64)  # first telemetry with the door closed again after it
         self.phase = np.zeros(n_r, dtype=np.int8)
         self.decided_ts = np.zeros(n_r, dtype=np.int64)  # when the opening was raised (or explained)
@@ -113,9 +114,10 @@ class IntrusionDetector(Detector):
             times.sort()
         return out
 
-    def explained(self, room: int, open_ts: int, until: int, orders: dict[int, list[int]]) -> bool:
-        """A crew's work order for the room from window_before_h before the opening up to `until`."""
-        lo = open_ts - int(self.params.window_before_h * HOUR_NS)
+    def explained(self, room: int, opened: int, until: int, orders: dict[int, list[int]]) -> bool:
+        """A crew's work order for the room from window_before_h before the opening (the earliest it can have
+        been) up to `until`."""
+        lo = opened - int(self.params.window_before_h * HOUR_NS)
         if lo <= int(self.last_wo[room]) <= until:
             return True
         return any(lo <= t <= until for t in orders.get(room, ()))
@@ -133,7 +135,7 @@ class IntrusionDetector(Detector):
         due = (self.phase == PENDING) & (now_ns >= self.open_ts + grace) & (now_ns - self.last_ts >= silent)
         out: list[AlertEvent] = []
         for room in np.flatnonzero(due).tolist():
-            op = Opening(int(self.open_ts[room]), carried=True)
+            op = Opening(int(self.open_ts[room]), carried=True, since=int(self.open_lo[room]))
             walk = RoomWalk(self, room, np.zeros(0, np.int64), np.zeros(0, bool), {}, Snapshots(self, Batch()))
             closed = None if self.door[room] == 1 else int(self.closed_ts[room])
             out += walk.decide(op, now_ns, closed, silent_since=int(self.last_ts[room]))

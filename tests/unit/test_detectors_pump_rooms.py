@@ -144,6 +144,16 @@ def test_a_crews_work_order_explains_the_opening_from_two_hours_before_and_a_lit
     assert [(e.subject_id, e.to_dict()["start"]) for e in ev] == [("P000", starts[2]), ("P001", starts[3])]
 
 
+def test_the_two_hours_count_from_the_last_report_with_the_door_shut():
+    # P000 reports every 15 minutes: a crew that opens the door 5 minutes after a report is seen 10 minutes later.
+    # Its work order, logged 1 h 58 min before it opened, is 2 h 8 min before the door was first seen open
+    t = small()
+    t.visit(0, t.t(1) + 10 * HOUR + 5 * MIN, t.t(1) + 12 * HOUR, "maintenance", lead_min=118)
+    t.visit(0, t.t(2) + 10 * HOUR + 5 * MIN, t.t(2) + 12 * HOUR, "maintenance", lead_min=130)  # 2 h 5 min: too early
+    ev = [e for e in events(t) if e.event == "raised"]
+    assert [(e.subject_id, e.start_ns) for e in ev] == [("P000", t.t(2) + 10 * HOUR + 15 * MIN)]
+
+
 def test_an_intrusion_that_lowers_the_chlorine_is_one_intrusion_naming_one_water_quality_incident():
     t = small()
     t.intrusion(1, t.t(1.1), t.t(1.1) + 3 * HOUR, chlorine_to=0.01)
