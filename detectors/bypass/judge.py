@@ -139,12 +139,17 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # only now reaches it built up slowly: it waits for a second day, as a slow coincidence in a busy building does)
     # ... and the first of the two days shows it in its own hours too (a meter that registered nothing all day, a
     # family away, adds no hours to fit: the window's pattern is still yesterday's, and that day cannot be the first)
-    _remember(step, rows, pattern & (one.zb >= 1))
+    # ... and a day away is neither: a meter that registered a trickle while its building's rise that day held less
+    # than min_rise_share of its drop, a standard error clear, shows a family away (no water goes through a pipe
+    # either). It adds no hours, so the window's pattern is still the days before's; it cannot be the day that names
+    # it, nor does it forget the day before (a drop with a flat gap is a holiday, never a bypass)
+    away = step.trickle[rows] & (step.Yd[pos] < p.min_rise_share * step.Xd[rows] - np.sqrt(step.vYd[pos]))
+    _remember(step, rows, pattern & (one.zb >= 1), keep=away)
     # (a day's pattern rests on the household's hours, not on one of them: no metered hour holds half of its fit. A
     # family home for an hour after a trip away made a 14 SE day of one hour beside a spike of its building's rise)
     spread = step.top_hour[rows] <= 0.5
     strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min) & spread
-    clear = pattern & (seen | strong) & _beats(w.zb, pattern, pos, step.nb, p.z_shape)
+    clear = pattern & (seen | strong) & ~away & _beats(w.zb, pattern, pos, step.nb, p.z_shape)
     # a meter left with nothing is named on the balance only when it fell in the very hour the rise began, and no
     # other household of its building lost about as much or fell as well
     onset = (d.w_n[step.hh[rows]] & ONSET) != 0
@@ -171,10 +176,13 @@ def _pattern(w: Window, p: BypassParams) -> np.ndarray:
         (w.implied <= w.X / p.min_rise_share) & (w.Y >= p.min_rise_share * w.implied)
 
 
-def _remember(step: DayStep, rows: np.ndarray, pattern: np.ndarray) -> None:
-    """SEEN for the households whose pattern passed today; cleared for every other household judged today."""
+def _remember(step: DayStep, rows: np.ndarray, pattern: np.ndarray, keep: np.ndarray) -> None:
+    """SEEN for the households whose pattern passed today; cleared for every other household judged today but those
+    (rows) to `keep` as they were."""
     d = step.d
     judged = step.hh[step.judged]
+    if keep.any():
+        judged = np.setdiff1d(judged, step.hh[rows[keep]])
     d.w_n[judged] &= np.uint8(~SEEN & 0xFF)
     d.w_n[step.hh[rows[pattern]]] |= np.uint8(SEEN)
 

@@ -61,3 +61,13 @@ def test_the_neighbours_pipe_is_not_pinned_on_a_family_away(tmp_path: Path, monk
         assert accused == []
         reports = [e for e in raised if e["kind"] == "building_unmetered_use"]
         assert reports and all(culprit in e["evidence"]["candidates"] for e in reports)
+
+
+def test_a_family_away_the_day_after_a_rise_that_followed_its_hours_is_not_accused(tmp_path: Path, monkeypatch) -> None:
+    # No bypass in this building of 37 flats: a neighbour's dead battery, another's shielded meter. One day the
+    # building's unmetered use rose and followed M000276's metered hours (5.7 standard errors); the next day its
+    # meter registered nothing, and the building's rise was gone. That second day shows a family away, not a pipe:
+    # it cannot be the second day of the pattern. The rise is reported as the building's
+    raised = _raised(tmp_path, monkeypatch, "away-the-day-after-a-rise-followed-its-hours")
+    assert [e["subject"]["id"] for e in raised if e["kind"] == "bypass"] == []
+    assert [e["subject"]["id"] for e in raised if e["kind"] == "building_unmetered_use"] == ["B0008"]
