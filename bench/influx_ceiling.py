@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from statistics import median
 
 from drains import Drain, Servers, cpu_s
 
@@ -76,8 +77,6 @@ def influx_alone(srv: Servers, bodies: list[tuple[bytes, str]], expected: int) -
 
 def ceiling_line(alone: list[float], sub: list[float], naive: list[float], per: int) -> str:
     """InfluxDB alone against the broker's drain and the naive script, run by run (messages/s)."""
-    from statistics import median
-
     vs_sub = median([a / s for a, s in zip(alone, sub, strict=True) if s])
     vs_naive = median([a / n for a, n in zip(alone, naive, strict=True) if n])
     return (f"InfluxDB alone (pre-encoded, {LANES} lanes, {os.cpu_count()} cores) {median(alone):,.0f} msg/s"

@@ -85,8 +85,7 @@ def drain_runs(srv: Servers, kind: str, messages: list[tuple[str, bytes]], per: 
         for name, cmd, db, clog in consumers[first:] + consumers[:first]:
             srv.settle()
             out[name].append(srv.consumer_drain(cmd, db, expected, clog, timeout_s))
-        srv.settle()
-        out["alone"].append(influx_alone(srv, bodies, expected))
+        out["alone"].append(influx_alone(srv, bodies, expected))  # (it waits for a calm InfluxDB itself)
         for name in extra:
             v = out[name][-1]
             print(f"           variant {name}: {v.rate_msgs / per:,.0f} msg/s ({v.rate_msgs / out['cistern'][-1].rate_msgs:.2f}x"
