@@ -308,19 +308,27 @@ class BypassDetector(Detector):
         out, named_b, cand = self._attribute(step, now)
         learn.follow_drops(step)
         learn.households(step)
-        # a rise no household was named for within max_episode_days is the building's own: reported (with the
-        # households whose drop matched it, if any), and the loss model learns it
-        stale = (self.ep_start[buildings] >= 0) & (day - self.ep_start[buildings] >= self.params.max_episode_days)
-        # ... when the rise is as clear as a pattern must be to name a household (a smaller one is the loss's noise)
-        e = self.ep_sum[buildings].astype(np.float64)
-        clear = e[:, E_Y] >= self.params.z_pattern * np.sqrt(np.maximum(e[:, E_VY], 1.0))
-        for q in np.flatnonzero(stale & clear & ((self.b_flags[buildings] & ev.B_REPORTED) == 0)).tolist():
-            out.append(ev.building_raised(self, int(buildings[q]), [int(step.hh[c]) for c in cand
-                                                                      if step.pos[c] == q], now))
+        stale, reports = self._unexplained(step, day, cand, named_b, now)
+        out += reports
         learn.buildings(step, stale)
         out += self._close(step, stale | np.isin(buildings, named_b), now)
         self._free(step)
         return out
+
+    def _unexplained(self, step: DayStep, day: int, cand: np.ndarray, named_b: np.ndarray,
+                     now: int) -> tuple[np.ndarray, list[AlertEvent]]:
+        """Episodes (rows of step.b) no household was named for within max_episode_days: the rise is the building's
+        own, reported (with the households whose drop matched it, if any) when it is as clear as a pattern must be to
+        name a household (a smaller one is the loss's noise), and the loss model learns it."""
+        b, p = step.b, self.params
+        stale = (self.ep_start[b] >= 0) & (day - self.ep_start[b] >= p.max_episode_days)
+        e = self.ep_sum[b].astype(np.float64)
+        clear = e[:, E_Y] >= p.z_pattern * np.sqrt(np.maximum(e[:, E_VY], 1.0))
+        # (a building whose household was named today is not reported for the same rise)
+        unreported = ~np.isin(b, named_b) & ((self.b_flags[b] & ev.B_REPORTED) == 0)
+        reports = [ev.building_raised(self, int(b[q]), [int(step.hh[c]) for c in cand if step.pos[c] == q], now)
+                   for q in np.flatnonzero(stale & clear & unreported).tolist()]
+        return stale, reports
 
     def _attribute(self, step: DayStep, now: int) -> tuple[list[AlertEvent], np.ndarray, np.ndarray]:
         """Events of the day's attribution, the buildings (registry index) whose rise it explained, and the
