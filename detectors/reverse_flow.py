@@ -1,5 +1,8 @@
 """Reverse flow: a forward register that falls (installed backwards, wound back) or a reverse register that
-rises beyond pressure-transient noise — but not a wrap at register_max_m3 nor an announced replacement."""
+rises beyond pressure-transient noise — but not a wrap at register_max_m3 nor an announced replacement. Backward
+steps each within the noise count once they add up: a forward register standing min_reversed_m3 below the highest it
+read (forward use wins the difference back; a transient rocks back and forth, a meter installed backwards in a home
+that uses little keeps falling)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ OK, PENDING, OPEN = 0, 1, 2
 
 
 class ReverseFlowParams(Params):
-    step_noise_m3: float = param(0.01, "m3", "a single backward step this small is a pressure transient", ge=0)
+    step_noise_m3: float = param(0.01, "m3", "a single backward step this small is a pressure transient (unless "
+                                 "such steps add up, net of forward ones, to min_reversed_m3)", ge=0)
     min_reversed_m3: float = param(0.05, "m3", "reversed volume that raises an incident …", gt=0)
     window_s: int = param(86400, "s", "… when accumulated with no pause longer than this", gt=0)
     clear_after_s: int = param(3 * 86400, "s", "clear when no reversal for this long …", gt=0)
@@ -35,7 +39,8 @@ class ReverseFlowDetector(Detector):
     params: ReverseFlowParams
     state_axes: ClassVar[dict[str, str]] = {
         "last_s": "meter", "last_total": "meter", "last_rev": "meter", "acc": "meter",
-        "first_s": "meter", "first_total": "meter", "rev_s": "meter", "rev_total": "meter", "status": "meter", "now": "scalar",
+        "first_s": "meter", "first_total": "meter", "rev_s": "meter", "rev_total": "meter", "status": "meter",
+        "creep": "meter", "now": "scalar",
     }
 
     def __init__(self, registry: Registry, params: Params | dict | None, calendar: LocalCalendar):
@@ -53,10 +58,13 @@ class ReverseFlowDetector(Detector):
         self.last_rev = np.full(n, np.nan, dtype=np.float32)  # reverse register (float32: steps of about 0.1 l up to 1000 m3)
         self.acc = np.zeros(n, dtype=np.float32)  # reversed volume of the current run (m3)
         self.first_s = np.zeros(n, dtype=np.uint32)  # first reversal of the run
-        self.first_total = np.full(n, np.nan)  # forward register just before the run
+        self.first_total = np.full(n, np.nan, dtype=np.float32)  # forward register just before the run (evidence)
         self.rev_s = np.zeros(n, dtype=np.uint32)  # latest reversal
         self.rev_total = np.full(n, np.nan, dtype=np.float32)  # forward register just after it
         self.status = np.zeros(n, dtype=np.int8)
+        # how far the forward register stands below the highest it read, in backward steps each within the noise
+        # (m3; forward steps win it back)
+        self.creep = np.zeros(n, dtype=np.float32)
         self.now = np.zeros(1, dtype=np.int64)
 
     def restore(self, blob: dict[str, np.ndarray], remap: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
@@ -120,6 +128,7 @@ class ReverseFlowDetector(Detector):
         rr = np.flatnonzero((d < -noise) | (dr > noise))
         d_r, dr_r = d[rr], dr[rr]
         v_r = np.where(d_r < -noise, -d_r, 0.0) + np.where(dr_r > noise, dr_r, 0.0)
+        rr, v_r = self._creep(gm, d, first, last, um, rr, v_r)
 
         # state of each meter after the batch: its latest reading
         self.last_s[um] = gts[last] // NS
@@ -131,6 +140,47 @@ class ReverseFlowDetector(Detector):
         self._track_runs(gm, gts, rr, v_r, prev_total, total)
         self._late_replacements(replacements)
         return None
+
+    def _creep(self, gm, d, first, last, um, rr, v_r) -> tuple[np.ndarray, np.ndarray]:
+        """Backward steps within the noise that add up, net of the forward steps between them, to min_reversed_m3
+        (the register standing that far below the highest it read): a reversal of that volume at the reading where
+        they do, added to the rows rr and volumes v_r. Only meters with no incident under way."""
+        noise = self.params.step_noise_m3
+        small = (d < 0) & (d >= -noise)
+        held = self.creep[um] > 0
+        if not small.any() and not held.any():
+            return rr, v_r
+        n_small = np.add.reduceat(small.astype(np.int64), first)
+        active = ((n_small > 0) | held) & (self.status[um] == OK)
+        counts = last - first + 1
+        sel = np.flatnonzero(np.repeat(active, counts) & (d >= -noise))  # (NaN: no step to judge)
+        if sel.size == 0:
+            return rr, v_r
+        x = -d[sel]  # a fall adds, a forward step wins back
+        m = gm[sel]
+        start = np.empty(sel.size, dtype=bool)
+        start[0] = True
+        np.not_equal(m[1:], m[:-1], out=start[1:])
+        g = group_index(start)
+        cs = np.cumsum(x)
+        level = cs - (cs[start] - x[start])[g] + self.creep[m[start]].astype(np.float64)[g]
+        # the register's depth below its highest reading: the level less its lowest point so far, if below zero
+        # (a running minimum per meter: each meter's levels shifted below every earlier meter's)
+        k = 2.0 * float(np.abs(level).max()) + 1.0
+        low = np.minimum.accumulate(level - k * g) + k * g
+        depth = level - np.minimum(low, 0.0)
+        ends = np.append(np.flatnonzero(start)[1:] - 1, sel.size - 1)
+        self.creep[m[ends]] = depth[ends]
+        hit = np.flatnonzero(depth >= self.params.min_reversed_m3)
+        if hit.size == 0:
+            return rr, v_r
+        _, firsts = np.unique(g[hit], return_index=True)
+        at = hit[firsts]
+        self.creep[m[at]] = 0.0  # the run takes it from here
+        rows, inv = np.unique(np.concatenate([rr, sel[at]]), return_inverse=True)
+        vol = np.zeros(rows.size)
+        np.add.at(vol, inv, np.concatenate([v_r, depth[at]]))
+        return rows, vol
 
     def _track_runs(self, gm, gts, rr, v_r, prev_total, total) -> None:
         """Fold the reversals (rows rr of the batch's fresh readings, volumes v_r > 0) into each meter's run."""
@@ -207,6 +257,8 @@ class ReverseFlowDetector(Detector):
                 self.acc[i] = 0.0
             if self.status[i] == OK and first_ns >= e.ts_ns - 3600 * NS:
                 self.acc[i] = 0.0
+            if self.status[i] == OK:
+                self.creep[i] = 0.0  # a new register
             if self.status[i] == OPEN and e.ts_ns >= rev_ns:
                 # a new meter: forward use from its register clears the incident
                 self.rev_total[i] = float(e.fields.get("register_m3", np.nan))

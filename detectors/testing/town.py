@@ -31,6 +31,7 @@ class Plan:
     wound_back: dict[int, tuple[int, float]] = field(default_factory=dict)  # meter -> (when, m3)
     reverse_register: dict[int, tuple[int, float]] = field(default_factory=dict)  # meter -> (from, m3/h)
     transients: set[int] = field(default_factory=set)  # meters with a few litres backflow now and then
+    forward_transients: set[int] = field(default_factory=set)  # meters whose forward register rocks back a few litres
     replacements: dict[int, tuple[int, float]] = field(default_factory=dict)  # meter -> (when, new register)
     record_late: dict[int, int | None] = field(default_factory=dict)  # meter -> seconds its record comes late
     bypass: dict[int, tuple[int, float]] = field(default_factory=dict)  # household -> (from, share bypassed)
@@ -158,8 +159,10 @@ class Town:
         self.plan.reverse_register[i] = (start, m3h)
         self.label("reverse_flow", "meter", self.mid(i), start, None)
 
-    def transients(self, i: int) -> None:
-        self.plan.transients.add(i)
+    def transients(self, i: int, forward: bool = False) -> None:
+        """Pressure transients: a few litres backwards now and then, on the reverse register (or, `forward`, on the
+        forward register, won back by the next reading)."""
+        (self.plan.forward_transients if forward else self.plan.transients).add(i)
         self.label("none", "meter", self.mid(i), self.start, None, decoy="transient")
 
     def replace(self, i: int, when: int, register_m3: float = 0.0, record_late_s: int | None = 0) -> None:
@@ -319,6 +322,8 @@ class Town:
         register[wrap_i] = (register[wrap_i] - register[wrap_i, 0] + meters.register_max_m3[wrap_i] - 2.0) % \
             meters.register_max_m3[wrap_i]
         self.label("none", "meter", self.mid(wrap_i), self.start, None, decoy="rollover")
+        for i in p.forward_transients:
+            register[i] -= np.where(rng.random(hours) < 0.1, 0.004, 0.0)
         reverse = np.zeros((n, hours))
         for i in p.transients:
             reverse[i] = np.cumsum(np.where(rng.random(hours) < 0.05, 0.003, 0.0))

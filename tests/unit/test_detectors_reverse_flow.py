@@ -34,7 +34,26 @@ def test_wrap_replacement_and_transients_stay_quiet():
     t.replace(hh[4], t.t(5), 0.0)
     t.replace(hh[11], t.t(7), 3.5)
     t.transients(hh[15])
+    # a forward register rocking back 4 litres in a tenth of its readings, won back by the next one: the backward
+    # steps add up to far more than min_reversed_m3, but the register never stands that far below its highest
+    t.transients(hh[16], forward=True)
+    t.transients(hh[17], forward=True)
+    t.scale_use(hh[17], 0.05)  # (in a home that uses almost nothing too)
     assert _raised(t) == []
+
+
+def test_a_small_households_meter_installed_backwards_is_raised():
+    # a home using about 50 litres a day: each hour's step back is a few litres, within the noise of a pressure
+    # transient, but the register keeps falling, and stands min_reversed_m3 below its highest within a day or two
+    t = Town(seed=1, days=14)
+    i = int(t.households[1])
+    t.scale_use(i, 0.15)
+    t.backwards(i, t.t(4))
+    raised = _raised(t)
+    assert [e.subject_id for e in raised] == [t.mid(i)]
+    e = raised[0]
+    assert t.t(4) <= e.start_ns and e.detected_at_ns <= t.t(7)
+    assert e.evidence["volume_reversed_m3"] >= 0.05
 
 
 def test_replacement_recorded_hours_after_the_new_meters_readings_is_not_reverse_flow():
