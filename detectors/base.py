@@ -227,6 +227,14 @@ def _moved(values: np.ndarray, new_rows: np.ndarray, old_rows: np.ndarray) -> np
     return lut[np.where(values >= 0, values, size)]
 
 
+def first_rows(keys: np.ndarray) -> np.ndarray:
+    """First-row flags of the contiguous groups of equal keys (rows sorted by key); at least one row."""
+    first = np.empty(keys.size, dtype=bool)
+    first[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    return first
+
+
 def group_index(first: np.ndarray) -> np.ndarray:
     """Group number of each row, given the first-row flags of contiguous groups."""
     return np.cumsum(first) - 1

@@ -14,7 +14,17 @@ from devices.alerts import AlertEvent, iso_utc
 from devices.batch import NS, Batch
 from devices.registry import Registry
 
-from .base import Detector, LocalCalendar, MeterView, Params, alert_id, group_index, param, round_or_none
+from .base import (
+    Detector,
+    LocalCalendar,
+    MeterView,
+    Params,
+    alert_id,
+    first_rows,
+    group_index,
+    param,
+    round_or_none,
+)
 
 OK, PENDING, OPEN = 0, 1, 2
 
@@ -96,10 +106,7 @@ class ReverseFlowDetector(Detector):
             gm, gts = meter[rows], ts[rows]
             total = view.col("total_m3")[rows]
             rev = view.col("reverse_m3")[rows]
-            is_first = np.empty(rows.size, dtype=bool)
-            is_first[0] = True
-            np.not_equal(gm[1:], gm[:-1], out=is_first[1:])
-            first = np.flatnonzero(is_first)  # each meter's first and latest row
+            first = np.flatnonzero(first_rows(gm))  # each meter's first and latest row
             last = np.append(first[1:] - 1, rows.size - 1)
             um = gm[first]
         prev_total = np.empty_like(total)
@@ -158,9 +165,7 @@ class ReverseFlowDetector(Detector):
             return rr, v_r
         x = -d[sel]  # a fall adds, a forward step wins back
         m = gm[sel]
-        start = np.empty(sel.size, dtype=bool)
-        start[0] = True
-        np.not_equal(m[1:], m[:-1], out=start[1:])
+        start = first_rows(m)
         g = group_index(start)
         cs = np.cumsum(x)
         level = cs - (cs[start] - x[start])[g] + self.creep[m[start]].astype(np.float64)[g]
@@ -188,9 +193,7 @@ class ReverseFlowDetector(Detector):
             return
         # runs of reversals: a pause longer than the window starts a new run (an open incident keeps its run)
         m_r, t_r = gm[rr], gts[rr]
-        f_r = np.empty(rr.size, dtype=bool)
-        f_r[0] = True
-        np.not_equal(m_r[1:], m_r[:-1], out=f_r[1:])
+        f_r = first_rows(m_r)
         prev_t = np.empty_like(t_r)
         prev_t[1:] = t_r[:-1]
         prev_t[f_r] = self.rev_s[m_r[f_r]].astype(np.int64) * NS

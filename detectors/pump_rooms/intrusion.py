@@ -1,6 +1,7 @@
-"""Pump-room security: the door open with no crew's work order for that room from 2 hours before the opening
-(the earliest it can have been: the room's last telemetry with the door shut) (`pump_room_intrusion`), critical at night; one incident per opening, updated with what the tanks and pumps did
-meanwhile and with the water-quality incidents of its tanks, cleared when the door closes."""
+"""Pump-room security: the door open with no crew's work order for that room from 2 hours before the opening (the
+earliest it can have been: the room's last telemetry with the door shut) (`pump_room_intrusion`), critical at night;
+one incident per opening, updated with what the tanks and pumps did meanwhile and with the water-quality incidents of
+its tanks, cleared when the door closes."""
 
 from __future__ import annotations
 
