@@ -217,12 +217,14 @@ def _plan_bypasses(pl: Planner, plan: Plan) -> None:
         else:
             m = pl.pick(lambda m: not nonres[m])
         # a fifth start in the data's last week, with at least two and a half days left: a building of daily
-        # meters is balanced about a day late, so a bypass begun later than that cannot be seen by anyone
+        # meters is balanced about a day late, so a bypass begun later than that cannot be seen by anyone. Pipes go
+        # in at any hour of the day or night (one put in at night leaves no hour of use to match its rise to)
         late = rng.random() < 0.2
-        t = pl.local_hour_time(pl.days - 7, pl.days - 2.5, 6, 23) if late else pl.local_hour_time(3, pl.days - 7, 6, 23)
+        t = pl.local_hour_time(pl.days - 7, pl.days - 2.5, 0, 24) if late else pl.local_hour_time(3, pl.days - 7, 0, 24)
         t = min(t, pl.t1 - int(2.5 * DAY_S) * NS)
         if rng.random() < 0.3:
-            fraction = round(float(rng.uniform(0.01, 0.05)), 3)  # a full bypass: the meter's valve nearly shut
+            # a full bypass: the meter's valve nearly or wholly shut (nothing left to register, or a few percent)
+            fraction = round(float(rng.uniform(0.0, 0.05)), 3)
         else:
             fraction = round(float(rng.uniform(0.1, 0.6)), 2)
         plan.bypass.append(Bypass(m, t, fraction))

@@ -298,9 +298,9 @@ def test_each_city_draws_its_own_households():
 def test_bypasses_have_confounders_beside_them_and_some_start_late():
     """Over a few cities: in the building of a bypass, around its start, a neighbour falls silent, one's register
     runs backwards, a family leaves, part of one moves out; some bypasses are small households, some start in the
-    last week (with enough data left to see them)."""
+    last week (with enough data left to see them), some at night, and some full ones leave the meter nothing."""
     seen: set[str] = set()
-    late = small = 0
+    late = small = night = nothing = 0
     near_ns = 2 * 86400 * 10**9 + 3600 * 10**9  # what "around a bypass's start" means in the plan
     for seed in range(1, 7):
         cfg = SimConfig(meters=1500, days=30, seed=seed)
@@ -318,8 +318,10 @@ def test_bypasses_have_confounders_beside_them_and_some_start_late():
             late += bp.t_ns >= cfg.end_ns - 7 * 86400 * 10**9
             assert bp.t_ns <= cfg.end_ns - int(2.5 * 86400) * 10**9
             small += city.use_m3_day[bp.meter] < 0.3
+            night += (bp.t_ns // 10**9 + 8 * 3600) % 86400 < 6 * 3600  # (local time, UTC+8)
+            nothing += bp.fraction <= 0.01  # (at most 1 % registered: next to nothing)
     assert seen == {"silent", "reverse", "vacancy", "move_out"}
-    assert late >= 3 and small >= 3
+    assert late >= 3 and small >= 3 and night >= 3 and nothing >= 1
 
 
 def test_move_out_and_leak_show_in_the_balance():
