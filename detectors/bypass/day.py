@@ -262,14 +262,19 @@ class DayStep:
         d.ep_n[b[ub]] = np.minimum(d.ep_n[b[ub]].astype(np.int64) + 1, 255)
 
     def _onsets(self) -> None:
-        """ONSET for a household whose meter fell to a trickle within the day, at an hour c, while its building's
-        unmetered use rose from that hour by about the use its meter lost, and not before it: the hour a pipe went
-        in. (A family that leaves, beside a neighbour's bypass or a leak, does so at another hour.) Cleared on a day
-        its meter registers more than a trickle (with no new onset in it)."""
-        d, p, hh, pos = self.d, self.d.params, self.hh, self.pos
-        cs, n = p.collapse_share, self.n_h
-        whole = self.judged & (self.k == n)
+        """ONSET for a household whose meter fell to a trickle at an hour c while its building's unmetered use rose
+        from that hour by about the use its meter lost, and not before it: the hour a pipe went in. (A family that
+        leaves, beside a neighbour's bypass or a leak, does so at another hour.) The hour is within the day, or the
+        night before it: a meter that registered its usual use the day before and a trickle all this day fell in the
+        night, when its household and a pipe carry next to nothing, and the rise must begin with its day's first
+        hours of use. Cleared on a day its meter registers more than a trickle (with no new onset in it)."""
+        d, hh, pos = self.d, self.hh, self.pos
+        whole = self.judged & (self.k == self.n_h)
         d.w_n[hh[self.judged & ~self.trickle]] &= np.uint8(~ONSET & 0xFF)
+        # a meter that fell with the rise, on the nights after: the rise in them is its household's (next to
+        # nothing), or a leak's that began with it
+        kept = np.flatnonzero(whole & self.trickle & ((d.w_n[hh] & ONSET) != 0))
+        d.w_n[hh[kept[~self._quiet_night(kept)]]] &= np.uint8(~ONSET & 0xFF)
         # (a rise already under way before today is not its: an episode from before today, or the building's
         # reported rise not gone yet, whose episode the report closed and a new day may restart)
         calm = ((d.ep_start[self.b] < 0) | (d.ep_start[self.b] == self.day)) & ((d.b_flags[self.b] & B_INCIDENT) == 0)
@@ -278,6 +283,17 @@ class DayStep:
         rows = np.flatnonzero(whole & calm[pos] & (self.Xd > 0))
         if rows.size == 0:
             return
+        hit = self._fell_within_day(rows)
+        # in the night: a trickle all day, and no drop followed before today (its CUSUM at zero: the day before, it
+        # registered its usual use, or fell short by less than half the smallest bypass looked for)
+        night = self.trickle[rows] & (d.hc[hh[rows]] == 0) & ~np.isin(rows, hit)
+        hit = np.concatenate([hit, self._fell_in_the_night(rows[night])])
+        d.w_n[hh[hit]] |= np.uint8(ONSET)
+
+    def _fell_within_day(self, rows: np.ndarray) -> np.ndarray:
+        """Rows whose meter fell at an hour c of the day (after hours of more than a trickle) while the building's
+        unmetered use stepped up at c."""
+        cs, n = self.d.params.collapse_share, self.n_h
         pe, mz = self.pe[rows], self.mz[rows]
         after_p = np.cumsum(pe[:, ::-1], axis=1)[:, ::-1]  # expected use from hour c to the day's end
         after_m = np.cumsum(mz[:, ::-1], axis=1)[:, ::-1]
@@ -286,16 +302,55 @@ class DayStep:
             (total - after_p >= 0.15 * total) & ((mz.sum(1, keepdims=True) - after_m) > cs * (total - after_p))
         ok[:, 0] = False
         has = np.flatnonzero(ok.any(axis=1))
-        if has.size == 0:
-            return
-        rows, ok, pe, mz, after_p, after_m = rows[has], ok[has], pe[has], mz[has], after_p[has], after_m[has]
-        c = np.argmax(ok, axis=1)
-        q = pos[rows]
+        rows, c = rows[has], np.argmax(ok[has], axis=1)
         after = np.arange(n)[None, :] >= c[:, None]
+        # ... and from that very hour: the first quarter of a day after it holds its part as the day does. A leak or
+        # a neighbour's rise that began hours later passes the day's sums with any earlier hour as c
+        first = after & (np.arange(n)[None, :] < c[:, None] + 24 // NBIN)
+        return rows[self._stepped_up(rows, after, first)]
+
+    def _fell_in_the_night(self, rows: np.ndarray) -> np.ndarray:
+        """Rows whose meter fell in the night before the day while the building's unmetered use rose through the day
+        by what the meter lost, from its first hours: up to the hour a quarter of the household's usual day has
+        passed (six hours at least), those hours hold their part too."""
+        n = self.n_h
+        pe = self.pe[rows]
+        before = np.cumsum(pe, axis=1) - pe  # usual use before each hour
+        hour = np.arange(n)[None, :]
+        first = (before < 0.25 * pe.sum(axis=1, keepdims=True)) | (hour < 24 // NBIN)
+        held = self._stepped_up(rows, np.ones((rows.size, n), dtype=bool), first) & self._quiet_night(rows)
+        return rows[held]
+
+    def _quiet_night(self, rows: np.ndarray) -> np.ndarray:
+        """Whether the building's unmetered use in the night's hours (the day's first quarter) stays, in its median
+        hour, within one hour's noise of the building (about two standard errors of a median of six hours) of what
+        the household's meter lost in its median night hour: a pipe carries water only when its household draws it,
+        a leak every hour of the night. (The median: an early riser's first hour is not the night's.)"""
+        night = np.arange(self.n_h) < 24 // NBIN
+        q = self.pos[rows]
+        mk = self.mk[q][:, night]
+        r = np.where(mk, self.r[q][:, night], np.nan).astype(np.float64)
+        lost = (self.pe[rows] - self.mz[rows])[:, night].astype(np.float64)
+        sd = np.sqrt(np.maximum(self.d.sig_h2[self.b[q]], 4.0)[:, None] + self.Uh[q][:, night])
+        quiet = np.ones(rows.size, dtype=bool)
+        some = mk.sum(axis=1) >= 3
+        if some.any():
+            med = np.nanmedian(r[some], axis=1)
+            quiet[some] = med <= np.median(lost[some], axis=1) + np.median(sd[some], axis=1)
+        return quiet
+
+    def _stepped_up(self, rows: np.ndarray, after: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """Whether the building's unmetered use over the `after` hours, less its hours before at their rate, holds
+        what the meter lost in them (within [min_rise_share, 1/min_rise_share], z_min standard errors of the
+        building's hourly noise clear, and not 2 below the loss), and so do its `first` hours (at least
+        min_rise_share of what the meter lost in them, within 2 of the building's noise)."""
+        d, p = self.d, self.d.params
+        q = self.pos[rows]
+        pe, mz = self.pe[rows], self.mz[rows]
         mk = self.mk[q]
         r = np.where(mk, self.r[q], 0.0).astype(np.float64)
         v = np.where(mk, np.maximum(d.sig_h2[self.b[q]], 4.0)[:, None] + self.Uh[q], 0.0)
-        lost = np.take_along_axis(after_p - after_m, c[:, None], axis=1)[:, 0]
+        lost = ((pe - mz) * after).sum(axis=1)
         v_lost = ((2 * pe ** 2 + 1) * after).sum(axis=1)
         step, v_step = _step(r, v, mk, after, ~after)
         held = (step >= p.min_rise_share * lost) & (step <= lost / p.min_rise_share) & \
@@ -303,15 +358,10 @@ class DayStep:
             (step - lost >= -2 * np.sqrt(np.maximum(v_step + v_lost, 1.0)))
         known = ((mk & after).sum(axis=1) >= 0.8 * after.sum(axis=1)) & \
             ((mk & ~after).sum(axis=1) >= 0.8 * (~after).sum(axis=1))
-        # ... and from that very hour: the first quarter of a day after it holds its part as the day does (at least
-        # min_rise_share of what the meter lost in those hours, within the building's noise). A leak or a
-        # neighbour's rise that began hours later passes the day's sums with any earlier hour as c
-        first = after & (np.arange(n)[None, :] < c[:, None] + 24 // NBIN)
         step_f, v_f = _step(r, v, mk, first, ~after)
         lost_f = ((pe - mz) * first).sum(axis=1)
         held &= step_f >= p.min_rise_share * lost_f - 2 * np.sqrt(np.maximum(v_f, 1.0))
-        hit = held & known
-        d.w_n[hh[rows[hit]]] |= np.uint8(ONSET)
+        return held & known
 
     def _calibrate(self) -> None:
         """How far the day's hourly fits stray from a standard normal on a building's households (hours are not

@@ -31,8 +31,9 @@ class BypassParams(Params):
         0.25, "share of a household's use", "a meter registering at most this share of its usual use over a day has "
         "almost no hours left to follow: a full bypass and an empty home beside a leak look alike day by day. If the "
         "balance rose by its use from the day it fell, for two days, with a household's daily shape, it is named "
-        "when it fell in the hour the rise began (and no neighbour could hold the rise); otherwise its building is "
-        "reported with it as the candidate", gt=0, lt=1)
+        "when it fell in the hour the rise began, or in the night before a day whose rise began with its first hours "
+        "(its nights holding no more than it drew at night), and no neighbour could hold the rise; otherwise its "
+        "building is reported with it as the candidate", gt=0, lt=1)
     baseline_days: float = param(
         14.0, "days", "memory of the baselines (two weeks, both weekends): a household's usual use by time of day "
         "and weekday and its day-to-day swing, and the building's normal loss; a household whose use stays down "
