@@ -145,6 +145,11 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # it, nor does it forget the day before (a drop with a flat gap is a holiday, never a bypass)
     away = step.trickle[rows] & (step.Yd[pos] < p.min_rise_share * step.Xd[rows] - np.sqrt(step.vYd[pos]))
     _remember(step, rows, pattern & (one.zb >= 1), keep=away)
+    # a day its drop first stood out dates the bypass only if its own hours that day follow the rise (one standard
+    # error or more) or it registered a trickle (no hours left to follow): a chance low day before the pipe went in
+    # shows a drop, and no hours of the rise
+    first_today = (d.w_first[step.hh[rows]] == step.day % 65536) & ~step.trickle[rows] & ~(one.zb >= 1)
+    d.w_first[step.hh[rows[first_today]]] = 0xFFFF
     # (a day's pattern rests on the household's hours, not on one of them: no metered hour holds half of its fit. A
     # family home for an hour after a trip away made a 14 SE day of one hour beside a spike of its building's rise)
     spread = step.top_hour[rows] <= 0.5

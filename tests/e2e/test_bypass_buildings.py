@@ -80,3 +80,15 @@ def test_a_rise_a_household_was_named_for_is_not_also_reported_as_the_buildings(
     raised = _raised(tmp_path, monkeypatch, "named-on-the-day-its-buildings-rise-turned-a-week-old")
     assert [e["subject"]["id"] for e in raised if e["kind"] == "bypass"] == ["M001410"]
     assert [e for e in raised if e["kind"] == "building_unmetered_use"] == []
+
+
+def test_a_bypass_is_not_dated_from_a_chance_low_day_before_its_pipe(tmp_path: Path, monkeypatch) -> None:
+    # A building of 60 flats whose unmetered use had been rising for other reasons since 7 September (reported as
+    # the building's). M000343's partial bypass (40 % still registered) begins at 11:17 local time on 19 September;
+    # the day before, its household happened to use little, a drop standing out of its swing, but its hours that day
+    # did not follow the rise. The bypass is dated from the day the pipe went in (local midnight, 16:00 UTC the day
+    # before), not from that low day: dated a day early, it would claim a day's loss that never went round the meter
+    raised = _raised(tmp_path, monkeypatch, "dated-from-a-chance-low-day-before-the-pipe")
+    named = [e for e in raised if e["kind"] == "bypass"]
+    assert [e["subject"]["id"] for e in named] == ["M000343"]
+    assert named[0]["start"] == "2026-09-18T16:00:00Z"
