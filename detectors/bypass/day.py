@@ -274,7 +274,8 @@ class DayStep:
         # a meter that fell with the rise, on the nights after: the rise in them is its household's (next to
         # nothing), or a leak's that began with it
         kept = np.flatnonzero(whole & self.trickle & ((d.w_n[hh] & ONSET) != 0))
-        d.w_n[hh[kept[~self._quiet_night(kept)]]] &= np.uint8(~ONSET & 0xFF)
+        if kept.size:
+            d.w_n[hh[kept[~self._quiet_night(kept)]]] &= np.uint8(~ONSET & 0xFF)
         # (a rise already under way before today is not its: an episode from before today, or the building's
         # reported rise not gone yet, whose episode the report closed and a new day may restart)
         calm = ((d.ep_start[self.b] < 0) | (d.ep_start[self.b] == self.day)) & ((d.b_flags[self.b] & B_INCIDENT) == 0)
@@ -287,7 +288,8 @@ class DayStep:
         # in the night: a trickle all day, and no drop followed before today (its CUSUM at zero: the day before, it
         # registered its usual use, or fell short by less than half the smallest bypass looked for)
         night = self.trickle[rows] & (d.hc[hh[rows]] == 0) & ~np.isin(rows, hit)
-        hit = np.concatenate([hit, self._fell_in_the_night(rows[night])])
+        if night.any():
+            hit = np.concatenate([hit, self._fell_in_the_night(rows[night])])
         d.w_n[hh[hit]] |= np.uint8(ONSET)
 
     def _fell_within_day(self, rows: np.ndarray) -> np.ndarray:
@@ -329,15 +331,14 @@ class DayStep:
         night = np.arange(self.n_h) < 24 // NBIN
         q = self.pos[rows]
         mk = self.mk[q][:, night]
-        r = np.where(mk, self.r[q][:, night], np.nan).astype(np.float64)
-        lost = (self.pe[rows] - self.mz[rows])[:, night].astype(np.float64)
-        sd = np.sqrt(np.maximum(self.d.sig_h2[self.b[q]], 4.0)[:, None] + self.Uh[q][:, night])
-        quiet = np.ones(rows.size, dtype=bool)
-        some = mk.sum(axis=1) >= 3
-        if some.any():
-            med = np.nanmedian(r[some], axis=1)
-            quiet[some] = med <= np.median(lost[some], axis=1) + np.median(sd[some], axis=1)
-        return quiet
+        # (the median of the known hours: sorted, the hours not known last)
+        r = np.sort(np.where(mk, self.r[q][:, night], np.inf).astype(np.float64), axis=1)
+        k = mk.sum(axis=1)
+        lo, hi = np.maximum(k - 1, 0) // 2, np.minimum(k // 2, r.shape[1] - 1)
+        med = 0.5 * (np.take_along_axis(r, lo[:, None], 1) + np.take_along_axis(r, hi[:, None], 1))[:, 0]
+        lost = np.median((self.pe[rows] - self.mz[rows])[:, night].astype(np.float64), axis=1)
+        sd = np.median(np.sqrt(np.maximum(self.d.sig_h2[self.b[q]], 4.0)[:, None] + self.Uh[q][:, night]), axis=1)
+        return (k < 3) | (med <= lost + sd)
 
     def _stepped_up(self, rows: np.ndarray, after: np.ndarray, first: np.ndarray) -> np.ndarray:
         """Whether the building's unmetered use over the `after` hours, less its hours before at their rate, holds
