@@ -20,7 +20,7 @@ from devices.alerts import AlertEvent
 from devices.batch import Batch
 from devices.registry import Registry
 
-from .base import Board, Detector, LocalCalendar, MeterView, Params
+from .base import Board, Detector, LocalCalendar, MeterView, Params, first_rows
 from .bypass import BypassDetector
 from .disinfection import DisinfectionDetector
 from .pump_rooms import IntrusionDetector, WaterQualityDetector
@@ -112,9 +112,7 @@ class DetectorSet:
         if s1 - s0 <= len(run):
             # run only climbs: a slice starts at the first row reaching each whole step in between
             at = np.searchsorted(run, np.arange(s0 + 1, s1 + 1, dtype=np.int64) * te, side="left")
-            keep = np.ones(at.size, dtype=bool)  # a jump over several steps cuts once
-            np.not_equal(at[1:], at[:-1], out=keep[1:])
-            cuts = at[keep]
+            cuts = at[first_rows(at)]  # a jump over several steps cuts once
         else:
             step = run // te
             cuts = np.flatnonzero(step[1:] != step[:-1]) + 1

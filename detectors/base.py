@@ -183,12 +183,7 @@ class MeterView:
     @cached_property
     def first(self) -> np.ndarray:
         """True on the first row of each meter's group."""
-        m = self.meter
-        f = np.empty(self.n, dtype=bool)
-        if self.n:
-            f[0] = True
-            np.not_equal(m[1:], m[:-1], out=f[1:])
-        return f
+        return first_rows(self.meter)
 
     @cached_property
     def last(self) -> np.ndarray:
@@ -228,9 +223,9 @@ def _moved(values: np.ndarray, new_rows: np.ndarray, old_rows: np.ndarray) -> np
 
 
 def first_rows(keys: np.ndarray) -> np.ndarray:
-    """First-row flags of the contiguous groups of equal keys (rows sorted by key); at least one row."""
+    """First-row flags of the contiguous groups of equal keys (rows sorted by key)."""
     first = np.empty(keys.size, dtype=bool)
-    first[0] = True
+    first[:1] = True
     np.not_equal(keys[1:], keys[:-1], out=first[1:])
     return first
 

@@ -11,7 +11,17 @@ from devices.alerts import AlertEvent, iso_utc
 from devices.batch import NS, Batch, MeterReadings
 from devices.registry import Registry
 
-from .base import Detector, LocalCalendar, MeterView, Params, alert_id, group_index, param, round_or_none
+from .base import (
+    Detector,
+    LocalCalendar,
+    MeterView,
+    Params,
+    alert_id,
+    first_rows,
+    group_index,
+    param,
+    round_or_none,
+)
 
 # per-meter status codes
 OK, BLOCKING, BATTERY, SILENCED = 0, 1, 2, 3  # SILENCED: went quiet inside a network outage of its cell
@@ -120,9 +130,7 @@ class SignalDetector(Detector):
         else:
             rows = np.flatnonzero(fresh)
             gm = meter[rows]
-            first = np.empty(rows.size, dtype=bool)
-            first[0] = True
-            np.not_equal(gm[1:], gm[:-1], out=first[1:])
+            first = first_rows(gm)
             last = np.empty(rows.size, dtype=bool)
             last[-1] = True
             last[:-1] = first[1:]
@@ -164,9 +172,7 @@ class SignalDetector(Detector):
                     sel = sel[np.lexsort((r_t, r_m))]
                     r_m = meter[sel]
             r_v = allv[order[sel]]
-            f = np.empty(r_m.size, dtype=bool)
-            f[0] = True
-            np.not_equal(r_m[1:], r_m[:-1], out=f[1:])
+            f = first_rows(r_m)
             fi = np.flatnonzero(f)  # each meter's first and last row (index arrays: cheaper than masks)
             li = np.empty_like(fi)
             li[:-1] = fi[1:] - 1
@@ -272,10 +278,7 @@ class SignalDetector(Detector):
             key = (self.cell + 1)[meter] + np.repeat(np.arange(nk, dtype=np.int64) * width, np.diff(bounds))
         o = np.argsort(key, kind="stable")
         ks = key[o]
-        start = np.empty(ks.size, dtype=bool)
-        start[0] = True
-        np.not_equal(ks[1:], ks[:-1], out=start[1:])
-        st = np.flatnonzero(start)
+        st = np.flatnonzero(first_rows(ks))
         seg_max = np.maximum.reduceat(ts[o], st)
         seg_k, seg_c = np.divmod(ks[st].astype(np.int64), width)
         seg_c -= 1

@@ -162,8 +162,10 @@ class DayStep:
         self.Yd = self.r.sum(axis=1) * self.n_h / np.maximum(n_known, 1)
         self.vYd = d.sig_d2[self.b].astype(np.float64) + self.Ud
         sig2 = np.maximum(d.sig_h2[self.b], F32(4.0))
-        # each hour weighs by how well the balance is known then (a silent neighbour's guess adds noise)
-        self.wb = np.where(self.mk, sig2[:, None] / (sig2[:, None] + self.Uh), F32(0.0))
+        # each hour's variance of the balance: the building's hourly noise and its guessed households' bursts; each
+        # hour weighs by how well the balance is known then (a silent neighbour's guess adds noise)
+        self.vh = sig2[:, None] + self.Uh
+        self.wb = np.where(self.mk, sig2[:, None] / self.vh, F32(0.0))
 
     def episodes(self) -> np.ndarray:
         """A building's episode of rising unmetered use: a CUSUM of the day's rise (in its standard errors) from the
@@ -337,7 +339,7 @@ class DayStep:
         lo, hi = np.maximum(k - 1, 0) // 2, np.minimum(k // 2, r.shape[1] - 1)
         med = 0.5 * (np.take_along_axis(r, lo[:, None], 1) + np.take_along_axis(r, hi[:, None], 1))[:, 0]
         lost = np.median((self.pe[rows] - self.mz[rows])[:, night].astype(np.float64), axis=1)
-        sd = np.median(np.sqrt(np.maximum(self.d.sig_h2[self.b[q]], 4.0)[:, None] + self.Uh[q][:, night]), axis=1)
+        sd = np.median(np.sqrt(self.vh[q][:, night]), axis=1)
         return (k < 3) | (med <= lost + sd)
 
     def _stepped_up(self, rows: np.ndarray, after: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -345,12 +347,12 @@ class DayStep:
         what the meter lost in them (within [min_rise_share, 1/min_rise_share], z_min standard errors of the
         building's hourly noise clear, and not 2 below the loss), and so do its `first` hours (at least
         min_rise_share of what the meter lost in them, within 2 of the building's noise)."""
-        d, p = self.d, self.d.params
+        p = self.d.params
         q = self.pos[rows]
         pe, mz = self.pe[rows], self.mz[rows]
         mk = self.mk[q]
         r = np.where(mk, self.r[q], 0.0).astype(np.float64)
-        v = np.where(mk, np.maximum(d.sig_h2[self.b[q]], 4.0)[:, None] + self.Uh[q], 0.0)
+        v = np.where(mk, self.vh[q], 0.0)
         lost = ((pe - mz) * after).sum(axis=1)
         v_lost = ((2 * pe ** 2 + 1) * after).sum(axis=1)
         step, v_step = _step(r, v, mk, after, ~after)

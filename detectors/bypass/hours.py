@@ -10,7 +10,7 @@ import numpy as np
 
 from devices.batch import NS
 
-from ..base import HOUR_NS, MeterView
+from ..base import HOUR_NS, MeterView, first_rows
 
 # A household's hourly use is held as one byte: litres on a log scale (16 codes per doubling, 4.4 % steps up to
 # about 55 m3), or a mark. Its building's balance is held exactly (see detector.BypassDetector._store).
@@ -69,9 +69,7 @@ def fresh_rows(view: MeterView, last_rt: np.ndarray, wanted: np.ndarray | None) 
     if rows.size == 0:
         return None
     t, gm, tot = t[rows], gm[rows], view.col("total_m3")[rows]
-    first = np.ones(rows.size, dtype=bool)
-    np.not_equal(gm[1:], gm[:-1], out=first[1:])
-    fi = np.flatnonzero(first)
+    fi = np.flatnonzero(first_rows(gm))
     la = np.append(fi[1:] - 1, rows.size - 1)
     return t, gm, tot, fi, la, gm[fi]
 

@@ -144,11 +144,12 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # either). It adds no hours, so the window's pattern is still the days before's; it cannot be the day that names
     # it, nor does it forget the day before (a drop with a flat gap is a holiday, never a bypass)
     away = step.trickle[rows] & (step.Yd[pos] < p.min_rise_share * step.Xd[rows] - np.sqrt(step.vYd[pos]))
-    _remember(step, rows, pattern & (one.zb >= 1), keep=away)
+    own_hours = one.zb >= 1
+    _remember(step, rows, pattern & own_hours, keep=away)
     # a day its drop first stood out dates the bypass only if its own hours that day follow the rise (one standard
     # error or more) or it registered a trickle (no hours left to follow): a chance low day before the pipe went in
     # shows a drop, and no hours of the rise
-    first_today = (d.w_first[step.hh[rows]] == step.day % 65536) & ~step.trickle[rows] & ~(one.zb >= 1)
+    first_today = (d.w_first[step.hh[rows]] == step.day % 65536) & ~step.trickle[rows] & ~own_hours
     d.w_first[step.hh[rows[first_today]]] = 0xFFFF
     # (a day's pattern rests on the household's hours, not on one of them: no metered hour holds half of its fit. A
     # family home for an hour after a trip away made a 14 SE day of one hour beside a spike of its building's rise)

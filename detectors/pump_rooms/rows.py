@@ -10,6 +10,8 @@ import numpy as np
 
 from devices.batch import NS
 
+from ..base import first_rows
+
 _BIG = np.int64(1) << 40  # group offset: keeps an accumulate from running across devices
 
 
@@ -45,10 +47,7 @@ class Rows:
             o, d, t = o[keep], d[keep], t[keep]
         self.order, self.dev, self.ts = o, d, t
         self.n = n = d.size
-        first = np.ones(n, dtype=bool)
-        if n:
-            np.not_equal(d[1:], d[:-1], out=first[1:])
-        self.first = first
+        self.first = first = first_rows(d)
         self.starts = np.flatnonzero(first)
         self.ends = np.append(self.starts[1:], n) - 1 if n else self.starts
         self.devices = d[self.starts]
