@@ -71,6 +71,7 @@ class DayStep:
         self.bins = np.minimum(np.arange(self.n_h) * NBIN // 24, NBIN - 1)
         self.onehot = (self.bins[:, None] == np.arange(NBIN)[None, :]).astype(F32)  # hour -> its quarter
         self.weekend = cal.weekday(day) >= 5
+        self.holding = np.zeros(0, dtype=np.int64)  # buildings (rows) whose episode a collapsed meter holds open
 
     def ring(self, ring: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The day's hours of a ring (rows x R), in hour order."""
@@ -185,8 +186,10 @@ class DayStep:
         d.ep_start[b[start]] = self.day
         d.ep_start[b[end]] = -1
         fresh = start | end
+        self.jumped = jump & start  # (a new onset on top of a rise under way: that rise goes on beneath it)
         d.ep_sum[b[fresh]] = 0.0
         d.ep_n[b[fresh]] = 0
+        d.ep_night[b[fresh]] = 0
         d.b_flags[b[fresh]] &= ~np.uint8(2)  # the episode's building incident not yet raised
         return start | end
 
@@ -235,6 +238,9 @@ class DayStep:
 
     def _add_to_windows(self, fresh: np.ndarray) -> None:
         d, hh, pos, b = self.d, self.hh, self.pos, self.b
+        # a household whose drop began with its building's rise still began with it when a new onset restarts the
+        # episode on top of that rise (the rise it explains goes on beneath the new one)
+        aligned = ((d.w_n[hh] & DAYS) > 0) & ((d.w_n[hh] & PRE_DROP) == 0) & self.jumped[pos]
         restart = fresh[pos] & (d.phase[hh] == NORMAL)  # (an open bypass keeps its first day in w_first)
         # a household whose own drop begins today, inside its building's episode, starts its window today: the
         # days before its drop would dilute the hourly fit with hours that carry no bypass
@@ -249,7 +255,7 @@ class DayStep:
         first = add & ((n & DAYS) == 0)
         d.w_x1[hh[first]] = self.Xd[first]
         # its drop was followed already before the rise began: a drop that predates the rise is not its cause
-        pre = first & (d.hc[hh].astype(np.float64) > 2.0)
+        pre = first & (d.hc[hh].astype(np.float64) > 2.0) & ~aligned
         n = np.where(pre, n | PRE_DROP, n)
         summed = d.w_sum[hh[add]].astype(np.float64) + self.day_sums[add] * W_SCALE
         d.w_sum[hh[add]] = np.clip(summed, -65000, 65000)
@@ -261,6 +267,14 @@ class DayStep:
         sums = self.b_sums.copy()
         sums[~first_b, E_Y1:] = 0.0
         d.ep_sum[b[ub]] += sums[ub]
+        # the episode's nights (the day's first quarter): what went unmetered while households sleep, scaled to the
+        # whole night where some hours are not known (a night of fewer than half known is not counted); from the
+        # episode's second day (its first night came before the rise that began that day)
+        night = np.arange(self.n_h) < 24 // NBIN
+        k = (self.mk[:, night]).sum(axis=1)
+        counted = ub & (k >= 3) & ~first_b
+        r_n = np.where(self.mk[:, night], self.r[:, night], 0.0).sum(axis=1) * night.sum() / np.maximum(k, 1)
+        d.ep_night[b[counted]] += np.stack([r_n, np.ones_like(r_n)], axis=1)[counted].astype(np.float16)
         d.ep_n[b[ub]] = np.minimum(d.ep_n[b[ub]].astype(np.int64) + 1, 255)
 
     def _onsets(self) -> None:

@@ -60,7 +60,7 @@ class BypassDetector(Detector):
         # each building: normal loss model and noise, its episode of rising unmetered use, its incident
         "b_loss": "building", "rprof": "building", "sig_h2": "building", "sig_d2": "building", "n_gap": "building",
         "phi2": "building", "cus_b": "building", "ep_start": "building", "ep_n": "building", "ep_sum": "building",
-        "b_flags": "building", "b_start_day": "building",
+        "ep_night": "building", "b_flags": "building", "b_start_day": "building",
         "now": "scalar",
     }
     derived: ClassVar[tuple[str, ...]] = ("household", "bld", "master_of", "hh_sorted", "b_first", "b_count",
@@ -123,6 +123,7 @@ class BypassDetector(Detector):
         self.ep_start = np.full(nb, -1, dtype=np.int32)  # day the episode of rising unmetered use began (-1: none)
         self.ep_n = np.zeros(nb, dtype=np.uint8)  # days in it
         self.ep_sum = np.zeros((nb, 8), dtype=np.float32)  # its rise and the building's regression sums
+        self.ep_night = np.zeros((nb, 2), dtype=np.float16)  # its nights: unmetered litres, and nights counted
         self.b_flags = np.zeros(nb, dtype=np.uint8)  # building incident open / raised in this episode
         self.b_start_day = np.zeros(nb, dtype=np.int32)  # the building incident's first day
         self.now = np.zeros(1, dtype=np.int64)
@@ -321,7 +322,9 @@ class BypassDetector(Detector):
         own, reported (with the households whose drop matched it, if any) when it is as clear as a pattern must be to
         name a household (a smaller one is the loss's noise), and the loss model learns it."""
         b, p = step.b, self.params
-        stale = (self.ep_start[b] >= 0) & (day - self.ep_start[b] >= p.max_episode_days)
+        age = day - self.ep_start[b]
+        held = np.isin(np.arange(b.size), step.holding) & (age < p.baseline_days)
+        stale = (self.ep_start[b] >= 0) & (age >= p.max_episode_days) & ~held
         e = self.ep_sum[b].astype(np.float64)
         clear = e[:, E_Y] >= p.z_pattern * np.sqrt(np.maximum(e[:, E_VY], 1.0))
         # (a building whose household was named today is not reported for the same rise)
@@ -354,6 +357,7 @@ class BypassDetector(Detector):
         self.cus_b[b[done]] = 0
         self.ep_start[b[done]] = -1
         self.ep_sum[b[done]] = 0
+        self.ep_night[b[done]] = 0
         self.ep_n[b[done]] = 0
         quiet = step.usable & (self.ep_start[b] < 0) & ((self.b_flags[b] & ev.B_INCIDENT) != 0) & ~stale
         for q in np.flatnonzero(quiet).tolist():

@@ -11,7 +11,7 @@ import numpy as np
 from devices.alerts import AlertEvent
 
 from ..base import alert_id, round_or_none
-from .day import B_INCIDENT, E_VY, E_Y, NBIN, NORMAL, OPEN
+from .day import B_INCIDENT, E_VY, E_Y, NBIN, NORMAL, ONSET, OPEN
 
 if TYPE_CHECKING:
     from .day import DayStep
@@ -68,6 +68,8 @@ def bypass_raised(step: DayStep, row: int, w: Window, q: int, now: int) -> Alert
     d.open_share[i] = share
     d.low_days[i] = 0
     pattern = bool(w.zb[q] >= d.params.z_pattern)
+    in_its_hour = bool(d.w_n[i] & ONSET)  # (a meter left with nothing: it fell in the very hour the rise began)
+    rise_n, nights = (float(x) for x in d.ep_night[b])
     ev: dict[str, Any] = {
         "building_id": str(reg.buildings.ids[b]),
         "master_meter_id": str(reg.buildings.master_meter_id[b]),
@@ -85,13 +87,19 @@ def bypass_raised(step: DayStep, row: int, w: Window, q: int, now: int) -> Alert
         "z_hourly_pattern": round_or_none(w.zb[q], 1),
         "z_daily_shape": round_or_none(w.za[q], 1),
         "how": "hourly_pattern" if pattern else "meter_nearly_stopped",
+        "fell_in_the_hour_the_rise_began": None if pattern else in_its_hour,
+        "nights_observed": int(nights),
+        "household_night_use_m3_before": _m3(float(d.rate[i, 0]) * 24 / NBIN),
+        "building_night_rise_m3": _m3(rise_n / nights) if nights else None,
         "uncertain_neighbours": uncertain_neighbours(d, i, since),
     }
     meter_id = str(reg.meters.ids[i])
     addr = str(reg.buildings.address[b])
     where = f"{meter_id} ({reg.buildings.ids[b]}{', ' + addr if addr else ''})"
     how = ("the building's unmetered use follows this household's hourly use" if pattern
-           else "its meter nearly stopped in the hour the building's unmetered use rose by as much")
+           else "its meter nearly stopped in the hour the building's unmetered use rose by as much" if in_its_hour
+           else f"its meter nearly stopped the day the building's unmetered use rose by as much, {int(w.nd[q])} days "
+                "running, its nights no busier than the household's were")
     summary = (f"Meter {where}: about {lost / 1000:.2f} m3/day no longer registers since {ev['since_day']} while the "
                f"building's unmetered use rose {rise / 1000:.2f} m3/day ({how}): inspect for a bypass pipe")
     d.w_first[i] = since % 65536  # (an open bypass's first day)

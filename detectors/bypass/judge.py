@@ -126,7 +126,14 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # a meter left with a trickle from the day the rise began, by as much as the rise, with a household's daily
     # shape (a full bypass: it has no hours left to follow). Its evidence is every day since its drop began
     ep_fits = _fits(ep, p.min_rise_share)
-    level = _level(step, rows, ep, ep_fits) & _aligned(step, rows, ep)
+    aligned = _aligned(step, rows, ep)
+    collapsed = _collapsed(step, rows, ep, ep_fits) & aligned
+    level = collapsed & _clear_level(ep, p)
+    # (a meter that collapsed with the rise keeps its building's episode open past max_episode_days, until the
+    # rise is as clear as naming needs: a small household's loss takes days to stand out of a busy building's noise)
+    # (... a rise with the household's daily shape, that is: a flat one, a leak's, is the building's after a week)
+    shaped = np.maximum(ep.za, ep.zb) >= p.z_shape
+    step.holding = np.unique(step.pos[rows[collapsed & ~level & shaped]])
     cand = ((w.zx >= 2) & fits & (level | (w.zb >= p.z_shape))) | (w.zb >= p.z_pattern)
     pos = step.pos[rows]
     # the rise may follow one household's hours only: every other household of the building is a rival here,
@@ -165,8 +172,11 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # household that used more than usual)
     beside = np.maximum(w.beta, 0.0) * np.maximum(w.usual - w.X, 0.0)
     followed = (w.zb >= p.z_pattern) & _fits_loss(w.Y, beside, p.min_rise_share)
-    held = level | ((ep.zx >= 2) & ep_fits) | (((w.zx >= 2) | (w.zb >= p.z_pattern)) & fits) | followed
-    full = level & onset & _alone(held, pos, step.nb) & ~clear
+    # (a neighbour whose meter lost about as much holds it only as a pipe would: its meter left with a trickle, or
+    # the rise following its metered hours; a family that merely used less than usual sent no water round a meter)
+    could = step.trickle[rows] | (np.maximum(w.zb, ep.zb) >= p.z_shape)
+    held = level | ((((ep.zx >= 2) & ep_fits) | (((w.zx >= 2) | (w.zb >= p.z_pattern)) & fits)) & could) | followed
+    full = level & (onset | _by_the_balance(step, rows, ep)) & _alone(held, pos, step.nb) & ~clear
     clear |= full
     # (a pattern waiting for its second day is no report yet; a named household explains the building's rise)
     unclear_b = np.setdiff1d(pos[(pattern & seen & ~clear) | level], pos[clear])
@@ -230,20 +240,24 @@ def _beats(score: np.ndarray, who: np.ndarray, pos: np.ndarray, n: int, margin: 
     return top & (alone | (score - np.where(alone, 0.0, second[pos]) >= margin))
 
 
-def _level(step: DayStep, rows: np.ndarray, w: Window, fits: np.ndarray) -> np.ndarray:
+def _clear_level(w: Window, p: BypassParams) -> np.ndarray:
+    """A rise this clear with a household's daily shape (a leak is flat)."""
+    return (np.maximum(w.za, w.zb) >= p.z_shape) & (w.zy >= p.z_pattern)
+
+
+def _collapsed(step: DayStep, rows: np.ndarray, w: Window, fits: np.ndarray) -> np.ndarray:
     """The balance alone, for a meter left with a trickle (no hours left to follow): two days of it and more since,
-    and a rise this clear with a household's daily shape (a leak is flat)."""
+    the building's rise about what it lost."""
     p = step.d.params
     # a trickle today, and every day since the first (the onset's day holds hours before it)
     per_day = w.usual / np.maximum(w.nd, 1)
     later = (w.usual - w.X) - (per_day - step.d.w_x1[step.hh[rows]].astype(np.float64))
     collapse = step.trickle[rows] & (later <= p.collapse_share * per_day * np.maximum(w.nd - 1, 1))
-    shape = np.maximum(w.za, w.zb) >= p.z_shape
     # and it lasts: still a trickle in the hours the meter sent since (an hourly meter: up to now), or a third
     # day balanced (a daily meter): a day or a weekend away ends
     lasts = _trickle_since(step, rows) | (w.nd >= 3)
     full = collapse & (w.zx >= 2) & (w.nd >= 2) & lasts
-    return full & shape & (w.zy >= p.z_pattern) & fits
+    return full & fits
 
 
 def _trickle_since(step: DayStep, rows: np.ndarray) -> np.ndarray:
@@ -255,6 +269,31 @@ def _trickle_since(step: DayStep, rows: np.ndarray) -> np.ndarray:
     litres = np.where(heard, LITRES_OF_CODE[code], 0.0)
     usual = d.rate[step.hh[rows]].astype(np.float64).mean(axis=1)[:, None] * heard
     return (heard.sum(axis=1) >= 12) & (litres.sum(axis=1) <= p.collapse_share * usual.sum(axis=1))
+
+
+def _by_the_balance(step: DayStep, rows: np.ndarray, w: Window) -> np.ndarray:
+    """A meter left with nothing whose fall no hour showed (a building too noisy for the step): the balance alone
+    names it when it has held for half `baseline_days` (a week: longer than a trip away), every other household of
+    the building was measured, not guessed, every day of it (a guess's error can rise with a household's shape and
+    quiet nights too), and its nights were quiet."""
+    d = step.d
+    since = step.day - d.ep_start[step.b[step.pos]].astype(np.int64)
+    unsure = (step.day - d.unc_day[step.hh].astype(np.int64)) % 256 <= since
+    others = np.bincount(step.pos[unsure], minlength=step.nb)[step.pos[rows]] - unsure[rows]
+    return (w.nd >= d.params.baseline_days / 2) & (others == 0) & _quiet_nights(step, rows)
+
+
+def _quiet_nights(step: DayStep, rows: np.ndarray) -> np.ndarray:
+    """The building's unmetered use over its episode's nights (the day's first quarter) held no more than the
+    household used to draw in them, two standard errors of the building's night noise clear: a pipe carries water
+    only when its household draws it, a leak every hour of the night."""
+    d = step.d
+    hh, q = step.hh[rows], step.pos[rows]
+    night = np.arange(step.n_h) < 24 // NBIN
+    rise, nights = d.ep_night[step.b[q]].astype(np.float64).T
+    drawn = d.rate[hh, 0].astype(np.float64) * night.sum() * nights
+    v = step.vh[q][:, night].astype(np.float64).sum(axis=1) * nights
+    return (nights >= 2) & (rise <= drawn + 2 * np.sqrt(np.maximum(v, 1.0)))
 
 
 def _aligned(step: DayStep, rows: np.ndarray, w: Window) -> np.ndarray:
