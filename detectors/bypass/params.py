@@ -32,8 +32,9 @@ class BypassParams(Params):
         "almost no hours left to follow: a full bypass and an empty home beside a leak look alike day by day. If the "
         "balance rose by its use from the day it fell, for two days, with a household's daily shape, it is named "
         "when it fell in the hour the rise began, or in the night before a day whose rise began with its first hours "
-        "(its nights holding no more than it drew at night), and no neighbour could hold the rise; otherwise its "
-        "building is reported with it as the candidate", gt=0, lt=1)
+        "(its nights holding no more than it drew at night), or, when no hour showed its fall, after half "
+        "baseline_days with every neighbour measured and quiet nights; and no neighbour could hold the rise; "
+        "otherwise its building is reported with it as the candidate", gt=0, lt=1)
     baseline_days: float = param(
         14.0, "days", "memory of the baselines (two weeks, both weekends): a household's usual use by time of day "
         "and weekday and its day-to-day swing, and the building's normal loss; a household whose use stays down "
@@ -47,7 +48,8 @@ class BypassParams(Params):
     max_episode_days: float = param(
         7.0, "days", "a rise of the building's unmetered use that no household explains for this long is the "
         "building's own (a leak, a dripping cistern below the meters' starting flow): reported as "
-        "building_unmetered_use, and the loss model learns it", ge=2)
+        "building_unmetered_use, and the loss model learns it; up to baseline_days while a meter that collapsed "
+        "with it, with a household's daily shape, holds it", ge=2)
     silent_after_intervals: float = param(
         1.5, "report intervals", "a household not heard for this many of its report intervals is silent: its use "
         "is estimated from its own baseline (and counted uncertain) so that its building's day can be balanced",
