@@ -76,7 +76,12 @@ class IntrusionDetector(Detector):
         orders = self._work_orders(batch)
         rr = batch.rooms
         if not (rr.door_open == 1).any() and not self.phase.any():
-            # every door shut and nothing pending: nothing to follow (a door stays shut until seen open)
+            # every door shut and nothing pending: nothing to follow (a door stays shut until seen open). But each
+            # room's last report with the door shut moves on: an opening counts its two hours from it, whatever
+            # batch that report came in
+            if len(rr):
+                np.maximum.at(self.last_ts, rr.room, rr.ts_ns)
+                self.door[rr.room[rr.door_open == 0]] = 0
             self._note_orders(orders)
             return None
         rows = Rows(rr.room, rr.ts_ns, self.last_ts) if len(rr) else None

@@ -154,6 +154,20 @@ def test_the_two_hours_count_from_the_last_report_with_the_door_shut():
     assert [(e.subject_id, e.start_ns) for e in ev] == [("P000", t.t(2) + 10 * HOUR + 15 * MIN)]
 
 
+def test_the_two_hours_count_from_the_last_report_with_the_door_shut_whatever_batch_it_came_in():
+    # a crew's inspection at 10:00 (work order logged at 09:20); the door is shut again at 10:15, and opens at 12:05
+    # with no work order: 2 h 45 min after the crew's. The last report with the door shut before it is 12:00, so the
+    # opening is an intrusion, read one message at a time as the live service may, or in bulk. (Batches of reports
+    # with every door shut used to leave the room's last report where it was, and the two hours counted from 10:15)
+    t = small()
+    t.visit(0, t.t(1) + 10 * HOUR, t.t(1) + 10 * HOUR + 15 * MIN, "inspection", lead_min=40)
+    t.intrusion(0, t.t(1) + 12 * HOUR + 5 * MIN, t.t(1) + 14 * HOUR)
+    for messages in (1, 3, 50, None):
+        kw = {} if messages is None else {"messages": messages}
+        ev = [e for e in events(t, only=("intrusion",), **kw) if e.event == "raised"]
+        assert [(e.subject_id, e.start_ns) for e in ev] == [("P000", t.t(1) + 12 * HOUR + 15 * MIN)], messages
+
+
 def test_an_intrusion_that_lowers_the_chlorine_is_one_intrusion_naming_one_water_quality_incident():
     t = small()
     t.intrusion(1, t.t(1.1), t.t(1.1) + 3 * HOUR, chlorine_to=0.01)
