@@ -71,7 +71,8 @@ class DayStep:
         self.bins = np.minimum(np.arange(self.n_h) * NBIN // 24, NBIN - 1)
         self.onehot = (self.bins[:, None] == np.arange(NBIN)[None, :]).astype(F32)  # hour -> its quarter
         self.weekend = cal.weekday(day) >= 5
-        self.holding = np.zeros(0, dtype=np.int64)  # buildings (rows) whose episode a collapsed meter holds open
+        self.night = self.bins == 0  # the night's hours: the day's first quarter
+        self.holding = np.zeros(self.nb, dtype=bool)  # buildings (rows) whose episode a collapsed meter holds open
 
     def ring(self, ring: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The day's hours of a ring (rows x R), in hour order."""
@@ -270,7 +271,7 @@ class DayStep:
         # the episode's nights (the day's first quarter): what went unmetered while households sleep, scaled to the
         # whole night where some hours are not known (a night of fewer than half known is not counted); from the
         # episode's second day (its first night came before the rise that began that day)
-        night = np.arange(self.n_h) < 24 // NBIN
+        night = self.night
         k = (self.mk[:, night]).sum(axis=1)
         counted = ub & (k >= 3) & ~first_b
         r_n = np.where(self.mk[:, night], self.r[:, night], 0.0).sum(axis=1) * night.sum() / np.maximum(k, 1)
@@ -334,8 +335,7 @@ class DayStep:
         n = self.n_h
         pe = self.pe[rows]
         before = np.cumsum(pe, axis=1) - pe  # usual use before each hour
-        hour = np.arange(n)[None, :]
-        first = (before < 0.25 * pe.sum(axis=1, keepdims=True)) | (hour < 24 // NBIN)
+        first = (before < 0.25 * pe.sum(axis=1, keepdims=True)) | self.night[None, :]
         held = self._stepped_up(rows, np.ones((rows.size, n), dtype=bool), first) & self._quiet_night(rows)
         return rows[held]
 
@@ -344,7 +344,7 @@ class DayStep:
         hour, within one hour's noise of the building (about two standard errors of a median of six hours) of what
         the household's meter lost in its median night hour: a pipe carries water only when its household draws it,
         a leak every hour of the night. (The median: an early riser's first hour is not the night's.)"""
-        night = np.arange(self.n_h) < 24 // NBIN
+        night = self.night
         q = self.pos[rows]
         mk = self.mk[q][:, night]
         # (the median of the known hours: sorted, the hours not known last)

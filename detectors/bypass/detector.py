@@ -323,7 +323,7 @@ class BypassDetector(Detector):
         name a household (a smaller one is the loss's noise), and the loss model learns it."""
         b, p = step.b, self.params
         age = day - self.ep_start[b]
-        held = np.isin(np.arange(b.size), step.holding) & (age < p.baseline_days)
+        held = step.holding & (age < p.baseline_days)
         stale = (self.ep_start[b] >= 0) & (age >= p.max_episode_days) & ~held
         e = self.ep_sum[b].astype(np.float64)
         clear = e[:, E_Y] >= p.z_pattern * np.sqrt(np.maximum(e[:, E_VY], 1.0))

@@ -133,7 +133,7 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # rise is as clear as naming needs: a small household's loss takes days to stand out of a busy building's noise)
     # (... a rise with the household's daily shape, that is: a flat one, a leak's, is the building's after a week)
     shaped = np.maximum(ep.za, ep.zb) >= p.z_shape
-    step.holding = np.unique(step.pos[rows[collapsed & ~level & shaped]])
+    step.holding[step.pos[rows[collapsed & ~level & shaped]]] = True
     cand = ((w.zx >= 2) & fits & (level | (w.zb >= p.z_shape))) | (w.zb >= p.z_pattern)
     pos = step.pos[rows]
     # the rise may follow one household's hours only: every other household of the building is a rival here,
@@ -289,7 +289,7 @@ def _quiet_nights(step: DayStep, rows: np.ndarray) -> np.ndarray:
     only when its household draws it, a leak every hour of the night."""
     d = step.d
     hh, q = step.hh[rows], step.pos[rows]
-    night = np.arange(step.n_h) < 24 // NBIN
+    night = step.night
     rise, nights = d.ep_night[step.b[q]].astype(np.float64).T
     drawn = d.rate[hh, 0].astype(np.float64) * night.sum() * nights
     v = step.vh[q][:, night].astype(np.float64).sum(axis=1) * nights
