@@ -47,6 +47,21 @@ def centred(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return x - (x * w).sum(axis=1, keepdims=True) / sw
 
 
+def hourly_fit(w: np.ndarray, e: np.ndarray, sig2: np.ndarray, phi2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The building's rise regressed on a household's metered hours, its building's use as a control, from the
+    household's sums w (W_*, litres^2) and its building's e (E_*) over the same days: beta (unmetered litres per
+    metered litre) and its standard error (the building's hourly noise sig2, or the fit's own residual if more,
+    times the building's calibration phi2; inf where the hours hold no fit)."""
+    det_a = w[:, W_MM] * e[:, E_PP] - w[:, W_MP] ** 2
+    safe = np.maximum(det_a, 1e-9)
+    beta = (w[:, W_MR] * e[:, E_PP] - e[:, E_PR] * w[:, W_MP]) / safe
+    gam = (e[:, E_PR] * w[:, W_MM] - w[:, W_MR] * w[:, W_MP]) / safe
+    rss = np.maximum(e[:, E_RR] - beta * w[:, W_MR] - gam * e[:, E_PR], 0.0)
+    sig = np.sqrt(np.maximum(sig2, rss / np.maximum(np.maximum(e[:, E_NH], 3) - 2, 1)))
+    se = sig * np.sqrt(e[:, E_PP] / safe) * np.sqrt(np.maximum(phi2, 1.0))
+    return beta, np.where(det_a > 1e-9, se, np.inf)
+
+
 def _step(r: np.ndarray, v: np.ndarray, known: np.ndarray, hours: np.ndarray, before: np.ndarray) -> tuple:
     """The building's unmetered use r over `hours`, less what the `before` hours ran at per known hour, and its
     variance (v an hour's): the step up at the hour a meter fell."""
@@ -246,7 +261,8 @@ class DayStep:
         # a household whose own drop begins today, inside its building's episode, starts its window today: the
         # days before its drop would dilute the hourly fit with hours that carry no bypass
         onset = self.judged & (d.hc[hh] == 0) & (self.Xd >= 2 * np.sqrt(self.vXd)) & ((d.w_n[hh] & DAYS) > 0)
-        restart |= onset & (d.phase[hh] == NORMAL)
+        pipe = self._pipe_today()
+        restart |= (onset | pipe) & (d.phase[hh] == NORMAL)
         d.w_sum[hh[restart]] = 0.0
         d.w_n[hh[restart]] &= SEEN | ONSET  # (what the last judged days showed outlives the window)
         d.w_first[hh[restart]] = 0xFFFF
@@ -256,7 +272,7 @@ class DayStep:
         first = add & ((n & DAYS) == 0)
         d.w_x1[hh[first]] = self.Xd[first]
         # its drop was followed already before the rise began: a drop that predates the rise is not its cause
-        pre = first & (d.hc[hh].astype(np.float64) > 2.0) & ~aligned
+        pre = first & (d.hc[hh].astype(np.float64) > 2.0) & ~aligned & ~pipe
         n = np.where(pre, n | PRE_DROP, n)
         summed = d.w_sum[hh[add]].astype(np.float64) + self.day_sums[add] * W_SCALE
         d.w_sum[hh[add]] = np.clip(summed, -65000, 65000)
@@ -277,6 +293,41 @@ class DayStep:
         r_n = np.where(self.mk[:, night], self.r[:, night], 0.0).sum(axis=1) * night.sum() / np.maximum(k, 1)
         d.ep_night[b[counted]] += np.stack([r_n, np.ones_like(r_n)], axis=1)[counted].astype(np.float16)
         d.ep_n[b[ub]] = np.minimum(d.ep_n[b[ub]].astype(np.int64) + 1, 255)
+
+    def _pipe_today(self) -> np.ndarray:
+        """Households whose hours began to carry the rise today (a pipe went in; its drop may not stand out of a
+        bursty household's day yet): today's fit above its window's so far by z_min standard errors of their
+        difference, while the window's own fit shows no pattern (under z_shape); its meter lost water today (a
+        standard error of its swing: a pipe takes it off the meter); and the day's rise follows its hours z_shape
+        more than any other household's (a day the whole building's hours follow, a spike of a guessed neighbour's
+        use, starts no one's: a fresh window would stand out of its neighbours' long ones for nothing), on more
+        than one hour (no metered hour holds half of the day's fit, as for a strong day). Their hours
+        before the pipe outweigh the window's fit (a meter registering a share f of its water keeps f^2 of its
+        hours' weight), so the window starts today. (A meter left with a trickle has no hours left to fit.)"""
+        d, hh, pos = self.d, self.hh, self.pos
+        out = np.zeros(hh.size, dtype=bool)
+        every = np.flatnonzero(self.judged & self.act)
+        if every.size == 0:
+            return out
+        b = self.b[pos[every]]
+        sig2 = np.maximum(d.sig_h2[b].astype(np.float64), 4.0)
+        phi2 = d.phi2[b].astype(np.float64)
+        b_1, se_1 = hourly_fit(self.day_sums[every], self.b_sums[pos[every]], sig2, phi2)
+        b_w, se_w = hourly_fit(d.w_sum[hh[every]].astype(np.float64) / W_SCALE, d.ep_sum[b].astype(np.float64),
+                               sig2, phi2)
+        z_1 = np.full(hh.size, -np.inf)
+        z_1[every] = np.where(np.isfinite(se_1), b_1 / np.where(np.isfinite(se_1), se_1, 1.0), -np.inf)
+        top = np.full(self.nb, -np.inf)
+        np.maximum.at(top, pos, z_1)
+        second = np.full(self.nb, -np.inf)
+        np.maximum.at(second, pos, np.where(z_1 == top[pos], -np.inf, z_1))
+        own = ((z_1 == top[pos]) & (z_1 - np.maximum(second[pos], 0.0) >= d.params.z_shape))[every]
+        lost = (self.Xd >= np.sqrt(self.vXd))[every] & ~self.trickle[every] & ((d.w_n[hh[every]] & DAYS) > 0)
+        lost &= self.top_hour[every] <= 0.5  # (a day's fit resting on one hour is a coincidence, as for a strong day)
+        with np.errstate(invalid="ignore"):
+            rose = (b_w < d.params.z_shape * se_w) & (b_1 - b_w >= d.params.z_min * np.sqrt(se_1 ** 2 + se_w ** 2))
+        out[every] = (b_1 > 0) & own & lost & rose
+        return out
 
     def _onsets(self) -> None:
         """ONSET for a household whose meter fell to a trickle at an hour c while its building's unmetered use rose

@@ -14,8 +14,6 @@ import numpy as np
 from .day import (
     DAYS,
     E_NH,
-    E_PP,
-    E_PR,
     E_RR,
     E_VY,
     E_VY1,
@@ -27,14 +25,12 @@ from .day import (
     ONSET,
     PRE_DROP,
     SEEN,
-    W_MM,
-    W_MP,
-    W_MR,
     W_PP,
     W_PR,
     W_SCALE,
     W_X,
     R,
+    hourly_fit,
 )
 from .hours import TOP_CODE
 
@@ -86,14 +82,7 @@ class Window:
         vY = np.maximum(e[:, E_VY], 1.0)
         nh = np.maximum(e[:, E_NH], 3)
         sig2_0 = np.maximum(det.sig_h2[b].astype(np.float64), 4.0)
-        det_a = w[:, W_MM] * e[:, E_PP] - w[:, W_MP] ** 2
-        safe = np.maximum(det_a, 1e-9)
-        beta = (w[:, W_MR] * e[:, E_PP] - e[:, E_PR] * w[:, W_MP]) / safe
-        gam = (e[:, E_PR] * w[:, W_MM] - w[:, W_MR] * w[:, W_MP]) / safe
-        rss = np.maximum(e[:, E_RR] - beta * w[:, W_MR] - gam * e[:, E_PR], 0.0)
-        sig = np.sqrt(np.maximum(sig2_0, rss / np.maximum(nh - 2, 1)))
-        se_b = sig * np.sqrt(e[:, E_PP] / safe) * np.sqrt(np.maximum(det.phi2[b].astype(np.float64), 1.0))
-        se_b = np.where(det_a > 1e-9, se_b, np.inf)
+        beta, se_b = hourly_fit(w, e, sig2_0, det.phi2[b].astype(np.float64))
         alpha = w[:, W_PR] / np.maximum(w[:, W_PP], 1e-9)
         sig_a = np.sqrt(np.maximum(sig2_0, np.maximum(e[:, E_RR] - alpha * w[:, W_PR], 0) / np.maximum(nh - 1, 1)))
         za = w[:, W_PR] / np.sqrt(np.maximum(w[:, W_PP], 1e-9)) / sig_a

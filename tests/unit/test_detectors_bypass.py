@@ -232,6 +232,16 @@ def test_a_clear_bypass_on_an_hourly_meter_is_named_on_its_first_whole_day():
         assert raised[0].detected_at_ns - (t.t(8) + 2 * HOUR_NS) <= 48 * HOUR_NS, seed
 
 
+def test_a_pipe_put_in_while_its_buildings_rise_is_under_way_is_named_from_its_own_first_days():
+    # a leak starts the building's episode days before the pipe; the days before it (a meter now registering 60 % keeps
+    # 36 % of its hours' weight) held the pattern down: the building reported at 98 h, the household named at 194 h
+    t, i = _town_and_big_user(8, 20, 2)
+    t.leak(2, t.t(6), 0.01)
+    t.bypass(i, start := t.t(10) + 16 * HOUR_NS, 0.4)
+    raised = [e for e in _events(t, only=("bypass",)) if e.event == "raised"]
+    assert [(e.kind, e.subject_id, e.detected_at_ns - start <= 80 * HOUR_NS) for e in raised] == [("bypass", t.mid(i), True)]
+
+
 def test_a_small_households_partial_bypass_is_found():
     # a household using a quarter of the usual water (about 0.1 m3/day), 40 % still registered: weak on any one day,
     # but its hours show in the building's unmetered use, and its meter lost about what the building gained. (Half
