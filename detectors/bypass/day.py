@@ -47,6 +47,22 @@ def centred(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return x - (x * w).sum(axis=1, keepdims=True) / sw
 
 
+def seg_max(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
+    """The largest of values in each of n groups (-inf for an empty one)."""
+    out = np.full(n, -np.inf)
+    np.maximum.at(out, groups, values)
+    return out
+
+
+def beats(score: np.ndarray, who: np.ndarray, pos: np.ndarray, n: int, margin: float) -> np.ndarray:
+    """Rows of `who` whose score beats every other row of their building (pos) by `margin` (-inf: not a rival)."""
+    best = seg_max(score, pos, n)
+    top = who & (score == best[pos]) & np.isfinite(score)
+    second = seg_max(np.where(top, -np.inf, score), pos, n)
+    alone = ~np.isfinite(second[pos])
+    return top & (alone | (score - np.where(alone, 0.0, second[pos]) >= margin))
+
+
 def hourly_fit(w: np.ndarray, e: np.ndarray, sig2: np.ndarray, phi2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The building's rise regressed on a household's metered hours, its building's use as a control, from the
     household's sums w (W_*, litres^2) and its building's e (E_*) over the same days: beta (unmetered litres per
@@ -317,11 +333,8 @@ class DayStep:
                                sig2, phi2)
         z_1 = np.full(hh.size, -np.inf)
         z_1[every] = np.where(np.isfinite(se_1), b_1 / np.where(np.isfinite(se_1), se_1, 1.0), -np.inf)
-        top = np.full(self.nb, -np.inf)
-        np.maximum.at(top, pos, z_1)
-        second = np.full(self.nb, -np.inf)
-        np.maximum.at(second, pos, np.where(z_1 == top[pos], -np.inf, z_1))
-        own = ((z_1 == top[pos]) & (z_1 - np.maximum(second[pos], 0.0) >= d.params.z_shape))[every]
+        z_shape = d.params.z_shape
+        own = (beats(z_1, np.isfinite(z_1), pos, self.nb, z_shape) & (z_1 >= z_shape))[every]
         lost = (self.Xd >= np.sqrt(self.vXd))[every] & ~self.trickle[every] & ((d.w_n[hh[every]] & DAYS) > 0)
         lost &= self.top_hour[every] <= 0.5  # (a day's fit resting on one hour is a coincidence, as for a strong day)
         with np.errstate(invalid="ignore"):

@@ -30,6 +30,7 @@ from .day import (
     W_SCALE,
     W_X,
     R,
+    beats,
     hourly_fit,
 )
 from .hours import TOP_CODE
@@ -38,12 +39,6 @@ if TYPE_CHECKING:
     from .day import DayStep
     from .detector import BypassDetector
     from .params import BypassParams
-
-
-def seg_max(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
-    out = np.full(n, -np.inf)
-    np.maximum.at(out, groups, values)
-    return out
 
 
 @dataclass
@@ -151,7 +146,7 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # family home for an hour after a trip away made a 14 SE day of one hour beside a spike of its building's rise)
     spread = step.top_hour[rows] <= 0.5
     strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min) & spread
-    clear = pattern & (seen | strong) & ~away & _beats(w.zb, pattern, pos, step.nb, p.z_shape)
+    clear = pattern & (seen | strong) & ~away & beats(w.zb, pattern, pos, step.nb, p.z_shape)
     # a meter left with nothing is named on the balance only when it fell in the very hour the rise began, and no
     # other household of its building lost about as much or fell as well
     onset = (d.w_n[step.hh[rows]] & ONSET) != 0
@@ -218,15 +213,6 @@ def _best_window(step: DayStep, rows: np.ndarray) -> tuple[Window, Window, Windo
 def _alone(who: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
     """Rows of `who` that are the only such row of their building (pos)."""
     return who & (np.bincount(pos[who], minlength=n)[pos] == 1)
-
-
-def _beats(score: np.ndarray, who: np.ndarray, pos: np.ndarray, n: int, margin: float) -> np.ndarray:
-    """Rows of `who` whose score beats every other row of their building (pos) by `margin` (-inf: not a rival)."""
-    best = seg_max(score, pos, n)
-    top = who & (score == best[pos]) & np.isfinite(score)
-    second = seg_max(np.where(top, -np.inf, score), pos, n)
-    alone = ~np.isfinite(second[pos])
-    return top & (alone | (score - np.where(alone, 0.0, second[pos]) >= margin))
 
 
 def _clear_level(w: Window, p: BypassParams) -> np.ndarray:
