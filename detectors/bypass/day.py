@@ -118,18 +118,27 @@ class DayStep:
         d, hh = self.d, self.hh
         code = self.ring(d.code, hh)
         # a register that ran backwards today (installed the wrong way round) still measured the water: its hours
-        # stand in the gap, but the meter is in another incident, not judged. A meter on the board (turned round,
-        # shielded) measured nothing useful: its hours are taken back out and its use is a guess
+        # stand in the gap, but the meter is in another incident, not judged. So does a meter on the board whose
+        # forward register counted today (a backflow now and then, a register set back once, a shielded meter
+        # heard for a while): it measured the water it counted. One whose forward register stood still all day
+        # (turned round: its household's water ran onto its reverse register) measured nothing useful: its hours
+        # are taken back out and its use is a guess
         backwards = (code == REVERSED).any(axis=1)
-        on_board = other_meters[hh] & ~backwards
-        self.other = on_board | backwards
         stored = code <= TOP_CODE  # (its litres are in the gap already)
+        board = other_meters[hh] & ~backwards
+        counted = np.zeros_like(board)
+        if board.any():
+            on = np.flatnonzero(board)
+            litres = np.where(stored[on], LITRES_OF_CODE[code[on]], F32(0.0)).sum(axis=1)
+            counted[on] = litres > d.params.reverse_noise_m3 * 1000
+        on_board, measured = board & ~counted, board & counted
+        self.other = board | backwards
         self.heard = stored & ~self.other[:, None]
         self.mz = np.where(self.heard, LITRES_OF_CODE[code], F32(0.0))
         self.unmeasured = np.where(stored & on_board[:, None], LITRES_OF_CODE[code], F32(0.0)) if on_board.any() \
             else None
-        # hours whose use is in the gap: heard, or measured running backwards
-        self.in_gap = self.heard | (backwards[:, None] & (stored | (code == REVERSED)))
+        # hours whose use is in the gap: heard, measured running backwards, or counted by a meter on the board
+        self.in_gap = self.heard | (backwards[:, None] & (stored | (code == REVERSED))) | (measured[:, None] & stored)
         self.k = self.heard.sum(axis=1)
         bits = np.left_shift(np.uint64(1), self.slots.astype(np.uint64))
         known = (d.m_known[self.b][:, None] & bits[None, :]) != 0
@@ -264,8 +273,9 @@ class DayStep:
         self._calibrate()
         self._add_to_windows(fresh)
         self._onsets()
-        # the households whose use had to be guessed today (for the evidence: the uncertain neighbours)
-        unsure = (self.k < self.n_h) | self.other | self.new
+        # the households whose use had to be guessed today, for an hour or more (for the evidence: the uncertain
+        # neighbours; a meter in another incident that measured its water all day was not guessed)
+        unsure = ~self.in_gap.all(axis=1) | self.new
         d.unc_day[hh[unsure]] = self.day % 256
 
     def _add_to_windows(self, fresh: np.ndarray) -> None:

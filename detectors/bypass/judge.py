@@ -128,23 +128,27 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # ... or on a window of one day that shows as much as two days at z_pattern would (sqrt(2) z_pattern: the
     # same evidence), its drop standing z_min out of its own swing that day too. (A window of several days that
     # only now reaches it built up slowly: it waits for a second day, as a slow coincidence in a busy building does)
-    # ... and the first of the two days shows it in its own hours too (a meter that registered nothing all day, a
-    # family away, adds no hours to fit: the window's pattern is still yesterday's, and that day cannot be the first)
+    # ... and the first of the two days shows the pipe in the household's own hours: its window's pattern passed and
+    # its hours that day point the same way (a meter that registered nothing all day, a family away, adds no hours
+    # to fit: the window's pattern is still yesterday's, and that day cannot be the first); or its hours alone
+    # showed it that day, z_pattern clear, on more than one hour (below). How much water went round is the window's
+    # to judge: one day's rise of a small pipe stays inside that day's noise, and two days add up
     # ... and a day away is neither: a meter that registered a trickle while its building's rise that day held less
     # than min_rise_share of its drop, a standard error clear, shows a family away (no water goes through a pipe
     # either). It adds no hours, so the window's pattern is still the days before's; it cannot be the day that names
     # it, nor does it forget the day before (a drop with a flat gap is a holiday, never a bypass)
+    # (a day's pattern rests on the household's hours, not on one of them: no metered hour holds half of its fit. A
+    # family home for an hour after a trip away made a 14 SE day of one hour beside a spike of its building's rise)
     away = step.trickle[rows] & (step.Yd[pos] < p.min_rise_share * step.Xd[rows] - np.sqrt(step.vYd[pos]))
     own_hours = one.zb >= 1
-    _remember(step, rows, pattern & own_hours, keep=away)
+    spread = step.top_hour[rows] <= 0.5
+    hours_today = (one.zb >= p.z_pattern) & spread
+    _remember(step, rows, (pattern & own_hours) | hours_today, keep=away)
     # a day its drop first stood out dates the bypass only if its own hours that day follow the rise (one standard
     # error or more) or it registered a trickle (no hours left to follow): a chance low day before the pipe went in
     # shows a drop, and no hours of the rise
     first_today = (d.w_first[step.hh[rows]] == step.day % 65536) & ~step.trickle[rows] & ~own_hours
     d.w_first[step.hh[rows[first_today]]] = 0xFFFF
-    # (a day's pattern rests on the household's hours, not on one of them: no metered hour holds half of its fit. A
-    # family home for an hour after a trip away made a 14 SE day of one hour beside a spike of its building's rise)
-    spread = step.top_hour[rows] <= 0.5
     strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min) & spread
     clear = pattern & (seen | strong) & ~away & beats(w.zb, pattern, pos, step.nb, p.z_shape)
     # a meter left with nothing is named on the balance only when it fell in the very hour the rise began, and no
