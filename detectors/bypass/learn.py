@@ -79,22 +79,26 @@ def buildings(step: DayStep, stale: np.ndarray) -> None:
     n_gap = d.n_gap[b].astype(np.float64)
     a = np.where(n_gap < p.baseline_days, 1.0 / (n_gap + 1), 1.0 / p.baseline_days)
     nh = np.maximum(n_known, 1)
+    w = np.where(mk, 1.0, 0.0)
+    sig2 = np.maximum(d.sig_h2[b].astype(np.float64), 4.0)
+    # each hour weighs by how well its balance is known (a guessed household's bursts blur it), and the day teaches
+    # the loss model in proportion: a day most of whose households were guessed (a cell outage balanced before its
+    # backlog came) teaches the guesses' error, not the building's loss
+    wq = np.where(n_gap[:, None] < 1, w, np.where(mk, sig2[:, None] / (sig2[:, None] + step.Uh), 0.0))
+    al = a * wq.sum(axis=1) / nh
     S = np.where(mk, step.S, 0.0)
     G = np.where(mk, step.G, 0.0)
     stats = np.stack([S.sum(1) / nh, G.sum(1) / nh, (S * S).sum(1) / nh, (S * G).sum(1) / nh], axis=1)
     bs = d.b_loss[b].astype(np.float64)
-    d.b_loss[b[lb]] = bs[lb] + (stats[lb] - bs[lb]) * a[lb, None]
+    d.b_loss[b[lb]] = bs[lb] + (stats[lb] - bs[lb]) * al[lb, None]
     lam, steady = d.loss_model(b)
     res = np.where(mk, step.G - lam[:, None] * step.S - steady[:, None] / 24, 0.0)
-    w = np.where(mk, 1.0, 0.0)
     resc = centred(res, w)
     per_bin = np.stack([(resc * w)[:, step.bins == q].sum(1) / np.maximum(w[:, step.bins == q].sum(1), 1)
                         for q in range(NBIN)], axis=1)
     prof = d.rprof[b].astype(np.float64)
-    d.rprof[b[lb]] = prof[lb] + (per_bin[lb] - prof[lb]) * a[lb, None]
+    d.rprof[b[lb]] = prof[lb] + (per_bin[lb] - prof[lb]) * al[lb, None]
     res = res - d.rprof[b].astype(np.float64)[:, step.bins] * mk
-    sig2 = np.maximum(d.sig_h2[b].astype(np.float64), 4.0)
-    wq = np.where(n_gap[:, None] < 1, w, np.where(mk, sig2[:, None] / (sig2[:, None] + step.Uh), 0.0))
     rc = centred(res, wq)
     nq = wq.sum(axis=1)
     rh = (wq * rc * rc).sum(1) / np.maximum(nq - 1, 1)
