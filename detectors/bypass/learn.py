@@ -71,7 +71,8 @@ def households(step: DayStep) -> None:
 
 
 def buildings(step: DayStep, stale: np.ndarray) -> None:
-    """The building's loss model learns on days outside an episode, or once an episode was left unexplained."""
+    """The building's loss model learns on days outside an episode, or once an episode was left unexplained, each
+    day in proportion to how well its hours' balance was known; its noise, from the same days."""
     d, p, b = step.d, step.d.params, step.b
     mk = step.mk
     n_known = mk.sum(axis=1)

@@ -59,8 +59,10 @@ class BypassParams(Params):
         "longer gap leaves those hours unknown)", ge=900, le=6 * 3600)
     reverse_noise_m3: float = param(
         0.01, "m3", "a register moving back by less than this in an hour is a pressure transient; by more, it ran "
-        "backwards (that hour is not measured use, and the meter is in another incident: not judged for a bypass)",
-        ge=0)
+        "backwards (that hour is not measured use, and the meter is in another incident: not judged for a bypass). "
+        "A meter in another incident whose forward register counted more than this in a day measured that day's "
+        "water; one whose forward register stood still is estimated (turned round: its water went onto its "
+        "reverse register)", ge=0)
     max_pipe_velocity_m_s: float = param(
         6.0, "m/s", "an hour's use above what the meter's pipe carries at this velocity is a broken reading (the "
         "hour is unknown and its building's balance for that hour is not used)", gt=0)
