@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 R = 48  # hours held per meter: a day, and the day after it while daily meters upload (a ring)
 NBIN = 4  # a household's usual use is held by quarter of the day (six hours)
 NORMAL, OPEN = 0, 1  # phase of a household (OPEN: named; its unmetered use counted as a share of its usual use)
+MAX_HOUR_SHARE = 0.5  # of a day's hourly fit, the most one metered hour may hold (one hour is a coincidence)
 CUSUM_SLACK = 0.5  # standard errors a day's rise must exceed to add to an episode (the CUSUM for a 1-sd shift)
 LITRES_OF_CODE = (M3_OF_CODE * 1000.0).astype(np.float32)  # (the day's hourly arrays are float32)
 F32 = np.float32
@@ -125,18 +126,14 @@ class DayStep:
         # are taken back out and its use is a guess
         backwards = (code == REVERSED).any(axis=1)
         stored = code <= TOP_CODE  # (its litres are in the gap already)
+        litres = LITRES_OF_CODE[code]  # (0 for a mark: not stored)
         board = other_meters[hh] & ~backwards
-        counted = np.zeros_like(board)
-        if board.any():
-            on = np.flatnonzero(board)
-            litres = np.where(stored[on], LITRES_OF_CODE[code[on]], F32(0.0)).sum(axis=1)
-            counted[on] = litres > d.params.reverse_noise_m3 * 1000
-        on_board, measured = board & ~counted, board & counted
+        counted = board & (litres.sum(axis=1) > d.params.reverse_noise_m3 * 1000)
+        on_board, measured = board & ~counted, counted
         self.other = board | backwards
         self.heard = stored & ~self.other[:, None]
-        self.mz = np.where(self.heard, LITRES_OF_CODE[code], F32(0.0))
-        self.unmeasured = np.where(stored & on_board[:, None], LITRES_OF_CODE[code], F32(0.0)) if on_board.any() \
-            else None
+        self.mz = np.where(self.heard, litres, F32(0.0))
+        self.unmeasured = np.where(on_board[:, None], litres, F32(0.0)) if on_board.any() else None
         # hours whose use is in the gap: heard, measured running backwards, or counted by a meter on the board
         self.in_gap = self.heard | (backwards[:, None] & (stored | (code == REVERSED))) | (measured[:, None] & stored)
         self.k = self.heard.sum(axis=1)
@@ -346,7 +343,7 @@ class DayStep:
         z_shape = d.params.z_shape
         own = (beats(z_1, np.isfinite(z_1), pos, self.nb, z_shape) & (z_1 >= z_shape))[every]
         lost = (self.Xd >= np.sqrt(self.vXd))[every] & ~self.trickle[every] & ((d.w_n[hh[every]] & DAYS) > 0)
-        lost &= self.top_hour[every] <= 0.5  # (a day's fit resting on one hour is a coincidence, as for a strong day)
+        lost &= self.top_hour[every] <= MAX_HOUR_SHARE  # (as for a strong day)
         with np.errstate(invalid="ignore"):
             rose = (b_w < d.params.z_shape * se_w) & (b_1 - b_w >= d.params.z_min * np.sqrt(se_1 ** 2 + se_w ** 2))
         out[every] = (b_1 > 0) & own & lost & rose

@@ -20,6 +20,7 @@ from .day import (
     E_Y,
     E_Y1,
     LITRES_OF_CODE,
+    MAX_HOUR_SHARE,
     NBIN,
     NORMAL,
     ONSET,
@@ -141,7 +142,7 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # family home for an hour after a trip away made a 14 SE day of one hour beside a spike of its building's rise)
     away = step.trickle[rows] & (step.Yd[pos] < p.min_rise_share * step.Xd[rows] - np.sqrt(step.vYd[pos]))
     own_hours = one.zb >= 1
-    spread = step.top_hour[rows] <= 0.5
+    spread = step.top_hour[rows] <= MAX_HOUR_SHARE
     hours_today = (one.zb >= p.z_pattern) & spread
     _remember(step, rows, (pattern & own_hours) | hours_today, keep=away)
     # a day its drop first stood out dates the bypass only if its own hours that day follow the rise (one standard
