@@ -114,11 +114,6 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     aligned = _aligned(step, rows, ep)
     collapsed = _collapsed(step, rows, ep, ep_fits) & aligned
     level = collapsed & _clear_level(ep, p)
-    # (a meter that collapsed with the rise keeps its building's episode open past max_episode_days, until the
-    # rise is as clear as naming needs: a small household's loss takes days to stand out of a busy building's noise)
-    # (... a rise with the household's daily shape, that is: a flat one, a leak's, is the building's after a week)
-    shaped = np.maximum(ep.za, ep.zb) >= p.z_shape
-    step.holding[step.pos[rows[collapsed & ~level & shaped]]] = True
     cand = ((w.zx >= 2) & fits & (level | (w.zb >= p.z_shape))) | (w.zb >= p.z_pattern)
     pos = step.pos[rows]
     # the rise may follow one household's hours only: every other household of the building is a rival here,
@@ -167,11 +162,25 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     held = level | ((((ep.zx >= 2) & ep_fits) | (((w.zx >= 2) | (w.zb >= p.z_pattern)) & fits)) & could) | followed
     full = level & (onset | _by_the_balance(step, rows, ep)) & _alone(held, pos, step.nb) & ~clear
     clear |= full
+    _hold(step, rows, ep, ep_fits, collapsed & ~level)
     # (a pattern waiting for its second day is no report yet; a named household explains the building's rise)
     unclear_b = np.setdiff1d(pos[(pattern & seen & ~clear) | level], pos[clear])
     step.window = Window(**{k: np.where(full, getattr(ep, k), getattr(w, k)) for k in Window.__dataclass_fields__})
     step.window_rows = rows
     return rows[clear], unclear_b, rows[cand]
+
+
+def _hold(step: DayStep, rows: np.ndarray, ep: Window, ep_fits: np.ndarray, collapsed: np.ndarray) -> None:
+    """Buildings whose episode a household's evidence under way holds open past max_episode_days (up to
+    baseline_days), until the rise is as clear as naming needs: a small household's loss takes days to stand out of
+    a busy building's noise, and closing the episode would throw that evidence away (the loss model would learn the
+    pipe). A meter that collapsed with the rise, with the household's daily shape (a flat rise, a leak's, is the
+    building's after a week); or a pattern under way: the rise follows its hours z_min clear, and its meter lost
+    about what the building gained."""
+    p = step.d.params
+    shaped = np.maximum(ep.za, ep.zb) >= p.z_shape
+    under_way = (ep.zb >= p.z_min) & (ep.zx >= 2) & ep_fits
+    step.holding[step.pos[rows[(collapsed & shaped) | under_way]]] = True
 
 
 def _beats_rivals(zb: np.ndarray, who: np.ndarray, pos: np.ndarray, n: int, p: BypassParams) -> np.ndarray:
