@@ -50,7 +50,8 @@ class BypassParams(Params):
         7.0, "days", "a rise of the building's unmetered use that no household explains for this long is the "
         "building's own (a leak, a dripping cistern below the meters' starting flow): reported as "
         "building_unmetered_use, and the loss model learns it; up to baseline_days while a meter that collapsed "
-        "with it, with a household's daily shape, holds it", ge=2)
+        "with it, with a household's daily shape, holds it, or while the rise follows a household's hours (z_min) "
+        "whose meter lost about as much", ge=2)
     silent_after_intervals: float = param(
         1.5, "report intervals", "a household not heard for this many of its report intervals is silent: its use "
         "is estimated from its own baseline (and counted uncertain) so that its building's day can be balanced",
