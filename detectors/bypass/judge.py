@@ -146,7 +146,7 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     first_today = (d.w_first[step.hh[rows]] == step.day % 65536) & ~step.trickle[rows] & ~own_hours
     d.w_first[step.hh[rows[first_today]]] = 0xFFFF
     strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min) & spread
-    clear = pattern & (seen | strong) & ~away & _beats_rivals(w.zb, pattern, pos, step.nb, p)
+    clear = pattern & (seen | strong) & ~away & beats(w.zb, pattern, pos, step.nb, p.z_shape)
     # a meter left with nothing is named on the balance only when it fell in the very hour the rise began, and no
     # other household of its building lost about as much or fell as well
     onset = (d.w_n[step.hh[rows]] & ONSET) != 0
@@ -181,15 +181,6 @@ def _hold(step: DayStep, rows: np.ndarray, ep: Window, ep_fits: np.ndarray, coll
     shaped = np.maximum(ep.za, ep.zb) >= p.z_shape
     under_way = (ep.zb >= p.z_min) & (ep.zx >= 2) & ep_fits
     step.holding[step.pos[rows[(collapsed & shaped) | under_way]]] = True
-
-
-def _beats_rivals(zb: np.ndarray, who: np.ndarray, pos: np.ndarray, n: int, p: BypassParams) -> np.ndarray:
-    """Rows of `who` whose pattern beats every other household's of their building as evidence does: by the log
-    likelihood ratio of the two fits, z² − z_rival² ≥ z_shape · (2 z_pattern − z_shape). At the naming threshold
-    (z = z_pattern) that is the margin z_shape; a stronger pattern may have a stronger rival (a neighbour with the
-    same habits follows a big rise a little more), as its own evidence grows with the square of z."""
-    signed = np.sign(zb) * zb ** 2
-    return beats(signed, who, pos, n, p.z_shape * (2 * p.z_pattern - p.z_shape))
 
 
 def _pattern(w: Window, p: BypassParams) -> np.ndarray:

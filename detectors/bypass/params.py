@@ -17,9 +17,8 @@ class BypassParams(Params):
         "rise no household explains only when the rise is this clear", gt=0)
     z_shape: float = param(
         2.0, "standard errors", "the rise must have a household's hourly shape (its daily profile, or its metered "
-        "hours), not a leak's flat one; and a household is named only if its pattern beats every other household's "
-        "of the building by this much at z_pattern, and by the same likelihood ratio above it (z² − z_rival² at "
-        "least z_shape · (2 z_pattern − z_shape)); otherwise the building is reported with its candidates", gt=0)
+        "hours), not a leak's flat one; and a household is named only if its evidence beats every other household "
+        "of the building by this much (otherwise the building is reported with its candidates)", gt=0)
     min_rise_share: float = param(
         0.5, "share", "water is conserved: the building's unmetered use must rise by at least this share of what "
         "the household's meter lost, and by at most its inverse (two), allowing for a household that uses less once "
