@@ -129,13 +129,13 @@ class DayStep:
         litres = LITRES_OF_CODE[code]  # (0 for a mark: not stored)
         board = other_meters[hh] & ~backwards
         counted = board & (litres.sum(axis=1) > d.params.reverse_noise_m3 * 1000)
-        on_board, measured = board & ~counted, counted
+        on_board = board & ~counted
         self.other = board | backwards
         self.heard = stored & ~self.other[:, None]
         self.mz = np.where(self.heard, litres, F32(0.0))
         self.unmeasured = np.where(on_board[:, None], litres, F32(0.0)) if on_board.any() else None
         # hours whose use is in the gap: heard, measured running backwards, or counted by a meter on the board
-        self.in_gap = self.heard | (backwards[:, None] & (stored | (code == REVERSED))) | (measured[:, None] & stored)
+        self.in_gap = self.heard | (backwards[:, None] & (stored | (code == REVERSED))) | (counted[:, None] & stored)
         self.k = self.heard.sum(axis=1)
         bits = np.left_shift(np.uint64(1), self.slots.astype(np.uint64))
         known = (d.m_known[self.b][:, None] & bits[None, :]) != 0
