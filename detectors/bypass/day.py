@@ -18,6 +18,7 @@ R = 48  # hours held per meter: a day, and the day after it while daily meters u
 NBIN = 4  # a household's usual use is held by quarter of the day (six hours)
 NORMAL, OPEN = 0, 1  # phase of a household (OPEN: named; its unmetered use counted as a share of its usual use)
 MAX_HOUR_SHARE = 0.5  # of a day's hourly fit, the most one metered hour may hold (one hour is a coincidence)
+CHI2_MEDIAN = 0.455  # the median of a chi-square of one degree of freedom (a squared standard normal)
 CUSUM_SLACK = 0.5  # standard errors a day's rise must exceed to add to an episode (the CUSUM for a 1-sd shift)
 LITRES_OF_CODE = (M3_OF_CODE * 1000.0).astype(np.float32)  # (the day's hourly arrays are float32)
 F32 = np.float32
@@ -46,6 +47,15 @@ def centred(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """x less its w-weighted mean, row by row."""
     sw = np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
     return x - (x * w).sum(axis=1, keepdims=True) / sw
+
+
+def row_median(x: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """The median of each row of x over its `use` entries (NaN for a row with none)."""
+    k = use.sum(axis=1)
+    srt = np.sort(np.where(use, x, np.inf), axis=1)
+    rows = np.arange(x.shape[0])
+    lo, hi = np.maximum((k - 1) // 2, 0), np.maximum(k // 2, 0)
+    return np.where(k > 0, (srt[rows, lo] + srt[rows, np.minimum(hi, x.shape[1] - 1)]) / 2, np.nan)
 
 
 def seg_max(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
@@ -474,6 +484,6 @@ class DayStep:
         first = np.searchsorted(pos[order], np.arange(self.nb))
         mid = order[np.minimum(first + n_ok // 2, pos.size - 1)]
         has = n_ok >= 5
-        phi2 = np.maximum(1.0, z2[mid] / 0.455)
+        phi2 = np.maximum(1.0, z2[mid] / CHI2_MEDIAN)
         b = self.b[has]
         d.phi2[b] += (np.minimum(phi2[has], 25.0) - d.phi2[b]) * 0.1

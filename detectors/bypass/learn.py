@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .day import NBIN, NORMAL, OPEN, centred
+from .day import CHI2_MEDIAN, NBIN, NORMAL, OPEN, centred, row_median
 
 if TYPE_CHECKING:
     from .day import DayStep
@@ -100,9 +100,16 @@ def buildings(step: DayStep, stale: np.ndarray) -> None:
     prof = d.rprof[b].astype(np.float64)
     d.rprof[b[lb]] = prof[lb] + (per_bin[lb] - prof[lb]) * al[lb, None]
     res = res - d.rprof[b].astype(np.float64)[:, step.bins] * mk
-    rc = centred(res, wq)
-    nq = wq.sum(axis=1)
-    rh = (wq * rc * rc).sum(1) / np.maximum(nq - 1, 1)
+    # the hour's noise from the hours the fits use: not an hour some household's meter did not read (its use spread
+    # over a gap): the hourly fit leaves it out, and its spreading error (an hour's use in the next) would set the
+    # noise, and with it every fit's standard error in the building, for weeks
+    # (and from the day's median square, against a chi-square's median, not its mean: one bad hour is not the
+    # building's noise)
+    wn = np.where(step.spread, 0.0, wq)
+    rc = centred(res, wn)
+    nq = wn.sum(axis=1)
+    rh = row_median(wn * rc * rc, wn > 0) / CHI2_MEDIAN
+    rh = np.maximum(np.where(np.isfinite(rh), rh, 1.0), 1.0)
     rd = (res.sum(1) * step.n_h / nh) ** 2
     first = lb & (n_gap < 1)
     later = lb & (n_gap >= 1) & (nq >= 0.5 * step.n_h)
@@ -110,7 +117,10 @@ def buildings(step: DayStep, stale: np.ndarray) -> None:
     d.sig_d2[b[first]] = 1e4
     old_h = d.sig_h2[b].astype(np.float64)
     old_d = d.sig_d2[b].astype(np.float64)
-    d.sig_h2[b[later]] = old_h[later] + (rh[later] - old_h[later]) * a[later]
+    # (averaged as logarithms: a scale learned over days, which the first days' misfit, before the loss model and the
+    # households' baselines are learned, does not hold up for weeks)
+    log_h = np.log(np.maximum(old_h, 1.0))
+    d.sig_h2[b[later]] = np.exp(log_h[later] + (np.log(rh[later]) - log_h[later]) * a[later])
     d.sig_d2[b[later]] = old_d[later] + (np.minimum(rd[later], 9 * old_d[later] + 1e4) - old_d[later]) * a[later]
     d.n_gap[b[lb]] = np.minimum(n_gap[lb] + 1, 65535)
 

@@ -27,6 +27,7 @@ class Plan:
     blocked: dict[int, tuple[int, int | None, bool]] = field(default_factory=dict)  # meter -> (from, to, rsrp sinks)
     cell_outages: list[tuple[int, int, int]] = field(default_factory=list)  # (cell, from, to)
     dead: dict[int, int] = field(default_factory=dict)  # meter -> time the battery dies
+    lost: list[tuple[int, int]] = field(default_factory=list)  # (meter, hour): a message lost for good
     backwards: dict[int, int] = field(default_factory=dict)  # meter -> from (register runs backwards)
     wound_back: dict[int, tuple[int, float]] = field(default_factory=dict)  # meter -> (when, m3)
     reverse_register: dict[int, tuple[int, float]] = field(default_factory=dict)  # meter -> (from, m3/h)
@@ -142,6 +143,11 @@ class Town:
         self.label("network_outage", "cell", cid, start, end)
         for i in np.flatnonzero(self.registry.meters.cell == cell):
             self.label("none", "meter", self.mid(i), start, end, decoy="cell_outage")
+
+    def lose(self, i: int, when: int) -> None:
+        """Meter i's message sent in the hour from `when` is lost for good (an uplink that failed; an hourly meter
+        sends its next reading as usual, so the hour's use is known only with the next hour's, unlabelled)."""
+        self.plan.lost.append((i, when))
 
     def battery_dies(self, i: int, when: int) -> None:
         self.plan.dead[i] = when
@@ -336,6 +342,8 @@ class Town:
         """Whether meter i's message at `pub` is lost, and when its stored readings go out instead."""
         p = self.plan
         if i in p.dead and pub >= p.dead[i]:
+            return True, None
+        if any(j == i and h <= pub < h + HOUR for j, h in p.lost):
             return True, None
         if i in p.blocked:
             st, en, _ = p.blocked[i]
