@@ -235,6 +235,17 @@ def group_index(first: np.ndarray) -> np.ndarray:
     return np.cumsum(first) - 1
 
 
+def row_median(rows: np.ndarray, lower: bool = False) -> np.ndarray:
+    """The median of each row, NaN ignored (NaN where a row has none); `lower`: the lower of its two middle values."""
+    srt = np.sort(rows, axis=1)  # (NaN last)
+    cnt = np.count_nonzero(~np.isnan(rows), axis=1)
+    r = np.arange(rows.shape[0])
+    med = srt[r, np.maximum(cnt - 1, 0) // 2]
+    if not lower:
+        med = (med + srt[r, cnt // 2]) / 2
+    return np.where(cnt > 0, med, np.nan)
+
+
 def round_or_none(x: Any, digits: int = 3) -> float | None:
     x = float(x)
     return None if not np.isfinite(x) else round(x, digits)

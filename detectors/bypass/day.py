@@ -49,15 +49,6 @@ def centred(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return x - (x * w).sum(axis=1, keepdims=True) / sw
 
 
-def row_median(x: np.ndarray, use: np.ndarray) -> np.ndarray:
-    """The median of each row of x over its `use` entries (NaN for a row with none)."""
-    k = use.sum(axis=1)
-    srt = np.sort(np.where(use, x, np.inf), axis=1)
-    rows = np.arange(x.shape[0])
-    lo, hi = np.maximum((k - 1) // 2, 0), np.maximum(k // 2, 0)
-    return np.where(k > 0, (srt[rows, lo] + srt[rows, np.minimum(hi, x.shape[1] - 1)]) / 2, np.nan)
-
-
 def seg_max(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
     """The largest of values in each of n groups (-inf for an empty one)."""
     out = np.full(n, -np.inf)

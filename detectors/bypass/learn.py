@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .day import CHI2_MEDIAN, NBIN, NORMAL, OPEN, centred, row_median
+from ..base import row_median
+from .day import CHI2_MEDIAN, NBIN, NORMAL, OPEN, centred
 
 if TYPE_CHECKING:
     from .day import DayStep
@@ -108,8 +109,7 @@ def buildings(step: DayStep, stale: np.ndarray) -> None:
     wn = np.where(step.spread, 0.0, wq)
     rc = centred(res, wn)
     nq = wn.sum(axis=1)
-    rh = row_median(wn * rc * rc, wn > 0) / CHI2_MEDIAN
-    rh = np.maximum(np.where(np.isfinite(rh), rh, 1.0), 1.0)
+    rh = np.fmax(row_median(np.where(wn > 0, wn * rc * rc, np.nan)) / CHI2_MEDIAN, 1.0)  # (1 l²: a day with none)
     rd = (res.sum(1) * step.n_h / nh) ** 2
     first = lb & (n_gap < 1)
     later = lb & (n_gap >= 1) & (nq >= 0.5 * step.n_h)

@@ -10,7 +10,7 @@ import numpy as np
 
 from devices.batch import NS
 
-from ..base import first_rows
+from ..base import first_rows, row_median
 
 _BIG = np.int64(1) << 40  # group offset: keeps an accumulate from running across devices
 
@@ -155,12 +155,5 @@ class Rows:
         """Each device's reporting interval (seconds) for this batch: the median of its last gaps kept from earlier
         batches (those of this batch when it has none yet), so a lost message or an extra one changes little; NaN
         while no gap is known."""
-        return np.where(np.isnan(old).all(axis=1), _median(new), _median(old))
+        return np.where(np.isnan(old).all(axis=1), row_median(new, lower=True), row_median(old, lower=True))
 
-
-def _median(rows: np.ndarray) -> np.ndarray:
-    """Lower median of each row, NaN ignored (NaN where a row has none)."""
-    srt = np.sort(rows, axis=1)
-    cnt = np.count_nonzero(~np.isnan(rows), axis=1)
-    med = srt[np.arange(rows.shape[0]), np.maximum(cnt - 1, 0) // 2]
-    return np.where(cnt > 0, med, np.nan)
