@@ -157,8 +157,11 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     beside = np.maximum(w.beta, 0.0) * np.maximum(w.usual - w.X, 0.0)
     followed = (w.zb >= p.z_pattern) & _fits_loss(w.Y, beside, p.min_rise_share)
     # (a neighbour whose meter lost about as much holds it only as a pipe would: its meter left with a trickle, or
-    # the rise following its metered hours; a family that merely used less than usual sent no water round a meter)
-    could = step.trickle[rows] | (np.maximum(w.zb, ep.zb) >= p.z_shape)
+    # the rise following its metered hours; a family that merely used less than usual sent no water round a meter.
+    # Nor does a meter left with a trickle before the rise began: a pipe takes the water off the meter in the hour
+    # the building's unmetered use rises, and a family that left the day before sent none round it)
+    pre = (d.w_n[step.hh[rows]] & PRE_DROP) != 0
+    could = (step.trickle[rows] & ~pre) | (np.maximum(w.zb, ep.zb) >= p.z_shape)
     held = level | ((((ep.zx >= 2) & ep_fits) | (((w.zx >= 2) | (w.zb >= p.z_pattern)) & fits)) & could) | followed
     full = level & (onset | _by_the_balance(step, rows, ep)) & _alone(held, pos, step.nb) & ~clear
     clear |= full
