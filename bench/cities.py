@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,58 +87,93 @@ def bypass_checks(city: Path) -> dict:
     return {"both_kinds": both, "delays_h": delays}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", required=True, help="e.g. 1-40 or 1000-1019,1031")
-    ap.add_argument("--meters", type=int, default=1500)
-    ap.add_argument("--days", type=int, default=45)
-    ap.add_argument("--out", type=Path, default=Path("/tmp/cistern-cities"))
-    ap.add_argument("--json", type=Path, help="write per-city results and the sums here")
-    ap.add_argument("--keep", action="store_true", help="keep each city's alerts, labels and registry under OUT/kept")
-    ap.add_argument("sim_args", nargs="*", help="extra `cistern simulate` options (after --)")
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+def run(seeds: list[int], args: argparse.Namespace) -> dict:
+    """Score the cities of `seeds` (args.jobs at a time) and sum them: per kind tp/fp/fn and decoy hits, the meters
+    raised as both reverse_flow and bypass, each found bypass's delay."""
     sums: dict[str, dict] = {}
     per_city: dict[int, dict] = {}
     delays: dict[str, list[float]] = {}
     both: list[str] = []
     bypass_delays: dict[str, list[float]] = {}
     t0 = time.time()
-    for seed in seeds_of(args.seeds):
-        res = score_city(seed, args)
-        per_city[seed] = res["kinds"]
-        line = []
-        for kind, k in res["kinds"].items():
-            s = sums.setdefault(kind, {"tp": 0, "fp": 0, "fn": 0, "decoy_hits": {}})
-            for f in ("tp", "fp", "fn"):
-                s[f] += k[f]
-            for name, n in k["decoy_hits"].items():
-                s["decoy_hits"][name] = s["decoy_hits"].get(name, 0) + n
-            if k["delay_h_median"] is not None:
-                delays.setdefault(kind, []).append(k["delay_h_median"])
-            line.append(f"{kind} {k['tp']}/{k['fp']}/{k['fn']}")
-        both += [f"{seed}:{m}" for m in res["bypass"]["both_kinds"]]
-        for cls, ds in res["bypass"]["delays_h"].items():
-            bypass_delays.setdefault(cls, []).extend(ds)
-        print(f"seed {seed}: " + ", ".join(line) + f"  ({time.time() - t0:.0f} s)", flush=True)
-    print(f"\n{'kind':<22}{'tp':>6}{'fp':>6}{'fn':>6}{'prec':>8}{'recall':>8}{'f1':>8}{'delay_h':>9}  decoy hits")
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # (each city is its own processes)
+        for seed, res in zip(seeds, pool.map(lambda s: score_city(s, args), seeds), strict=True):
+            per_city[seed] = res["kinds"]
+            line = []
+            for kind, k in res["kinds"].items():
+                s = sums.setdefault(kind, {"tp": 0, "fp": 0, "fn": 0, "decoy_hits": {}})
+                for f in ("tp", "fp", "fn"):
+                    s[f] += k[f]
+                for name, n in k["decoy_hits"].items():
+                    s["decoy_hits"][name] = s["decoy_hits"].get(name, 0) + n
+                if k["delay_h_median"] is not None:
+                    delays.setdefault(kind, []).append(k["delay_h_median"])
+                line.append(f"{kind} {k['tp']}/{k['fp']}/{k['fn']}")
+            both += [f"{seed}:{m}" for m in res["bypass"]["both_kinds"]]
+            for cls, ds in res["bypass"]["delays_h"].items():
+                bypass_delays.setdefault(cls, []).extend(ds)
+            print(f"seed {seed}: " + ", ".join(line) + f"  ({time.time() - t0:.0f} s)", flush=True)
     for kind, s in sums.items():
+        s["delay_h_median_of_cities"] = statistics.median(delays[kind]) if delays.get(kind) else None
+    return {"seeds": args.seeds, "meters": args.meters, "days": args.days, "sums": sums, "cities": per_city,
+            "both_kinds": both, "bypass_delays_h": bypass_delays}
+
+
+def merge(parts: list[dict]) -> dict:
+    """Several runs' sums as one (the median delays of cities are not merged)."""
+    sums: dict[str, dict] = {}
+    for part in parts:
+        for kind, s in part["sums"].items():
+            t = sums.setdefault(kind, {"tp": 0, "fp": 0, "fn": 0, "decoy_hits": {}, "delay_h_median_of_cities": None})
+            for f in ("tp", "fp", "fn"):
+                t[f] += s[f]
+            for name, n in s["decoy_hits"].items():
+                t["decoy_hits"][name] = t["decoy_hits"].get(name, 0) + n
+    delays: dict[str, list[float]] = {}
+    for part in parts:
+        for cls, ds in part["bypass_delays_h"].items():
+            delays.setdefault(cls, []).extend(ds)
+    return {"sums": sums, "both_kinds": [m for part in parts for m in part["both_kinds"]], "bypass_delays_h": delays}
+
+
+def report(result: dict) -> None:
+    """The table: per kind found/false alarms/missed, precision, recall, F1 (written into result's sums too)."""
+    print(f"\n{'kind':<22}{'tp':>6}{'fp':>6}{'fn':>6}{'prec':>8}{'recall':>8}{'f1':>8}{'delay_h':>9}  decoy hits")
+    for kind, s in result["sums"].items():
         tp, fp, fn = s["tp"], s["fp"], s["fn"]
         p = tp / (tp + fp) if tp + fp else float("nan")
         r = tp / (tp + fn) if tp + fn else float("nan")
         f1 = 2 * p * r / (p + r) if tp else float("nan")
-        s.update(precision=p, recall=r, f1=f1,
-                 delay_h_median_of_cities=statistics.median(delays[kind]) if delays.get(kind) else None)
-        d = s["delay_h_median_of_cities"]
+        s.update(precision=p, recall=r, f1=f1)
+        d = s.get("delay_h_median_of_cities")
         hits = ", ".join(f"{k}={v}" for k, v in s["decoy_hits"].items()) or "-"
         print(f"{kind:<22}{tp:>6}{fp:>6}{fn:>6}{p:>8.3f}{r:>8.3f}{f1:>8.3f}{'-' if d is None else f'{d:.1f}':>9}  {hits}")
+    both = result["both_kinds"]
     print(f"meters raised as both reverse_flow and bypass: {len(both)} {both}")
-    for cls, ds in sorted(bypass_delays.items()):
+    for cls, ds in sorted(result["bypass_delays_h"].items()):
         print(f"bypass delay, {cls}: median {statistics.median(ds):.0f} h over {len(ds)}")
+
+
+def arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    ap.add_argument("--out", type=Path, default=Path("/tmp/cistern-cities"))
+    ap.add_argument("--json", type=Path, help="write per-city results and the sums here")
+    ap.add_argument("--keep", action="store_true", help="keep each city's alerts, labels and registry under OUT/kept")
+    ap.add_argument("--jobs", type=int, default=1, help="cities scored at once (each takes a core)")
+    return ap
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", required=True, help="e.g. 1-40 or 1000-1019,1031")
+    ap.add_argument("--meters", type=int, default=1500)
+    ap.add_argument("--days", type=int, default=45)
+    ap.add_argument("sim_args", nargs="*", help="extra `cistern simulate` options (after --)")
+    args = arguments(ap).parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = run(seeds_of(args.seeds), args)
+    report(result)
     if args.json:
-        args.json.write_text(json.dumps({"seeds": args.seeds, "meters": args.meters, "days": args.days,
-                                         "sums": sums, "cities": per_city, "both_kinds": both,
-                                         "bypass_delays_h": bypass_delays}, indent=1))
+        args.json.write_text(json.dumps(result, indent=1))
     return 0
 
 
