@@ -120,15 +120,22 @@ def run(seeds: list[int], args: argparse.Namespace) -> dict:
 
 
 def merge(parts: list[dict]) -> dict:
-    """Several runs' sums as one (the median delays of cities are not merged)."""
+    """Several runs' sums as one, the median delay over all their cities included."""
     sums: dict[str, dict] = {}
+    city_delays: dict[str, list[float]] = {}
     for part in parts:
         for kind, s in part["sums"].items():
-            t = sums.setdefault(kind, {"tp": 0, "fp": 0, "fn": 0, "decoy_hits": {}, "delay_h_median_of_cities": None})
+            t = sums.setdefault(kind, {"tp": 0, "fp": 0, "fn": 0, "decoy_hits": {}})
             for f in ("tp", "fp", "fn"):
                 t[f] += s[f]
             for name, n in s["decoy_hits"].items():
                 t["decoy_hits"][name] = t["decoy_hits"].get(name, 0) + n
+        for kinds in part["cities"].values():
+            for kind, k in kinds.items():
+                if k["delay_h_median"] is not None:
+                    city_delays.setdefault(kind, []).append(k["delay_h_median"])
+    for kind, t in sums.items():
+        t["delay_h_median_of_cities"] = statistics.median(city_delays[kind]) if city_delays.get(kind) else None
     delays: dict[str, list[float]] = {}
     for part in parts:
         for cls, ds in part["bypass_delays_h"].items():

@@ -52,6 +52,8 @@ def test_a_held_out_round_scores_its_small_busy_cities_from_first_plus_100(tmp_p
     small = result["parts"]["small"]
     assert list(small["cities"]) == ["107"] and (small["meters"], small["days"]) == (800, 30)
     assert "cities" not in result["parts"]
-    assert result["all"]["sums"]["bypass"]["tp"] == small["sums"]["bypass"]["tp"]
+    for kind, s in small["sums"].items():  # one part: the whole round is that part, delays included
+        assert {f: result["all"]["sums"][kind][f] for f in ("tp", "fp", "fn", "delay_h_median_of_cities")} == \
+            {f: s[f] for f in ("tp", "fp", "fn", "delay_h_median_of_cities")}
     bypass = next(line for line in r.stdout.split("== all 1 cities")[1].splitlines() if line.startswith("bypass"))
     assert bypass.split()[1:4] == [str(small["sums"]["bypass"][f]) for f in ("tp", "fp", "fn")]
