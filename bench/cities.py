@@ -87,60 +87,52 @@ def bypass_checks(city: Path) -> dict:
     return {"both_kinds": both, "delays_h": delays}
 
 
+def sum_cities(cities: list[dict]) -> dict[str, dict]:
+    """Per kind, over the cities (each: kind -> its evaluation): tp/fp/fn, decoy hits, and the median of the cities'
+    median delays."""
+    sums: dict[str, dict] = {}
+    delays: dict[str, list[float]] = {}
+    for kinds in cities:
+        for kind, k in kinds.items():
+            s = sums.setdefault(kind, {"tp": 0, "fp": 0, "fn": 0, "decoy_hits": {}})
+            for f in ("tp", "fp", "fn"):
+                s[f] += k[f]
+            for name, n in k["decoy_hits"].items():
+                s["decoy_hits"][name] = s["decoy_hits"].get(name, 0) + n
+            if k["delay_h_median"] is not None:
+                delays.setdefault(kind, []).append(k["delay_h_median"])
+    for kind, s in sums.items():
+        s["delay_h_median_of_cities"] = statistics.median(delays[kind]) if delays.get(kind) else None
+    return sums
+
+
 def run(seeds: list[int], args: argparse.Namespace) -> dict:
     """Score the cities of `seeds` (args.jobs at a time) and sum them: per kind tp/fp/fn and decoy hits, the meters
     raised as both reverse_flow and bypass, each found bypass's delay."""
-    sums: dict[str, dict] = {}
     per_city: dict[int, dict] = {}
-    delays: dict[str, list[float]] = {}
     both: list[str] = []
     bypass_delays: dict[str, list[float]] = {}
     t0 = time.time()
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # (each city is its own processes)
         for seed, res in zip(seeds, pool.map(lambda s: score_city(s, args), seeds), strict=True):
             per_city[seed] = res["kinds"]
-            line = []
-            for kind, k in res["kinds"].items():
-                s = sums.setdefault(kind, {"tp": 0, "fp": 0, "fn": 0, "decoy_hits": {}})
-                for f in ("tp", "fp", "fn"):
-                    s[f] += k[f]
-                for name, n in k["decoy_hits"].items():
-                    s["decoy_hits"][name] = s["decoy_hits"].get(name, 0) + n
-                if k["delay_h_median"] is not None:
-                    delays.setdefault(kind, []).append(k["delay_h_median"])
-                line.append(f"{kind} {k['tp']}/{k['fp']}/{k['fn']}")
             both += [f"{seed}:{m}" for m in res["bypass"]["both_kinds"]]
             for cls, ds in res["bypass"]["delays_h"].items():
                 bypass_delays.setdefault(cls, []).extend(ds)
-            print(f"seed {seed}: " + ", ".join(line) + f"  ({time.time() - t0:.0f} s)", flush=True)
-    for kind, s in sums.items():
-        s["delay_h_median_of_cities"] = statistics.median(delays[kind]) if delays.get(kind) else None
-    return {"seeds": args.seeds, "meters": args.meters, "days": args.days, "sums": sums, "cities": per_city,
-            "both_kinds": both, "bypass_delays_h": bypass_delays}
+            line = ", ".join(f"{kind} {k['tp']}/{k['fp']}/{k['fn']}" for kind, k in res["kinds"].items())
+            print(f"seed {seed}: {line}  ({time.time() - t0:.0f} s)", flush=True)
+    return {"seeds": args.seeds, "meters": args.meters, "days": args.days, "sums": sum_cities(list(per_city.values())),
+            "cities": per_city, "both_kinds": both, "bypass_delays_h": bypass_delays}
 
 
 def merge(parts: list[dict]) -> dict:
-    """Several runs' sums as one, the median delay over all their cities included."""
-    sums: dict[str, dict] = {}
-    city_delays: dict[str, list[float]] = {}
-    for part in parts:
-        for kind, s in part["sums"].items():
-            t = sums.setdefault(kind, {"tp": 0, "fp": 0, "fn": 0, "decoy_hits": {}})
-            for f in ("tp", "fp", "fn"):
-                t[f] += s[f]
-            for name, n in s["decoy_hits"].items():
-                t["decoy_hits"][name] = t["decoy_hits"].get(name, 0) + n
-        for kinds in part["cities"].values():
-            for kind, k in kinds.items():
-                if k["delay_h_median"] is not None:
-                    city_delays.setdefault(kind, []).append(k["delay_h_median"])
-    for kind, t in sums.items():
-        t["delay_h_median_of_cities"] = statistics.median(city_delays[kind]) if city_delays.get(kind) else None
+    """Several runs as one: their cities summed, the meters raised as both kinds and the bypass delays joined."""
     delays: dict[str, list[float]] = {}
     for part in parts:
         for cls, ds in part["bypass_delays_h"].items():
             delays.setdefault(cls, []).extend(ds)
-    return {"sums": sums, "both_kinds": [m for part in parts for m in part["both_kinds"]], "bypass_delays_h": delays}
+    return {"sums": sum_cities([kinds for part in parts for kinds in part["cities"].values()]),
+            "both_kinds": [m for part in parts for m in part["both_kinds"]], "bypass_delays_h": delays}
 
 
 def report(result: dict) -> None:
