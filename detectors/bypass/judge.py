@@ -111,7 +111,8 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # a meter left with a trickle from the day the rise began, by as much as the rise, with a household's daily
     # shape (a full bypass: it has no hours left to follow). Its evidence is every day since its drop began
     ep_fits = _fits(ep, p.min_rise_share)
-    aligned = _aligned(step, rows, ep)
+    pre = (d.w_n[step.hh[rows]] & PRE_DROP) != 0  # its drop was followed already before its building's rise began
+    aligned = _aligned(step, rows, ep, pre)
     collapsed = _collapsed(step, rows, ep, ep_fits) & aligned
     level = collapsed & _clear_level(ep, p)
     cand = ((w.zx >= 2) & fits & (level | (w.zb >= p.z_shape))) | (w.zb >= p.z_pattern)
@@ -160,7 +161,6 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # the rise following its metered hours; a family that merely used less than usual sent no water round a meter.
     # Nor does a meter left with a trickle before the rise began: a pipe takes the water off the meter in the hour
     # the building's unmetered use rises, and a family that left the day before sent none round it)
-    pre = (d.w_n[step.hh[rows]] & PRE_DROP) != 0
     could = (step.trickle[rows] & ~pre) | (np.maximum(w.zb, ep.zb) >= p.z_shape)
     held = level | ((((ep.zx >= 2) & ep_fits) | (((w.zx >= 2) | (w.zb >= p.z_pattern)) & fits)) & could) | followed
     full = level & (onset | _by_the_balance(step, rows, ep)) & _alone(held, pos, step.nb) & ~clear
@@ -288,13 +288,12 @@ def _quiet_nights(step: DayStep, rows: np.ndarray) -> np.ndarray:
     return (nights >= 2) & (rise <= drawn + 2 * np.sqrt(np.maximum(v, 1.0)))
 
 
-def _aligned(step: DayStep, rows: np.ndarray, w: Window) -> np.ndarray:
-    """The drop began with the rise: the household used as usual the day before its building's episode, and its drop
-    already explains the episode's first day (within the noise)."""
+def _aligned(step: DayStep, rows: np.ndarray, w: Window, pre: np.ndarray) -> np.ndarray:
+    """The drop began with the rise: the household used as usual the day before its building's episode (not `pre`),
+    and its drop already explains the episode's first day (within the noise)."""
     d, p = step.d, step.d.params
     hh = step.hh[rows]
     e = d.ep_sum[w.b].astype(np.float64)
     dev = d.dev[hh].astype(np.float64)
-    pre_ok = (d.w_n[hh] & PRE_DROP) == 0
     first_ok = d.w_x1[hh].astype(np.float64) >= p.min_rise_share * e[:, E_Y1] - 2 * np.sqrt(dev ** 2 + e[:, E_VY1])
-    return pre_ok & first_ok & (d.phase[hh] == NORMAL)
+    return ~pre & first_ok & (d.phase[hh] == NORMAL)
