@@ -147,7 +147,7 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     first_today = (d.w_first[step.hh[rows]] == step.day % 65536) & ~step.trickle[rows] & ~own_hours
     d.w_first[step.hh[rows[first_today]]] = 0xFFFF
     strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min) & spread
-    clear = pattern & ((seen & _grown(step, rows, w)) | strong) & ~away & beats(w.zb, pattern, pos, step.nb, p.z_shape)
+    clear = pattern & (seen | strong) & ~away & beats(w.zb, pattern, pos, step.nb, p.z_shape)
     # a meter left with nothing is named on the balance only when it fell in the very hour the rise began, and no
     # other household of its building lost about as much or fell as well
     onset = (d.w_n[step.hh[rows]] & ONSET) != 0
@@ -171,19 +171,6 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     step.window = Window(**{k: np.where(full, getattr(ep, k), getattr(w, k)) for k in Window.__dataclass_fields__})
     step.window_rows = rows
     return rows[clear], unclear_b, rows[cand]
-
-
-def _grown(step: DayStep, rows: np.ndarray, w: Window) -> np.ndarray:
-    """Whether the pattern is at least as clear today as the household's window was the day before (the window less
-    today's hours): a pipe's pattern grows with its days, as each day's hours carry the rise again; a pattern of
-    one day's chance (a spike beside a guessed neighbour, one bath) fades on the next day, whose hours show nothing."""
-    d, hh = step.d, step.hh[rows]
-    nd = (d.w_n[hh] & DAYS).astype(np.float64)
-    before = d.w_sum[hh].astype(np.float64) / W_SCALE - step.day_sums[rows]
-    e_before = d.ep_sum[step.b[step.pos[rows]]].astype(np.float64) - step.b_sums[step.pos[rows]]
-    b = d.bld[hh]
-    beta, se = hourly_fit(before, e_before, np.maximum(d.sig_h2[b].astype(np.float64), 4.0), d.phi2[b].astype(np.float64))
-    return (nd <= 1) | (w.zb >= beta / se)
 
 
 def _hold(step: DayStep, rows: np.ndarray, ep: Window, ep_fits: np.ndarray, collapsed: np.ndarray) -> None:

@@ -4,8 +4,6 @@ adds up; and a small pipe's pattern that builds up over more than a week is foll
 
 from __future__ import annotations
 
-import numpy as np
-
 from detectors.base import HOUR_NS
 from detectors.testing import Town
 from tests.unit.test_detectors_bypass import _events, _households, _raised
@@ -23,36 +21,6 @@ def test_a_first_day_whose_own_hours_show_the_pipe_counts_before_its_buildings_r
     assert [e.subject_id for e in raised] == [t.mid(i)]
     assert raised[0].evidence["days_observed"] == 2
     assert raised[0].detected_at_ns - start <= 84 * HOUR_NS
-
-
-def test_a_chance_pattern_of_one_day_that_fades_the_next_is_not_named(monkeypatch):
-    # a household using half its water from one day (a lodger gone: its meter lost water, nothing labelled) in a
-    # building with a leak from the same day (the building's unmetered use rose). On one day its hours follow the
-    # leak's rise by chance, as strongly as a pipe's would (one unmetered litre for each metered litre); its hours
-    # on the days after show nothing. The window's pattern, carried by that one day, still passed the next day and
-    # named it; but a pipe's pattern grows with its days, and a chance one fades: the building is reported instead
-    from detectors.bypass import day as day_mod
-    from detectors.bypass.day import W_MM, W_MR
-    add = day_mod.DayStep._add_to_windows
-    for seed in (4, 5, 6, 7):
-        t = Town(seed=seed, days=16)
-        i = int(_households(t, 1)[3])
-        t.scale_use(i, 0.5, since=t.t(8))
-        t.leak(1, t.t(8), 0.02)
-        first: list[int] = []
-
-        def chance(step, fresh, i=i, first=first):
-            at = np.flatnonzero((step.hh == i) & step.act)  # (its days in its building's episode)
-            if at.size and not first:
-                first.append(step.day)
-            if at.size and step.day == first[0] + 1:
-                step.day_sums[at[0], W_MR] = step.day_sums[at[0], W_MM]
-            add(step, fresh)
-
-        monkeypatch.setattr(day_mod.DayStep, "_add_to_windows", chance)
-        raised = [(e.kind, e.subject_id) for e in _events(t, only=("bypass",)) if e.event == "raised"]
-        monkeypatch.undo()
-        assert raised == [("building_unmetered_use", "B001")], seed
 
 
 def test_a_small_pipe_whose_pattern_builds_up_for_more_than_a_week_is_still_named():
