@@ -111,28 +111,33 @@ def run(seeds: list[int], args: argparse.Namespace) -> dict:
     raised as both reverse_flow and bypass, each found bypass's delay."""
     per_city: dict[int, dict] = {}
     both: list[str] = []
-    bypass_delays: dict[str, list[float]] = {}
+    city_delays: list[dict[str, list[float]]] = []
     t0 = time.time()
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # (each city is its own processes)
         for seed, res in zip(seeds, pool.map(lambda s: score_city(s, args), seeds), strict=True):
             per_city[seed] = res["kinds"]
             both += [f"{seed}:{m}" for m in res["bypass"]["both_kinds"]]
-            for cls, ds in res["bypass"]["delays_h"].items():
-                bypass_delays.setdefault(cls, []).extend(ds)
+            city_delays.append(res["bypass"]["delays_h"])
             line = ", ".join(f"{kind} {k['tp']}/{k['fp']}/{k['fn']}" for kind, k in res["kinds"].items())
             print(f"seed {seed}: {line}  ({time.time() - t0:.0f} s)", flush=True)
     return {"seeds": args.seeds, "meters": args.meters, "days": args.days, "sums": sum_cities(list(per_city.values())),
-            "cities": per_city, "both_kinds": both, "bypass_delays_h": bypass_delays}
+            "cities": per_city, "both_kinds": both, "bypass_delays_h": _joined(city_delays)}
 
 
 def merge(parts: list[dict]) -> dict:
     """Several runs as one: their cities summed, the meters raised as both kinds and the bypass delays joined."""
-    delays: dict[str, list[float]] = {}
-    for part in parts:
-        for cls, ds in part["bypass_delays_h"].items():
-            delays.setdefault(cls, []).extend(ds)
     return {"sums": sum_cities([kinds for part in parts for kinds in part["cities"].values()]),
-            "both_kinds": [m for part in parts for m in part["both_kinds"]], "bypass_delays_h": delays}
+            "both_kinds": [m for part in parts for m in part["both_kinds"]],
+            "bypass_delays_h": _joined([part["bypass_delays_h"] for part in parts])}
+
+
+def _joined(delays: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Bypass delays by class (daily/hourly, partial/full), from several cities or runs, in one list per class."""
+    out: dict[str, list[float]] = {}
+    for d in delays:
+        for cls, ds in d.items():
+            out.setdefault(cls, []).extend(ds)
+    return out
 
 
 def report(result: dict) -> None:

@@ -44,11 +44,11 @@ def main() -> int:
         print(f"== {n} cities, seeds {part.seeds}: {meters} meters, {days} days {' '.join(sim_args)}", flush=True)
         parts[name] = run(seeds, part)
         report(parts[name])
-    both = merge(list(parts.values()))
+    whole = merge(list(parts.values()))
     print(f"\n== all {args.cities + args.small} cities")
-    report(both)
+    report(whole)
     if args.json:
-        args.json.write_text(json.dumps({"first": args.first, "parts": parts, "all": both}, indent=1))
+        args.json.write_text(json.dumps({"first": args.first, "parts": parts, "all": whole}, indent=1))
     return 0
 
 
