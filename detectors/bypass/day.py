@@ -178,9 +178,15 @@ class DayStep:
         taken_out = -guessed_pe
         if self.unmeasured is not None:
             taken_out += self.unmeasured
+        # an open bypass's unmetered use is its usual use times its share: taken out of the gap as a guessed
+        # household's use is, so that the loss model, which learns on the gap, never learns the pipe's water as the
+        # building's loss while the balance takes it out as the pipe's (counted twice, the balance fell by a pipe's
+        # flow within two weeks, and a second pipe in the building stayed under it)
+        share = d.open_share[self.hh].astype(F32) * (d.phase[self.hh] == OPEN)
+        if share.any():
+            taken_out -= share[:, None] * self.pe
         self.G = self.gap + sum_rows(pos, taken_out, nb)
         self.Uh = sum_rows(pos, guessed_hv, nb)
-        share = d.open_share[self.hh].astype(F32) * (d.phase[self.hh] == OPEN)
         # a household guessed for part of the day adds to the day's uncertainty its day-to-day swing in the share
         # of its usual use guessed (as its drop's is its swing in the share heard), or what its guessed hours' bursts
         # add up to, if more (two estimates of one variance: the swing is learned robustly, and a big household's
@@ -192,11 +198,10 @@ class DayStep:
         bursts = guessed_hv.sum(axis=1)
         self.Ud = np.bincount(pos, weights=np.maximum(guessed_share * self.dev2, bursts) + share ** 2 * self.dev2,
                               minlength=nb)
-        opened = sum_rows(pos, share[:, None] * self.pe, nb) if share.any() else F32(0.0)
         lam, steady = d.loss_model(self.b)
         prof = d.rprof[self.b][:, self.bins]
         lam, steady = lam.astype(F32)[:, None], (steady / 24).astype(F32)[:, None]
-        self.r = np.where(self.mk, self.G - lam * self.S - steady - opened - prof, F32(0.0))
+        self.r = np.where(self.mk, self.G - lam * self.S - steady - prof, F32(0.0))
         n_known = self.mk.sum(axis=1)
         self.usable = (n_known >= 0.8 * self.n_h) & (d.n_gap[self.b] >= d.params.min_baseline_days)
         self.Yd = self.r.sum(axis=1) * self.n_h / np.maximum(n_known, 1)
