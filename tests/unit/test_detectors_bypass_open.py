@@ -1,0 +1,22 @@
+"""Bypass: once a household is named, its pipe's water is the pipe's. The balance takes its guessed unmetered use
+out, and so must the building's loss model, which keeps learning on the building's quiet days. When the loss model
+learned the pipe's water as the building's loss while the balance took it out as well, the balance fell by the
+pipe's flow within two weeks, and a second pipe in the same building stayed under it."""
+
+from __future__ import annotations
+
+from detectors.testing import Town
+from tests.unit.test_detectors_bypass import _biggest_households, _raised
+
+
+def test_a_second_bypass_in_a_building_with_an_open_one_is_named():
+    # the building's biggest household is named for a pipe in its first week; three weeks later the next biggest
+    # puts one in too (before the fix, none of the three seeds' second pipes was named)
+    for seed in (1, 2, 3):
+        first, second = _biggest_households(seed, 40, 1, 2)
+        t = Town(seed=seed, days=40)
+        t.bypass(first, t.t(5), 0.9)
+        t.bypass(second, t.t(27), 0.9)
+        raised = _raised(t)
+        assert [e.subject_id for e in raised] == [t.mid(first), t.mid(second)], seed
+        assert raised[1].start_ns >= t.t(26), seed
