@@ -35,15 +35,6 @@ FORCE_H = 24  # a day is balanced with what is known at the latest a day after i
 POW2 = np.left_shift(np.uint64(1), np.arange(R, dtype=np.uint64))  # ring slot -> its bit
 
 
-def unpack(bits: np.ndarray) -> np.ndarray:
-    """Bit fields (one per building) as a (buildings, R) boolean matrix."""
-    return (bits[:, None] & POW2[None, :]) != 0
-
-
-def pack(flags: np.ndarray) -> np.ndarray:
-    return np.bitwise_or.reduce(np.where(flags, POW2[None, :], np.uint64(0)), axis=1)
-
-
 class BypassDetector(Detector):
     name = "bypass"
     kinds = ("bypass", "building_unmetered_use")
@@ -64,7 +55,7 @@ class BypassDetector(Detector):
         "now": "scalar",
     }
     derived: ClassVar[tuple[str, ...]] = ("household", "bld", "master_of", "hh_sorted", "b_first", "b_count",
-                                          "interval_s", "max_l", "cap_l")
+                                          "interval_s", "_silent_s", "max_l", "cap_l")
 
     def __init__(self, registry: Registry, params: Params | dict | None, calendar: LocalCalendar):
         super().__init__(registry, params, calendar)
@@ -84,6 +75,8 @@ class BypassDetector(Detector):
         self.b_count = np.bincount(self.bld[hh], minlength=len(b)).astype(np.int64)
         self.b_first = np.cumsum(self.b_count) - self.b_count
         self.interval_s = m.report_interval_s.astype(np.int64)
+        self._silent_s = self.params.silent_after_intervals * self.interval_s
+        self._starts_h = (0, np.empty(0, dtype=np.int64))  # _day_start_h's table: (first day, its start hours)
         self.max_l = np.rint(m.register_max_m3 * 1000).astype(np.int64)
         v = self.params.max_pipe_velocity_m_s
         self.cap_l = np.where(m.pipe_dn_mm > 0, v * 1000 * np.pi * (m.pipe_dn_mm / 1000) ** 2 / 4 * 3600, np.inf)
@@ -170,10 +163,18 @@ class BypassDetector(Detector):
         return self._store_all(uses) or None
 
     def _day_start_h(self, days: np.ndarray) -> np.ndarray:
-        """First hour (UTC hours since 1970) of each local day."""
-        u, inv = np.unique(days, return_inverse=True)
-        starts = np.array([self.calendar.day_start_ns(int(x)) // HOUR_NS for x in u], dtype=np.int64)
-        return starts[inv].reshape(days.shape)
+        """First hour (UTC hours since 1970) of each local day: a table of the days around those asked for (the
+        buildings' days lie within a few days of each other; asked for on every tick)."""
+        lo, hi = int(days.min()), int(days.max())
+        t_lo, table = self._starts_h
+        if lo < t_lo or hi >= t_lo + table.size:
+            if hi - lo > 400:  # (days far apart: one lookup each)
+                u, inv = np.unique(days, return_inverse=True)
+                return np.array([self.calendar.day_start_ns(int(x)) // HOUR_NS for x in u])[inv].reshape(days.shape)
+            t_lo = lo - 7
+            table = np.array([self.calendar.day_start_ns(x) // HOUR_NS for x in range(t_lo, hi + 60)], dtype=np.int64)
+            self._starts_h = (t_lo, table)
+        return table[days - t_lo]
 
     def _store_all(self, uses: HourlyUses) -> list[AlertEvent]:
         """Store the hours that fit the ring; a backlog reaching beyond it balances its buildings' pending days
@@ -208,7 +209,10 @@ class BypassDetector(Detector):
     def _base_h(self) -> np.ndarray:
         """Per building, the first hour the ring holds: its next day's start, or its earliest hour (not started)."""
         started = self.next_day >= 0
-        return np.where(started, self._day_start_h(np.maximum(self.next_day, 0)), self.first_h.astype(np.int64))
+        if not started.any():
+            return self.first_h.astype(np.int64)
+        return np.where(started, self._day_start_h(np.where(started, self.next_day, self.next_day.max())),
+                        self.first_h.astype(np.int64))
 
     def _start(self, buildings: np.ndarray) -> None:
         """Buildings not started yet begin with the day of their earliest hour stored."""
@@ -235,9 +239,7 @@ class BypassDetector(Detector):
         self.gap_h += np.bincount(flat, weights=into, minlength=self.gap_h.size).reshape(self.gap_h.shape)
         mi = master & (mark == 0)
         if mi.any():
-            known = unpack(self.m_known).reshape(-1)
-            known[flat[mi]] = True
-            self.m_known = pack(known.reshape(-1, R))
+            np.bitwise_or.at(self.m_known, b[mi], POW2[slot[mi]])
         hi = ~master & self.household[gm]
         codes = self.code.reshape(-1)
         codes[gm[hi] * R + slot[hi]] = np.where(mark[hi] == 0, encode_litres(uses.litres[hi]), mark[hi])
@@ -245,14 +247,10 @@ class BypassDetector(Detector):
         # not in the hourly fit
         spread = (hi | master) & uses.spread
         if spread.any():
-            bits = unpack(self.spread).reshape(-1)
-            bits[flat[spread]] = True
-            self.spread = pack(bits.reshape(-1, R))
+            np.bitwise_or.at(self.spread, b[spread], POW2[slot[spread]])
         broke = hi & (mark == BROKEN)  # the master may have seen that water: the building's hour is unusable
         if broke.any():
-            tainted = unpack(self.taint).reshape(-1)
-            tainted[flat[broke]] = True
-            self.taint = pack(tainted.reshape(-1, R))
+            np.bitwise_or.at(self.taint, b[broke], POW2[slot[broke]])
 
     # ------------------------------------------------------------------ the clock
     def tick(self, now_ns: int) -> list[AlertEvent] | None:
@@ -271,10 +269,12 @@ class BypassDetector(Detector):
         """Buildings whose next day can be balanced: the master and every household reported past its end (or are
         silent), or it ended FORCE_H ago."""
         has = (self.next_day >= 0) & (self.registry.buildings.master_meter >= 0)
-        end_h = np.where(has, self._day_start_h(np.where(has, self.next_day + 1, 0)), NEVER)
-        reach = self.last_rt.astype(np.int64) // 3600
-        silent = (now_ns // 10**9 - self.last_rt.astype(np.int64) > self.params.silent_after_intervals
-                  * self.interval_s) | (self.last_rt == 0)
+        if not has.any():
+            return has
+        end_h = np.where(has, self._day_start_h(np.where(has, self.next_day, self.next_day.max()) + 1), NEVER)
+        last = self.last_rt.astype(np.int64)
+        reach = last // 3600
+        silent = (now_ns // 10**9 - last > self._silent_s) | (last == 0)
         reach_h = np.where(silent, NEVER, reach)[self.hh_sorted]
         closed = np.full(len(self.next_day), NEVER, dtype=np.int64)
         with_hh = self.b_count > 0
@@ -369,8 +369,13 @@ class BypassDetector(Detector):
     def _free(self, step: DayStep) -> None:
         """The day's hours are balanced: their ring slots are free for the hours to come."""
         slots = step.slots
-        self.code[np.ix_(step.hh, slots)] = MISSING
-        self.gap_h[np.ix_(step.b, slots)] = 0.0
+        a = int(slots[0])
+        if a + slots.size <= R:  # (the day's slots in one run: the usual case)
+            self.code[step.hh, a:a + slots.size] = MISSING
+            self.gap_h[step.b, a:a + slots.size] = 0.0
+        else:
+            self.code[np.ix_(step.hh, slots)] = MISSING
+            self.gap_h[np.ix_(step.b, slots)] = 0.0
         mask = ~np.bitwise_or.reduce(np.left_shift(np.uint64(1), slots.astype(np.uint64)))
         self.m_known[step.b] &= mask
         self.taint[step.b] &= mask

@@ -105,7 +105,8 @@ def _registers_at_whole_hours(t, gm, lit, fi, mem: RegisterMemory, max_gap_ns: i
         hb = th[src]
     else:
         src = np.repeat(np.arange(n), cnt)
-        hb = pth[src] + 1 + (np.arange(src.size) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+        # the k-th hour after a reading's previous one: its run's base repeated, plus the position in all runs
+        hb = np.repeat(pth + 1 - (np.cumsum(cnt) - cnt), cnt) + np.arange(src.size)
     rb = lit[src].astype(np.float64)  # litres at hour hb: a reading on the hour is it
     off = np.flatnonzero(t[src] != hb * HOUR_NS)
     if off.size:
