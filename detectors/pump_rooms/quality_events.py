@@ -76,9 +76,9 @@ class QualityEvents:
         sl = slice(s, through + 1)
         mask = c.open[sl] & (c.inc_start[sl] == start)
         vals = c.values[sl][mask]
-        with np.errstate(invalid="ignore"):
-            lo = np.nanmin(vals, axis=0) if len(vals) else np.full(len(PARAMETERS), np.nan)
-            hi = np.nanmax(vals, axis=0) if len(vals) else np.full(len(PARAMETERS), np.nan)
+        # (fmin/fmax pass over a missing value: a parameter with none in the incident stays NaN)
+        lo = np.fmin.reduce(vals, axis=0) if len(vals) else np.full(len(PARAMETERS), np.nan)
+        hi = np.fmax.reduce(vals, axis=0) if len(vals) else np.full(len(PARAMETERS), np.nan)
         if d.open[tank] == 1 and d.inc_start[tank] == start:
             lo = np.fmin(lo, d.inc_lo[tank])
             hi = np.fmax(hi, d.inc_hi[tank])
