@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from .day import DayStep
 
 
+HOME_L_DAY = 20.0  # litres: a day someone is home uses at least this much (about one person's basic needs in a day)
+
+
 def follow_drops(step: DayStep) -> None:
     """A CUSUM of each household's daily drop (in its day-to-day swing), its slack half the smallest bypass looked
     for; low_days counts the days it has been above zero."""
@@ -31,8 +34,9 @@ def follow_drops(step: DayStep) -> None:
 
 def households(step: DayStep) -> None:
     """The baseline learns on a household's ordinary days: not while its drop is followed beside a rise of its
-    building's unmetered use, nor on a day far off its usual (a trip away). A drop followed half the baseline memory
-    with no rise beside it is a move (out, or part of it): the baseline is re-learned at once."""
+    building's unmetered use, nor on a day far off its usual (a trip away), nor, before it has a baseline, on a day no
+    one was home. A drop followed half the baseline memory with no rise beside it is a move (out, or part of it): the
+    baseline is re-learned at once."""
     d, p, hh = step.d, step.d.params, step.hh
     full = step.k >= 0.8 * step.n_h
     n_learn = d.n_learn[hh].astype(np.float64)
@@ -41,7 +45,12 @@ def households(step: DayStep) -> None:
     running = d.low_days[hh] > 0
     moved = running & ~in_ep & (d.low_days[hh] >= p.baseline_days / 2) & full & (d.phase[hh] == NORMAL)
     ordinary = np.abs(step.Xd) < 4 * np.sqrt(step.vXd)
-    lrn = full & (d.phase[hh] == NORMAL) & ~step.other & ((~(running & in_ep) & ordinary) | young) | moved
+    # a household's first days teach its baseline only when someone was home: a baseline learned on days away would be
+    # next to nothing, and every later day "far off" it, never learned (its drop could never show, and, silent, it
+    # would be guessed at nothing)
+    home = step.mz.sum(axis=1) * step.n_h / np.maximum(step.k, 1) >= HOME_L_DAY
+    lrn = full & (d.phase[hh] == NORMAL) & ~step.other & (home | ~young) & ((~(running & in_ep) & ordinary) | young) \
+        | moved
     a = np.where(n_learn < p.baseline_days, 1.0 / (n_learn + 1), 1.0 / p.baseline_days)
     a = np.where(moved, 0.5, a)
     heard = step.heard
