@@ -45,21 +45,20 @@ def households(step: DayStep) -> None:
     running = d.low_days[hh] > 0
     moved = running & ~in_ep & (d.low_days[hh] >= p.baseline_days / 2) & full & (d.phase[hh] == NORMAL)
     ordinary = np.abs(step.Xd) < 4 * np.sqrt(step.vXd)
+    mz = step.mz  # (0 where not heard)
+    total = mz.sum(axis=1) * step.n_h / np.maximum(step.k, 1)  # the day's use, scaled up where hours are not heard
     # a household's first days teach its baseline only when someone was home: a baseline learned on days away would be
     # next to nothing, and every later day "far off" it, never learned (its drop could never show, and, silent, it
     # would be guessed at nothing)
-    home = step.mz.sum(axis=1) * step.n_h / np.maximum(step.k, 1) >= HOME_L_DAY
-    lrn = full & (d.phase[hh] == NORMAL) & ~step.other & (home | ~young) & ((~(running & in_ep) & ordinary) | young) \
-        | moved
+    home = (total >= HOME_L_DAY) | ~young
+    lrn = full & (d.phase[hh] == NORMAL) & ~step.other & home & ((~(running & in_ep) & ordinary) | young) | moved
     a = np.where(n_learn < p.baseline_days, 1.0 / (n_learn + 1), 1.0 / p.baseline_days)
     a = np.where(moved, 0.5, a)
     heard = step.heard
-    mz = step.mz  # (0 where not heard)
     rate = d.rate[hh].astype(np.float64)
     n_bin = heard.astype(np.float32) @ step.onehot
     s_bin = mz @ step.onehot
     per_bin = np.where(n_bin > 0, s_bin / np.maximum(n_bin, 1), rate)
-    total = mz.sum(axis=1) * step.n_h / np.maximum(step.k, 1)
     usual = rate.sum(axis=1) * 24 / NBIN
     if step.weekend:
         f = np.clip(total / np.maximum(usual, 1.0), 0.0, 3.9) * 64

@@ -1,7 +1,7 @@
-"""Bypass: a household's usual use is learned from what its meter measures, up as well as down. A day far below its
-usual is a trip away and is not learned; a day far above is its own use. A household away in its first days used to
-keep a baseline of next to nothing for good: every later day was "far off", its drop against that baseline was
-never positive, and a pipe around its meter was never named (nor, silent, was its use guessed as more than nothing)."""
+"""Bypass: a household's usual use is learned from its own ordinary days, and in its first days only from days
+someone was home. A household away in its first days used to keep a baseline of next to nothing for good: every
+later day was "far off" it and never learned, its drop against that baseline was never positive, and a pipe around
+its meter was never named (nor, silent, was its use guessed as more than nothing)."""
 
 from __future__ import annotations
 
