@@ -183,8 +183,15 @@ class DayStep:
         # building's loss while the balance takes it out as the pipe's (counted twice, the balance fell by a pipe's
         # flow within two weeks, and a second pipe in the building stayed under it)
         share = d.open_share[self.hh].astype(F32) * (d.phase[self.hh] == OPEN)
+        # ... and one whose meter still registers collapse_share of its water or more, hour by hour from its meter:
+        # its pipe takes share / (1 - share) litres for each litre the meter registers, in the hours it draws them
+        # (its usual use by quarter of the day left the household's bursts in the balance: a second pipe in the
+        # building drowned in them, and they could follow a neighbour's hours). A meter left with a trickle
+        # registers too little to scale, nor does a meter not heard: its usual use times its share
+        scaled = (share > 0) & (F32(1.0) - share >= F32(d.params.collapse_share))
         if share.any():
-            taken_out -= share[:, None] * self.pe
+            beta = np.where(scaled, share / np.maximum(F32(1.0) - share, F32(1e-3)), F32(0.0))
+            taken_out -= np.where(scaled[:, None] & self.heard, beta[:, None] * self.mz, share[:, None] * self.pe)
         self.G = self.gap + sum_rows(pos, taken_out, nb)
         self.Uh = sum_rows(pos, guessed_hv, nb)
         # a household guessed for part of the day adds to the day's uncertainty its day-to-day swing in the share
@@ -196,7 +203,8 @@ class DayStep:
         guessed_share = np.where(usual_day > 0, guessed_pe.sum(axis=1) / np.maximum(usual_day, F32(1e-6)),
                                  guessed.mean(axis=1))  # (no household learned yet: by the hours)
         bursts = guessed_hv.sum(axis=1)
-        self.Ud = np.bincount(pos, weights=np.maximum(guessed_share * self.dev2, bursts) + share ** 2 * self.dev2,
+        open_share = np.where(scaled, guessed_share, F32(1.0)) * share ** 2  # (measured where heard and scaled)
+        self.Ud = np.bincount(pos, weights=np.maximum(guessed_share * self.dev2, bursts) + open_share * self.dev2,
                               minlength=nb)
         lam, steady = d.loss_model(self.b)
         prof = d.rprof[self.b][:, self.bins]
