@@ -203,8 +203,7 @@ class DayStep:
         guessed_share = np.where(usual_day > 0, guessed_pe.sum(axis=1) / np.maximum(usual_day, F32(1e-6)),
                                  guessed.mean(axis=1))  # (no household learned yet: by the hours)
         bursts = guessed_hv.sum(axis=1)
-        open_share = np.where(scaled, guessed_share, F32(1.0)) * share ** 2  # (measured where heard and scaled)
-        self.Ud = np.bincount(pos, weights=np.maximum(guessed_share * self.dev2, bursts) + open_share * self.dev2,
+        self.Ud = np.bincount(pos, weights=np.maximum(guessed_share * self.dev2, bursts) + share ** 2 * self.dev2,
                               minlength=nb)
         lam, steady = d.loss_model(self.b)
         prof = d.rprof[self.b][:, self.bins]
