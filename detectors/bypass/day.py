@@ -197,8 +197,9 @@ class DayStep:
         # a household guessed for part of the day adds to the day's uncertainty its day-to-day swing in the share
         # of its usual use guessed (as its drop's is its swing in the share heard), or what its guessed hours' bursts
         # add up to, if more (two estimates of one variance: the swing is learned robustly, and a big household's
-        # heavy days escape it). An open bypass's unmetered use is its usual use times its share: a guess, as
-        # uncertain as its days
+        # heavy days escape it). An open bypass's unmetered use adds its swing times its share: a guess, as
+        # uncertain as its days; and where it is scaled from its meter, the share is known to about that (a share a
+        # little off leaves that little of each metered litre in the balance)
         usual_day = self.pe.sum(axis=1)
         guessed_share = np.where(usual_day > 0, guessed_pe.sum(axis=1) / np.maximum(usual_day, F32(1e-6)),
                                  guessed.mean(axis=1))  # (no household learned yet: by the hours)
