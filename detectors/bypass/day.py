@@ -183,23 +183,28 @@ class DayStep:
         # building's loss while the balance takes it out as the pipe's (counted twice, the balance fell by a pipe's
         # flow within two weeks, and a second pipe in the building stayed under it)
         share = d.open_share[self.hh].astype(F32) * (d.phase[self.hh] == OPEN)
-        # ... and one whose meter still registers collapse_share of its water or more, hour by hour from its meter:
-        # its pipe takes share / (1 - share) litres for each litre the meter registers, in the hours it draws them
-        # (its usual use by quarter of the day left the household's bursts in the balance: a second pipe in the
-        # building drowned in them, and they could follow a neighbour's hours). A meter left with a trickle
-        # registers too little to scale, nor does a meter not heard: its usual use times its share
-        scaled = (share > 0) & (F32(1.0) - share >= F32(d.params.collapse_share))
+        # ... spread over its heard hours as its meter registered them: a pipe beside a meter takes a fixed share of
+        # each draw, so its water runs in the hours the meter counts (by quarter of the day, its household's bursts
+        # stayed in the balance: a second, smaller pipe in the building was lost in them). The day's total stays its
+        # usual use times its share: the share, learned on a few days, is known to about its swing, and scaled up
+        # by the metered litres (share / (1 - share) a litre) a share a little off left that many times more in the
+        # balance. Not a meter left with a trickle (under collapse_share of its water, or of what it registers), nor
+        # an hour not heard: its usual use times its share there
         if share.any():
-            beta = np.where(scaled, share / np.maximum(F32(1.0) - share, F32(1e-3)), F32(0.0))
-            taken_out -= np.where(scaled[:, None] & self.heard, beta[:, None] * self.mz, share[:, None] * self.pe)
+            guess = share[:, None] * self.pe
+            cs = F32(d.params.collapse_share)
+            metered = self.mz.sum(axis=1)
+            usual_metered = ((F32(1.0) - share)[:, None] * self.pe * self.heard).sum(axis=1)
+            spread = (F32(1.0) - share >= cs) & (metered > 0) & (metered >= cs * usual_metered)
+            per_litre = np.where(spread, (guess * self.heard).sum(axis=1) / np.maximum(metered, F32(1e-6)), F32(0.0))
+            taken_out -= np.where(spread[:, None] & self.heard, per_litre[:, None] * self.mz, guess)
         self.G = self.gap + sum_rows(pos, taken_out, nb)
         self.Uh = sum_rows(pos, guessed_hv, nb)
         # a household guessed for part of the day adds to the day's uncertainty its day-to-day swing in the share
         # of its usual use guessed (as its drop's is its swing in the share heard), or what its guessed hours' bursts
         # add up to, if more (two estimates of one variance: the swing is learned robustly, and a big household's
-        # heavy days escape it). An open bypass's unmetered use adds its swing times its share: a guess, as
-        # uncertain as its days; and where it is scaled from its meter, the share is known to about that (a share a
-        # little off leaves that little of each metered litre in the balance)
+        # heavy days escape it). An open bypass's unmetered use is its usual use times its share: a guess, as
+        # uncertain as its days
         usual_day = self.pe.sum(axis=1)
         guessed_share = np.where(usual_day > 0, guessed_pe.sum(axis=1) / np.maximum(usual_day, F32(1e-6)),
                                  guessed.mean(axis=1))  # (no household learned yet: by the hours)
