@@ -24,9 +24,9 @@ def test_a_second_bypass_in_a_building_with_an_open_one_is_named():
 
 def test_a_smaller_second_pipe_beside_an_open_partial_bypass_is_named():
     # the biggest household's pipe takes 60 % of its water from day 5 (its meter still registers 40 %: the pipe's
-    # water is worked out hour by hour from the meter); from day 27 the next biggest's takes 40 %. Counted as the
-    # first household's usual use by quarter of the day, its bursts stayed in the balance and hid the second pipe
-    # (before the fix, none of the three seeds' second pipes was named)
+    # water is spread over the hours as the meter registered them); from day 27 the next biggest's takes 40 %.
+    # Counted by the first household's usual use by quarter of the day, its bursts stayed in the balance and hid
+    # the second pipe (before the fix, none of the three seeds' second pipes was named; none of eight in a probe)
     for seed in (1, 2, 3):
         first, second = _biggest_households(seed, 40, 1, 2)
         t = Town(seed=seed, days=40)
