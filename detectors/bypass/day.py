@@ -190,14 +190,16 @@ class DayStep:
         # by the metered litres (share / (1 - share) a litre) a share a little off left that many times more in the
         # balance. Not a meter left with a trickle (under collapse_share of its water, or of what it registers), nor
         # an hour not heard: its usual use times its share there
-        if share.any():
-            guess = share[:, None] * self.pe
+        o = np.flatnonzero(share > 0)  # (the open bypasses of the day's buildings: few)
+        if o.size:
+            s_o, heard, mz = share[o], self.heard[o], self.mz[o]
+            guess = s_o[:, None] * self.pe[o]
             cs = F32(d.params.collapse_share)
-            metered = self.mz.sum(axis=1)
-            usual_metered = ((F32(1.0) - share)[:, None] * self.pe * self.heard).sum(axis=1)
-            spread = (F32(1.0) - share >= cs) & (metered > 0) & (metered >= cs * usual_metered)
-            per_litre = np.where(spread, (guess * self.heard).sum(axis=1) / np.maximum(metered, F32(1e-6)), F32(0.0))
-            taken_out -= np.where(spread[:, None] & self.heard, per_litre[:, None] * self.mz, guess)
+            metered = mz.sum(axis=1)
+            usual_metered = ((F32(1.0) - s_o)[:, None] * self.pe[o] * heard).sum(axis=1)
+            spread = (F32(1.0) - s_o >= cs) & (metered > 0) & (metered >= cs * usual_metered)
+            per_litre = np.where(spread, (guess * heard).sum(axis=1) / np.maximum(metered, F32(1e-6)), F32(0.0))
+            taken_out[o] -= np.where(spread[:, None] & heard, per_litre[:, None] * mz, guess)
         self.G = self.gap + sum_rows(pos, taken_out, nb)
         self.Uh = sum_rows(pos, guessed_hv, nb)
         # a household guessed for part of the day adds to the day's uncertainty its day-to-day swing in the share
