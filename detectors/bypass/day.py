@@ -218,9 +218,16 @@ class DayStep:
         lam, steady = lam.astype(F32)[:, None], (steady / 24).astype(F32)[:, None]
         self.r = np.where(self.mk, self.G - lam * self.S - steady - prof, F32(0.0))
         n_known = self.mk.sum(axis=1)
-        self.usable = (n_known >= 0.8 * self.n_h) & (d.n_gap[self.b] >= d.params.min_baseline_days)
-        self.Yd = self.r.sum(axis=1) * self.n_h / np.maximum(n_known, 1)
+        scale = self.n_h / np.maximum(n_known, 1)
+        self.Yd = self.r.sum(axis=1) * scale
         self.vYd = d.sig_d2[self.b].astype(np.float64) + self.Ud
+        # water is conserved: the households cannot use more than the master delivered, beyond its under-registration
+        # (max_loss_share) and the day's noise. A day that shows it is a fault, not a balance (a register set back in
+        # an hour, read as water run backwards): it teaches the loss model nothing and judges no one
+        gap_d = np.where(self.mk, self.G, F32(0.0)).sum(axis=1) * scale
+        use_d = np.where(self.mk, self.S, F32(0.0)).sum(axis=1) * scale
+        self.fault = gap_d < -d.params.max_loss_share * use_d - d.params.z_min * np.sqrt(self.vYd)
+        self.usable = (n_known >= 0.8 * self.n_h) & (d.n_gap[self.b] >= d.params.min_baseline_days) & ~self.fault
         sig2 = np.maximum(d.sig_h2[self.b], F32(4.0))
         # each hour's variance of the balance: the building's hourly noise and its guessed households' bursts; each
         # hour weighs by how well the balance is known then (a silent neighbour's guess adds noise)

@@ -85,7 +85,7 @@ def buildings(step: DayStep, stale: np.ndarray) -> None:
     d, p, b = step.d, step.d.params, step.b
     mk = step.mk
     n_known = mk.sum(axis=1)
-    lb = (n_known >= 0.8 * step.n_h) & ((d.ep_start[b] < 0) | stale)
+    lb = (n_known >= 0.8 * step.n_h) & ((d.ep_start[b] < 0) | stale) & ~step.fault  # (not a day of a fault)
     n_gap = d.n_gap[b].astype(np.float64)
     a = np.where(n_gap < p.baseline_days, 1.0 / (n_gap + 1), 1.0 / p.baseline_days)
     nh = np.maximum(n_known, 1)
