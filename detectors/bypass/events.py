@@ -97,9 +97,7 @@ def bypass_raised(step: DayStep, row: int, w: Window, q: int, now: int) -> Alert
     addr = str(reg.buildings.address[b])
     where = f"{meter_id} ({reg.buildings.ids[b]}{', ' + addr if addr else ''})"
     how = ("the building's unmetered use follows this household's hourly use" if pattern
-           else "its meter nearly stopped in the hour the building's unmetered use rose by as much" if in_its_hour
-           else f"its meter nearly stopped the day the building's unmetered use rose by as much, {int(w.nd[q])} days "
-                "running, its nights no busier than the household's were")
+           else "its meter nearly stopped in the hour the building's unmetered use rose by as much")
     summary = (f"Meter {where}: about {lost / 1000:.2f} m3/day no longer registers since {ev['since_day']} while the "
                f"building's unmetered use rose {rise / 1000:.2f} m3/day ({how}): inspect for a bypass pipe")
     d.w_first[i] = since % 65536  # (an open bypass's first day)

@@ -95,21 +95,17 @@ def test_a_bypass_is_not_dated_from_a_chance_low_day_before_its_pipe(tmp_path: P
     assert named[0]["start"] == "2026-09-18T16:00:00Z"
 
 
-def test_a_meter_left_with_nothing_is_named_by_a_week_of_its_buildings_balance(tmp_path: Path, monkeypatch) -> None:
+def test_a_meter_left_with_nothing_whose_fall_no_hour_showed_is_its_buildings_candidate(tmp_path: Path,
+                                                                                        monkeypatch) -> None:
     # A building of 42 flats. M000658's full bypass (0.9 % still registered) begins at 08:36 local time on 8 September;
     # no hour shows its fall (the building is too noisy for the step, and its meter had been silent in a cell outage
     # the day before), and two days later a second rise on top of it restarts the building's episode. Its meter keeps
-    # to a trickle; the building's unmetered use stays up by about its use, with quiet nights, every neighbour
-    # measured, and no neighbour's meter left with a trickle or followed by the rise. The building is reported first;
-    # after a week of that balance the household is named, not as fallen in the hour of the rise
-    # (Replayed in the batches of a bulk replay: cut out of its city, the building alone balances its days at other
-    # hours in batches of 500, and its rise begins two days earlier; in its city both batch sizes name it on 18
-    # September.)
+    # to a trickle and the building's unmetered use stays up by about its use. Day by day a family away beside a
+    # rise of another cause looks the same, and only the hour a meter fell tells them apart: the building is
+    # reported with the household as its candidate, and the household is not accused. (It used to be named after a
+    # week of that balance, quiet nights and every neighbour measured: on held-out cities that was wrong three times
+    # in four.) (Replayed in the batches of a bulk replay: cut out of its city, the building alone balances its days
+    # at other hours in batches of 500.)
     raised = _raised(tmp_path, monkeypatch, "left-with-nothing-its-fall-hidden-by-a-second-rise", batch=5000)
-    assert [e["kind"] for e in raised] == ["building_unmetered_use", "bypass"]
-    named = raised[1]
-    assert named["subject"]["id"] == "M000658" and named["evidence"]["how"] == "meter_nearly_stopped"
-    assert named["evidence"]["fell_in_the_hour_the_rise_began"] is False
-    assert named["evidence"]["days_observed"] >= 7 and named["evidence"]["uncertain_neighbours"] == []
-    assert named["evidence"]["building_night_rise_m3"] <= named["evidence"]["household_night_use_m3_before"]
-    assert named["start"] >= "2026-09-07T00:00:00Z"
+    assert [e["kind"] for e in raised] == ["building_unmetered_use"]
+    assert "M000658" in raised[0]["evidence"]["candidates"]
