@@ -165,7 +165,7 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     held = level | ((((ep.zx >= 2) & ep_fits) | (((w.zx >= 2) | (w.zb >= p.z_pattern)) & fits)) & could) | followed
     # (never by the balance alone, however long: a family away beside a rise of another cause looks the same day by
     # day, and only the hour its meter fell tells them apart. Named so after a week of quiet nights and every
-    # neighbour measured, it was wrong three times in four on held-out cities; its building is reported instead)
+    # neighbour measured, it was wrong about two times in three on held-out cities; its building is reported instead)
     full = level & onset & _alone(held, pos, step.nb) & ~clear
     clear |= full
     _hold(step, rows, ep, ep_fits, collapsed & ~level)

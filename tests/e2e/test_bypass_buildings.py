@@ -103,8 +103,8 @@ def test_a_meter_left_with_nothing_whose_fall_no_hour_showed_is_its_buildings_ca
     # to a trickle and the building's unmetered use stays up by about its use. Day by day a family away beside a
     # rise of another cause looks the same, and only the hour a meter fell tells them apart: the building is
     # reported with the household as its candidate, and the household is not accused. (It used to be named after a
-    # week of that balance, quiet nights and every neighbour measured: on held-out cities that was wrong three times
-    # in four.) (Replayed in the batches of a bulk replay: cut out of its city, the building alone balances its days
+    # week of that balance, quiet nights and every neighbour measured: on held-out cities that was wrong two times
+    # in three.) (Replayed in the batches of a bulk replay: cut out of its city, the building alone balances its days
     # at other hours in batches of 500.)
     raised = _raised(tmp_path, monkeypatch, "left-with-nothing-its-fall-hidden-by-a-second-rise", batch=5000)
     assert [e["kind"] for e in raised] == ["building_unmetered_use"]
