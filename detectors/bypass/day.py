@@ -106,6 +106,7 @@ class DayStep:
         self.weekend = cal.weekday(day) >= 5
         self.night = self.bins == 0  # the night's hours: the day's first quarter
         self.holding = np.zeros(self.nb, dtype=bool)  # buildings (rows) whose episode a collapsed meter holds open
+        self.left_rows = np.zeros(0, dtype=np.int64)  # households (rows) left with nothing, not named (judge)
 
     def ring(self, ring: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The day's hours of a ring (rows x R), in hour order."""
@@ -256,7 +257,7 @@ class DayStep:
         d.ep_sum[b[fresh]] = 0.0
         d.ep_n[b[fresh]] = 0
         d.ep_night[b[fresh]] = 0
-        d.b_flags[b[fresh]] &= ~np.uint8(2)  # the episode's building incident not yet raised
+        d.b_flags[b[fresh]] &= ~np.uint8(6)  # the episode's building incident not yet raised (nor sent again)
         return start | end
 
     def evidence(self, fresh: np.ndarray) -> None:

@@ -342,9 +342,15 @@ class BypassDetector(Detector):
             out.append(ev.bypass_raised(step, r, step.window, int(np.flatnonzero(step.window_rows == r)[0]), now))
         for q in unclear_b.tolist():
             b = int(step.b[q])
-            if self.b_flags[b] & ev.B_REPORTED:
-                continue
             cands = [int(step.hh[c]) for c in cand if step.pos[c] == q]
+            if self.b_flags[b] & ev.B_REPORTED:
+                # a case keeps the candidates it was raised with: a meter left with nothing that qualified after it
+                # (named by the hour it fell, or never: a family away looks the same day by day) is sent to it, once
+                left = bool(np.any(step.pos[step.left_rows] == q))
+                if left and not self.b_flags[b] & ev.B_RECAND:
+                    out.append(ev.building_raised(self, b, cands, now))
+                    self.b_flags[b] |= ev.B_RECAND
+                continue
             out.append(ev.building_raised(self, b, cands, now))
         return out, step.b[np.unique(step.pos[named])], cand
 

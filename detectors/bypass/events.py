@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .judge import Window
 
 B_REPORTED = np.uint8(2)  # ... raised in the building's current episode
+B_RECAND = np.uint8(4)  # ... and sent again once, naming a meter left with nothing that qualified after it
 
 
 def _m3(x: float) -> float | None:

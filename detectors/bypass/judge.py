@@ -168,6 +168,7 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # neighbour measured, it was wrong about two times in three on held-out cities; its building is reported instead)
     full = level & onset & _alone(held, pos, step.nb) & ~clear
     clear |= full
+    step.left_rows = rows[level & ~clear]  # (meters left with nothing, not named: their building's candidates)
     _hold(step, rows, ep, ep_fits, collapsed & ~level)
     # (a pattern waiting for its second day is no report yet; a named household explains the building's rise)
     unclear_b = np.setdiff1d(pos[(pattern & seen & ~clear) | level], pos[clear])

@@ -140,7 +140,8 @@ def test_a_family_leaving_beside_a_leak_of_its_size_from_the_next_hour_is_not_na
         t.vacancy(i, t.t(8) + left * HOUR_NS)
         t.leak(building, t.t(8) + leak * HOUR_NS, size * use / 24)
         raised = [e for e in _events(t) if e.event == "raised"]
-        assert [e.kind for e in raised] == ["building_unmetered_use"], seed
+        # (one case: sent again, once, when the household's meter qualified as left with nothing after it was raised)
+        assert {(e.kind, e.alert_id) for e in raised} == {("building_unmetered_use", raised[0].alert_id)}, seed
         assert t.mid(i) in raised[0].evidence["candidates"], seed
 
 
@@ -176,12 +177,12 @@ def test_a_family_leaving_in_the_morning_beside_a_leak_from_the_afternoon_did_no
         assert not ds.detectors["bypass"].w_n[i] & ONSET, seed
 
 
-def test_a_meter_left_with_nothing_is_not_named_by_its_hour_while_its_buildings_reported_rise_is_open():
+def test_a_meter_left_with_nothing_is_not_named_while_its_buildings_reported_rise_is_open():
     # the pipe goes in at 14:00 as in the test above, but the building's unmetered use was reported the days before
     # and has not gone (its incident is open): that rise may be what steps up that day (a report closes the
     # building's episode; a rise it has not learned yet restarts one), so the meter that fell is not named by the
-    # hour it fell. The building is reported first; the household is named only once its rise is clear over days
-    # and its nights stayed as quiet as the household's were (a leak beside a family away would run all night)
+    # hour it fell. Nor by its building's balance alone, however long: day by day a family away beside a rise of
+    # another cause looks the same. The building is reported, and its case names the household
     from detectors.bypass.day import B_INCIDENT
     for seed, building in ((2, 1), (6, 2), (11, 1)):
         t, i = _town_and_big_user(seed, 18, building)
@@ -194,11 +195,8 @@ def test_a_meter_left_with_nothing_is_not_named_by_its_hour_while_its_buildings_
                 ds.detectors["bypass"].b_flags[building] |= B_INCIDENT
         out += ds.tick(t.end_ns())
         raised = [e for e in out if e.event == "raised"]
-        assert raised[0].kind == "building_unmetered_use", seed
-        for e in raised[1:]:
-            assert (e.kind, e.subject_id) == ("bypass", t.mid(i)), seed
-            assert e.evidence["fell_in_the_hour_the_rise_began"] is False, seed
-            assert e.evidence["building_night_rise_m3"] <= e.evidence["household_night_use_m3_before"], seed
+        assert raised and {e.kind for e in raised} == {"building_unmetered_use"}, seed
+        assert t.mid(i) in raised[-1].evidence["candidates"], seed
 
 
 def test_a_partial_bypass_on_an_hourly_meter_is_named_within_three_days():
