@@ -30,6 +30,8 @@ W_SCALE = np.array([1.0, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])  # held as float16: litr
 # and a flag: the household's drop predates its episode (PRE_DROP)
 DAYS, ONSET, SEEN, PRE_DROP = 0x1F, 0x20, 0x40, 0x80
 B_INCIDENT = np.uint8(1)  # b_flags: a building_unmetered_use incident is open (its rise not gone yet)
+B_REPORTED = np.uint8(2)  # ... raised in the building's current episode
+B_RECAND = np.uint8(4)  # ... and sent again once, naming a meter left with nothing that qualified after it
 # episode sums per building: the rise and its variance, the building's own regression sums, the first day's rise
 E_Y, E_VY, E_PR, E_PP, E_RR, E_NH, E_Y1, E_VY1 = range(8)
 
@@ -257,7 +259,7 @@ class DayStep:
         d.ep_sum[b[fresh]] = 0.0
         d.ep_n[b[fresh]] = 0
         d.ep_night[b[fresh]] = 0
-        d.b_flags[b[fresh]] &= ~np.uint8(6)  # the episode's building incident not yet raised (nor sent again)
+        d.b_flags[b[fresh]] &= ~(B_REPORTED | B_RECAND)  # its building incident not raised yet (nor sent again)
         return start | end
 
     def evidence(self, fresh: np.ndarray) -> None:

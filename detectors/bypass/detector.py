@@ -15,7 +15,7 @@ from devices.registry import Registry
 from ..base import HOUR_NS, Detector, LocalCalendar, MeterView, Params
 from . import events as ev
 from . import judge, learn
-from .day import E_VY, E_Y, DayStep, R
+from .day import B_INCIDENT, B_RECAND, B_REPORTED, E_VY, E_Y, DayStep, R
 from .hours import (
     BROKEN,
     MISSING,
@@ -328,7 +328,7 @@ class BypassDetector(Detector):
         e = self.ep_sum[b].astype(np.float64)
         clear = e[:, E_Y] >= p.z_pattern * np.sqrt(np.maximum(e[:, E_VY], 1.0))
         # (a building whose household was named today is not reported for the same rise)
-        unreported = ~np.isin(b, named_b) & ((self.b_flags[b] & ev.B_REPORTED) == 0)
+        unreported = ~np.isin(b, named_b) & ((self.b_flags[b] & B_REPORTED) == 0)
         reports = [ev.building_raised(self, int(b[q]), [int(step.hh[c]) for c in cand if step.pos[c] == q], now)
                    for q in np.flatnonzero(stale & clear & unreported).tolist()]
         return stale, reports
@@ -343,13 +343,13 @@ class BypassDetector(Detector):
         for q in unclear_b.tolist():
             b = int(step.b[q])
             cands = [int(step.hh[c]) for c in cand if step.pos[c] == q]
-            if self.b_flags[b] & ev.B_REPORTED:
+            if self.b_flags[b] & B_REPORTED:
                 # a case keeps the candidates it was raised with: a meter left with nothing that qualified after it
                 # (named by the hour it fell, or never: a family away looks the same day by day) is sent to it, once
                 left = bool(np.any(step.pos[step.left_rows] == q))
-                if left and not self.b_flags[b] & ev.B_RECAND:
+                if left and not self.b_flags[b] & B_RECAND:
                     out.append(ev.building_raised(self, b, cands, now))
-                    self.b_flags[b] |= ev.B_RECAND
+                    self.b_flags[b] |= B_RECAND
                 continue
             out.append(ev.building_raised(self, b, cands, now))
         return out, step.b[np.unique(step.pos[named])], cand
@@ -365,7 +365,7 @@ class BypassDetector(Detector):
         self.ep_sum[b[done]] = 0
         self.ep_night[b[done]] = 0
         self.ep_n[b[done]] = 0
-        quiet = step.usable & (self.ep_start[b] < 0) & ((self.b_flags[b] & ev.B_INCIDENT) != 0) & ~stale
+        quiet = step.usable & (self.ep_start[b] < 0) & ((self.b_flags[b] & B_INCIDENT) != 0) & ~stale
         for q in np.flatnonzero(quiet).tolist():
             out.append(ev.building_cleared(self, int(b[q]), now))
         for r in learn.open_households(step).tolist():

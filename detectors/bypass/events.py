@@ -11,15 +11,12 @@ import numpy as np
 from devices.alerts import AlertEvent
 
 from ..base import alert_id, round_or_none
-from .day import B_INCIDENT, E_VY, E_Y, NBIN, NORMAL, ONSET, OPEN
+from .day import B_INCIDENT, B_REPORTED, E_VY, E_Y, NBIN, NORMAL, ONSET, OPEN
 
 if TYPE_CHECKING:
     from .day import DayStep
     from .detector import BypassDetector
     from .judge import Window
-
-B_REPORTED = np.uint8(2)  # ... raised in the building's current episode
-B_RECAND = np.uint8(4)  # ... and sent again once, naming a meter left with nothing that qualified after it
 
 
 def _m3(x: float) -> float | None:
