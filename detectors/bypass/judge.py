@@ -131,12 +131,15 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # showed it that day, z_pattern clear, on more than one hour (below). How much water went round is the window's
     # to judge: one day's rise of a small pipe stays inside that day's noise, and two days add up
     # ... and a day away is neither: a meter that registered a trickle while its building's rise that day held less
-    # than min_rise_share of its drop, a standard error clear, shows a family away (no water goes through a pipe
-    # either). It adds no hours, so the window's pattern is still the days before's; it cannot be the day that names
-    # it, nor does it forget the day before (a drop with a flat gap is a holiday, never a bypass)
+    # than min_rise_share of its drop, a standard error of the difference clear, shows a family away (no water goes
+    # through a pipe either). It adds no hours, so the window's pattern is still the days before's; it cannot be the
+    # day that names it, nor does it forget the day before (a drop with a flat gap is a holiday, never a bypass)
     # (a day's pattern rests on the household's hours, not on one of them: no metered hour holds half of its fit. A
     # family home for an hour after a trip away made a 14 SE day of one hour beside a spike of its building's rise)
-    away = step.trickle[rows] & (step.Yd[pos] < p.min_rise_share * step.Xd[rows] - np.sqrt(step.vYd[pos]))
+    # (a standard error of the difference: the building's day and the household's own swing, for the drop is its
+    # usual use less the trickle, and a pipe carries what the household used that day, not its usual)
+    short = p.min_rise_share * step.Xd[rows] - np.sqrt(step.vYd[pos] + p.min_rise_share ** 2 * step.vXd[rows])
+    away = step.trickle[rows] & (step.Yd[pos] < short)
     own_hours = one.zb >= 1
     spread = step.top_hour[rows] <= MAX_HOUR_SHARE
     hours_today = (one.zb >= p.z_pattern) & spread

@@ -113,3 +113,19 @@ def test_a_meter_left_with_nothing_whose_fall_no_hour_showed_is_its_buildings_ca
     events = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     case = [e for e in events if e["kind"] == "building_unmetered_use"]
     assert "M000658" not in case[0]["evidence"]["candidates"] and "M000658" in case[-1]["evidence"]["candidates"]
+
+
+def test_a_full_bypass_of_a_business_is_named_on_a_day_it_used_less_than_usual(tmp_path: Path, monkeypatch) -> None:
+    # A building of 36 flats beside a leak (reported as the building's in mid-September). The meter of M000780, a
+    # business using about 3 m³ a day that swings by a third of that from day to day, registers 2 % from 24 September
+    # (a full bypass); two days later M000777's meter does the same. On 26 September (local) the business used less
+    # than usual: its building's unmetered use rose by 1.2 m³ while its meter lost 3.1 against its usual use. Judged
+    # against the building's day alone (0.19 m³) that is a family away, and no day away names anyone, so the pipe was
+    # never named before the data ended. Judged against the business's own swing as well (the drop is its usual use
+    # less the trickle, and a pipe carries what it used that day, not its usual), it is a day with water: both pipes
+    # are named, and the family that moved out beside them (M000755) is not
+    raised = _raised(tmp_path, monkeypatch, "full-bypass-of-a-business-on-a-day-it-used-less")
+    named = {e["subject"]["id"]: e for e in raised if e["kind"] == "bypass"}
+    assert sorted(named) == ["M000777", "M000780"]
+    assert named["M000780"]["evidence"]["how"] == "hourly_pattern"
+    assert named["M000780"]["detected_at"] < named["M000777"]["detected_at"]
