@@ -11,7 +11,7 @@ import numpy as np
 from devices.alerts import AlertEvent
 
 from ..base import alert_id, round_or_none
-from .day import B_INCIDENT, B_REPORTED, E_VY, E_Y, NBIN, NORMAL, ONSET, OPEN
+from .day import B_INCIDENT, B_REPORTED, E_VY, E_Y, NBIN, NORMAL, OPEN
 
 if TYPE_CHECKING:
     from .day import DayStep
@@ -66,7 +66,6 @@ def bypass_raised(step: DayStep, row: int, w: Window, q: int, now: int) -> Alert
     d.open_share[i] = share
     d.low_days[i] = 0
     pattern = bool(w.zb[q] >= d.params.z_pattern)
-    in_its_hour = bool(d.w_n[i] & ONSET)  # (a meter left with nothing: it fell in the very hour the rise began)
     rise_n, nights = (float(x) for x in d.ep_night[b])
     ev: dict[str, Any] = {
         "building_id": str(reg.buildings.ids[b]),
@@ -85,7 +84,8 @@ def bypass_raised(step: DayStep, row: int, w: Window, q: int, now: int) -> Alert
         "z_hourly_pattern": round_or_none(w.zb[q], 1),
         "z_daily_shape": round_or_none(w.za[q], 1),
         "how": "hourly_pattern" if pattern else "meter_nearly_stopped",
-        "fell_in_the_hour_the_rise_began": None if pattern else in_its_hour,
+        # (a meter left with nothing is named only when it fell in the very hour the rise began: ONSET)
+        "fell_in_the_hour_the_rise_began": None if pattern else True,
         "nights_observed": int(nights),
         "household_night_use_m3_before": _m3(float(d.rate[i, 0]) * 24 / NBIN),
         "building_night_rise_m3": _m3(rise_n / nights) if nights else None,

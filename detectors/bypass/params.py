@@ -32,8 +32,7 @@ class BypassParams(Params):
         "almost no hours left to follow: a full bypass and an empty home beside a leak look alike day by day. If the "
         "balance rose by its use from the day it fell, for two days, with a household's daily shape, it is named "
         "when it fell in the hour the rise began, or in the night before a day whose rise began with its first hours "
-        "(its nights holding no more than it drew at night), or, when no hour showed its fall, after half "
-        "baseline_days with every neighbour measured and quiet nights; and no neighbour could hold the rise; "
+        "(its nights holding no more than it drew at night), and no neighbour could hold the rise; "
         "otherwise its building is reported with it as the candidate", gt=0, lt=1)
     baseline_days: float = param(
         14.0, "days", "memory of the baselines (two weeks, both weekends): a household's usual use by time of day "
