@@ -81,7 +81,6 @@ def bypass_raised(step: DayStep, row: int, w: Window, q: int, now: int) -> Alert
         "days_observed": int(w.nd[q]),
         "z_drop": round_or_none(w.zx[q], 1),
         "z_rise": round_or_none(w.zy[q], 1),
-        "z_rise_hours_and_days": round_or_none(w.zr[q], 1),
         "z_hourly_pattern": round_or_none(w.zb[q], 1),
         "z_daily_shape": round_or_none(w.za[q], 1),
         "how": "hourly_pattern" if pattern else "meter_nearly_stopped",

@@ -54,7 +54,6 @@ class Window:
     unmetered: np.ndarray  # litres a day going round the meter: X and Y weighed by their precision
     zx: np.ndarray
     zy: np.ndarray
-    zr: np.ndarray  # the rise, read both ways: in the household's hours (the fit) and in the day sums, by precision
     zb: np.ndarray  # the rise follows the metered hours (calibrated)
     za: np.ndarray  # the rise has the household's daily shape
     beta: np.ndarray  # unmetered litres per metered litre, from the hourly fit
@@ -94,17 +93,8 @@ class Window:
         implied = b_pos / (1 + b_pos) * usual
         own = np.where(zb >= det.params.z_shape, np.maximum(X, implied), usual)
         both = (X / vX + np.minimum(Y, own) / vY) / (1 / vX + 1 / vY) / np.maximum(nd, 1)
-        # the building's rise is read two ways: in the hours the household's meter counts (the fit's unmetered litres,
-        # beta a metered litre, known to se_b a litre) and in the day sums, which carry the building's day-to-day
-        # noise and its guessed neighbours' swing; the two, by precision. Not for a meter left with a trickle: its
-        # few litres say in which hours the rise is, not how much of it (beta times a few litres, extrapolated)
-        metered = np.maximum(usual - X, 0.0)
-        hours = np.isfinite(se_b) & (metered > det.params.collapse_share * usual)
-        v_hours = np.where(hours, np.maximum((np.where(hours, se_b, 0.0) * metered) ** 2, 1.0), np.inf)
-        zr = (np.where(hours, beta, 0.0) * metered / v_hours + Y / vY) / np.sqrt(1 / v_hours + 1 / vY)
         return cls(hh=hh, b=b, nd=nd, X=X, Y=Y, unmetered=np.maximum(both, 0.0), zx=X / np.sqrt(np.maximum(vX, 1e-9)),
-                   zy=Y / np.sqrt(vY), zr=zr, zb=zb, za=za, beta=beta,
-                   implied=implied, usual=usual)
+                   zy=Y / np.sqrt(vY), zb=zb, za=za, beta=beta, implied=implied, usual=usual)
 
 
 def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -206,7 +196,7 @@ def _hold(step: DayStep, rows: np.ndarray, ep: Window, ep_fits: np.ndarray, coll
 def _pattern(w: Window, p: BypassParams) -> np.ndarray:
     """A partial bypass: the rise follows its metered hours; the meter lost what the fit says goes unmetered, and
     the building's rise holds at least that much."""
-    return (w.zb >= p.z_pattern) & (w.zx >= 1) & (w.zr >= p.z_min) & (w.implied >= p.min_rise_share * w.X) & \
+    return (w.zb >= p.z_pattern) & (w.zx >= 1) & (w.zy >= p.z_min) & (w.implied >= p.min_rise_share * w.X) & \
         (w.implied <= w.X / p.min_rise_share) & (w.Y >= p.min_rise_share * w.implied)
 
 
