@@ -99,6 +99,7 @@ class DayStep:
         rows = np.repeat(det.b_first[buildings] - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))
         self.hh = det.hh_sorted[rows]  # households of the buildings, grouped by building
         self.pos = np.repeat(np.arange(buildings.size), cnt)  # each household's building, as a row of self.b
+        self.onset_before = (det.w_n[self.hh] & ONSET) != 0  # (ONSET as the days before left it)
         cal = det.calendar
         self.h0 = cal.day_start_ns(day) // HOUR_NS
         self.n_h = int(cal.day_start_ns(day + 1) // HOUR_NS - self.h0)  # 23 to 25 hours

@@ -150,10 +150,14 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     first_today = (d.w_first[step.hh[rows]] == step.day % 65536) & ~step.trickle[rows] & ~own_hours
     d.w_first[step.hh[rows[first_today]]] = 0xFFFF
     strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min) & spread
-    clear = pattern & (seen | strong) & ~away & beats(w.zb, pattern, pos, step.nb, p.z_shape)
+    # ... or a day before, its meter fell to a trickle in the very hour the building's unmetered use stepped up by
+    # what it lost (ONSET, kept: a trickle since, its nights quiet): that step is the first day's evidence of the
+    # pipe, and its hours' pattern today the second
+    onset = (d.w_n[step.hh[rows]] & ONSET) != 0
+    fell = onset & step.onset_before[rows]
+    clear = pattern & (seen | strong | fell) & ~away & beats(w.zb, pattern, pos, step.nb, p.z_shape)
     # a meter left with nothing is named on the balance only when it fell in the very hour the rise began, and no
     # other household of its building lost about as much or fell as well
-    onset = (d.w_n[step.hh[rows]] & ONSET) != 0
     # (the rise following a neighbour's metered hours, by about that neighbour's loss, is one it could hold; and so
     # is a rise that follows them z_pattern clear and is about what the fit puts beside them (beta litres a metered
     # litre), whatever that meter's drop against a baseline that swings from day to day: a partial bypass of a
