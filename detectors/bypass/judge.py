@@ -149,7 +149,10 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # shows a drop, and no hours of the rise
     first_today = (d.w_first[step.hh[rows]] == step.day % 65536) & ~step.trickle[rows] & ~own_hours
     d.w_first[step.hh[rows[first_today]]] = 0xFFFF
-    strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min) & spread
+    # (or its other hours alone show the pattern, z_pattern clear: a meter left with a trickle registers its
+    # household's biggest draws, and they hold most of its fit)
+    rests = step.zb_rest[rows] >= p.z_pattern
+    strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min) & (spread | rests)
     # ... or a day before, its meter fell to a trickle in the very hour the building's unmetered use stepped up by
     # what it lost (ONSET, kept: a trickle since, its nights quiet): that step is the first day's evidence of the
     # pipe, and its hours' pattern today the second

@@ -534,6 +534,7 @@ def test_a_first_day_resting_on_one_metered_hour_waits_for_a_second_day(monkeypa
         def one_hour(step, fresh, i=i):
             evidence(step, fresh)
             step.top_hour[step.hh == i] = 1.0
+            step.zb_rest[step.hh == i] = 0.0  # (the other hours show nothing)
 
         monkeypatch.setattr(day_mod.DayStep, "evidence", one_hour)
         t, i = town()
