@@ -297,9 +297,9 @@ class DayStep:
         self.top_hour = np.ones(hh.size)
         self.top_hour[rows] = info.max(axis=1) / np.maximum(self.day_sums[rows, W_MM], 1e-9)
         nh = np.maximum((wP > 0).sum(axis=1) - 1, 0)
-        b_hours = np.stack([wP * Pc_b * rc_b, wP * Pc_b * Pc_b, wP * rc_b * rc_b])
-        self.b_sums = np.stack([self.Yd, self.vYd, *b_hours.sum(axis=2), nh, self.Yd, self.vYd], axis=1)
-        self._without_top_hour(rows, np.stack([wm * rc, info, wm * Pc]), b_hours[:, p_rows])
+        self.b_sums = np.stack([self.Yd, self.vYd, (wP * Pc_b * rc_b).sum(1), (wP * Pc_b * Pc_b).sum(1),
+                                (wP * rc_b * rc_b).sum(1), nh, self.Yd, self.vYd], axis=1)
+        self._without_top_hour(rows, w, wP[p_rows], np.argmax(info, axis=1))
         self._calibrate()
         self._add_to_windows(fresh)
         self._onsets()
@@ -308,23 +308,28 @@ class DayStep:
         unsure = ~self.in_gap.all(axis=1) | self.new
         d.unc_day[hh[unsure]] = self.day % 256
 
-    def _without_top_hour(self, rows: np.ndarray, m_hours: np.ndarray, b_hours: np.ndarray) -> None:
-        """The day's pattern z of each household (rows) from its hours but its biggest metered one (the fit's sums
-        less that hour's terms: m_hours W_MR, W_MM, W_MP by hour, b_hours E_PR, E_PP, E_RR of its building): a
-        pattern that rests on one hour is a coincidence, a household's water comes in many hours."""
+    def _without_top_hour(self, rows: np.ndarray, w: np.ndarray, wb: np.ndarray, top: np.ndarray) -> None:
+        """The day's pattern z of each household (rows) refitted on its hours but its biggest metered one (`top`: its
+        weight w in the household's fit and wb in its building's sums set to 0, every sum centred again): a pattern
+        that rests on one hour is a coincidence, a household's water comes in many hours."""
         d = self.d
         self.zb_rest = np.full(self.hh.size, -np.inf)
         if rows.size == 0:
             return
-        top = np.argmax(m_hours[1], axis=1)
-        at = np.arange(rows.size)
-        w = self.day_sums[rows].copy()
-        w[:, [W_MR, W_MM, W_MP]] -= m_hours[:, at, top].T
-        e = self.b_sums[self.pos[rows]].copy()
-        e[:, [E_PR, E_PP, E_RR]] -= b_hours[:, at, top].T
-        e[:, E_NH] -= 1
-        b = self.b[self.pos[rows]]
-        beta, se = hourly_fit(w, e, np.maximum(d.sig_h2[b].astype(np.float64), 4.0), d.phi2[b].astype(np.float64))
+        at, q = np.arange(rows.size), self.pos[rows]
+        w = w.copy()
+        w[at, top] = 0.0
+        wb[at, top] = 0.0  # (wb: the caller's copy)
+        P, r = self.S[q], self.r[q]
+        mc, rc, Pc = centred(self.mz[rows], w), centred(r, w), centred(P, w)
+        Pb, rb = centred(P, wb), centred(r, wb)
+        ws = np.zeros((rows.size, 6))
+        ws[:, W_MR], ws[:, W_MM], ws[:, W_MP] = (w * mc * rc).sum(1), (w * mc * mc).sum(1), (w * mc * Pc).sum(1)
+        e = np.zeros((rows.size, 8))
+        e[:, E_PR], e[:, E_PP], e[:, E_RR] = (wb * Pb * rb).sum(1), (wb * Pb * Pb).sum(1), (wb * rb * rb).sum(1)
+        e[:, E_NH] = np.maximum((wb > 0).sum(axis=1) - 1, 0)
+        b = self.b[q]
+        beta, se = hourly_fit(ws, e, np.maximum(d.sig_h2[b].astype(np.float64), 4.0), d.phi2[b].astype(np.float64))
         self.zb_rest[rows] = np.where(np.isfinite(se), beta / np.where(np.isfinite(se), se, 1.0), -np.inf)
 
     def _add_to_windows(self, fresh: np.ndarray) -> None:
