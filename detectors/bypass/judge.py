@@ -119,13 +119,11 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pos = step.pos[rows]
     # the rise may follow one household's hours only: every other household of the building is a rival here,
     # whether its own meter dropped or not (a neighbour with the same daily habits follows the rise a little too)
-    # ... and on two judged days running: one day's 24 hours can show a pattern by chance (a neighbour's silence,
-    # a business with the same opening hours); a pipe is there the next day too
-    seen = (d.w_n[step.hh[rows]] & SEEN) != 0
-    # ... or on a window of one day that shows as much as two days at z_pattern would (sqrt(2) z_pattern: the
-    # same evidence), its drop standing z_min out of its own swing that day too. (A window of several days that
-    # only now reaches it built up slowly: it waits for a second day, as a slow coincidence in a busy building does)
-    # ... and the first of the two days shows the pipe in the household's own hours: its window's pattern passed and
+    # ... and on two judged days running, the first of them behind it, or on a day that needs none (_first_day)
+    seen = (d.w_n[step.hh[rows]] & SEEN) != 0  # (as the days before left it: read before today's is remembered)
+    spread = step.top_hour[rows] <= MAX_HOUR_SHARE
+    first = _first_day(step, rows, w, seen, spread)
+    # ... the first of the two days shows the pipe in the household's own hours: its window's pattern passed and
     # its hours that day point the same way (a meter that registered nothing all day, a family away, adds no hours
     # to fit: the window's pattern is still yesterday's, and that day cannot be the first); or its hours alone
     # showed it that day, z_pattern clear, on more than one hour (below). How much water went round is the window's
@@ -134,14 +132,11 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # than min_rise_share of its drop, a standard error of the difference clear, shows a family away (no water goes
     # through a pipe either). It adds no hours, so the window's pattern is still the days before's; it cannot be the
     # day that names it, nor does it forget the day before (a drop with a flat gap is a holiday, never a bypass)
-    # (a day's pattern rests on the household's hours, not on one of them: no metered hour holds half of its fit. A
-    # family home for an hour after a trip away made a 14 SE day of one hour beside a spike of its building's rise)
     # (a standard error of the difference: the building's day and the household's own swing, for the drop is its
     # usual use less the trickle, and a pipe carries what the household used that day, not its usual)
     short = p.min_rise_share * step.Xd[rows] - np.sqrt(step.vYd[pos] + p.min_rise_share ** 2 * step.vXd[rows])
     away = step.trickle[rows] & (step.Yd[pos] < short)
     own_hours = one.zb >= 1
-    spread = step.top_hour[rows] <= MAX_HOUR_SHARE
     hours_today = (one.zb >= p.z_pattern) & spread
     _remember(step, rows, (pattern & own_hours) | hours_today, keep=away)
     # a day its drop first stood out dates the bypass only if its own hours that day follow the rise (one standard
@@ -149,18 +144,10 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # shows a drop, and no hours of the rise
     first_today = (d.w_first[step.hh[rows]] == step.day % 65536) & ~step.trickle[rows] & ~own_hours
     d.w_first[step.hh[rows[first_today]]] = 0xFFFF
-    # (or its other hours alone show the pattern, z_pattern clear: a meter left with a trickle registers its
-    # household's biggest draws, and they hold most of its fit)
-    rests = step.zb_rest[rows] >= p.z_pattern
-    strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min) & (spread | rests)
-    # ... or a day before, its meter fell to a trickle in the very hour the building's unmetered use stepped up by
-    # what it lost (ONSET, kept: a trickle since, its nights quiet): that step is the first day's evidence of the
-    # pipe, and its hours' pattern today the second
-    onset = (d.w_n[step.hh[rows]] & ONSET) != 0
-    fell = onset & step.onset_before[rows]
-    clear = pattern & (seen | strong | fell) & ~away & beats(w.zb, pattern, pos, step.nb, p.z_shape)
+    clear = pattern & first & ~away & beats(w.zb, pattern, pos, step.nb, p.z_shape)
     # a meter left with nothing is named on the balance only when it fell in the very hour the rise began, and no
     # other household of its building lost about as much or fell as well
+    onset = (d.w_n[step.hh[rows]] & ONSET) != 0
     # (the rise following a neighbour's metered hours, by about that neighbour's loss, is one it could hold; and so
     # is a rise that follows them z_pattern clear and is about what the fit puts beside them (beta litres a metered
     # litre), whatever that meter's drop against a baseline that swings from day to day: a partial bypass of a
@@ -185,6 +172,27 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     step.window = Window(**{k: np.where(full, getattr(ep, k), getattr(w, k)) for k in Window.__dataclass_fields__})
     step.window_rows = rows
     return rows[clear], unclear_b, rows[cand]
+
+
+def _first_day(step: DayStep, rows: np.ndarray, w: Window, seen: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Households (rows) whose pattern today may name them: the first of two judged days is behind them, or today
+    needs none. One day's 24 hours can show a pattern by chance (a neighbour's silence, a business with the same
+    opening hours); a pipe is there the next day too. The first day is one its pattern passed on (`seen`: SEEN as the
+    days before left it); or one on which its meter fell to a trickle in the very hour
+    its building's unmetered use stepped up by what it lost (ONSET, set on an earlier day and kept since: a trickle,
+    its nights quiet): that step is the first day's evidence of the pipe, its hours' pattern today the second. None is
+    needed by a window of one day that shows as much as two days at z_pattern would (sqrt(2) z_pattern: the same
+    evidence), its drop z_min out of its own swing that day too, resting on more than one hour (`spread`: no metered
+    hour holds half of its fit), or its other hours alone showing z_pattern (a meter left with a trickle registers
+    little but its household's biggest draws, and they hold most of its fit; a family home for an hour after a trip
+    away made a 14 SE day of one hour beside a spike of its building's rise, and nothing in its other hours). A
+    window of several days that only now reaches it built up slowly: it waits for a second day, as a slow
+    coincidence in a busy building does."""
+    p = step.d.params
+    fell = ((step.d.w_n[step.hh[rows]] & ONSET) != 0) & step.onset_before[rows]
+    rests = step.zb_rest[rows] >= p.z_pattern
+    strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min) & (spread | rests)
+    return seen | fell | strong
 
 
 def _hold(step: DayStep, rows: np.ndarray, ep: Window, ep_fits: np.ndarray, collapsed: np.ndarray) -> None:
