@@ -51,6 +51,26 @@ def centred(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return x - (x * w).sum(axis=1, keepdims=True) / sw
 
 
+def metered_sums(mc: np.ndarray, rc: np.ndarray, Pc: np.ndarray, w: np.ndarray) -> tuple:
+    """A household's hourly regression sums from its centred metered use mc, its building's rise rc and use Pc
+    (W_MR, W_MM, W_MP), and each metered hour's weight in the fit."""
+    wm = w * mc
+    info = wm * mc
+    return (wm * rc).sum(1), info.sum(1), (wm * Pc).sum(1), info
+
+
+def building_sums(P: np.ndarray, r: np.ndarray, w: np.ndarray) -> tuple:
+    """A building's own regression sums of its rise r on its use P over the hours weighted w (E_PR, E_PP, E_RR), and
+    its weighted hours less one (E_NH)."""
+    Pc, rc = centred(P, w), centred(r, w)
+    return (w * Pc * rc).sum(1), (w * Pc * Pc).sum(1), (w * rc * rc).sum(1), np.maximum((w > 0).sum(axis=1) - 1, 0)
+
+
+def fit_z(beta: np.ndarray, se: np.ndarray) -> np.ndarray:
+    """A fit's beta in its standard errors; -inf where the hours hold no fit."""
+    return np.where(np.isfinite(se), beta / np.where(np.isfinite(se), se, 1.0), -np.inf)
+
+
 def seg_max(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
     """The largest of values in each of n groups (-inf for an empty one)."""
     out = np.full(n, -np.inf)
@@ -282,23 +302,18 @@ class DayStep:
         w = np.where(self.heard[rows], wP[p_rows], F32(0.0))
         P = self.S  # the building's use by hour (metered, and guessed where not heard): the daily shape, hour by hour
         r = self.r
-        Pc_b, rc_b = centred(P, wP), centred(r, wP)
         mc, pc = centred(self.mz[rows], w), centred(self.pe[rows], w)
         rc, Pc = centred(r[p_rows], w), centred(P[p_rows], w)
-        wm = w * mc
         wp = w * pc
-        info = wm * mc  # each metered hour's weight in the fit
+        mr, mm, mp, info = metered_sums(mc, rc, Pc, w)
         self.day_sums = np.zeros((hh.size, 6))
         self.day_sums[:, 0] = self.Xd
-        self.day_sums[rows, 1:] = np.stack([(wm * rc).sum(1), info.sum(1), (wm * Pc).sum(1), (wp * rc).sum(1),
-                                            (wp * pc).sum(1)], axis=1)
+        self.day_sums[rows, 1:] = np.stack([mr, mm, mp, (wp * rc).sum(1), (wp * pc).sum(1)], axis=1)
         # how much of the day's fit its biggest metered hour holds (1: one hour is all of it, a coincidence of one
         # hour; a household's water comes in many hours, and a pipe takes its share of each)
         self.top_hour = np.ones(hh.size)
         self.top_hour[rows] = info.max(axis=1) / np.maximum(self.day_sums[rows, W_MM], 1e-9)
-        nh = np.maximum((wP > 0).sum(axis=1) - 1, 0)
-        self.b_sums = np.stack([self.Yd, self.vYd, (wP * Pc_b * rc_b).sum(1), (wP * Pc_b * Pc_b).sum(1),
-                                (wP * rc_b * rc_b).sum(1), nh, self.Yd, self.vYd], axis=1)
+        self.b_sums = np.stack([self.Yd, self.vYd, *building_sums(P, r, wP), self.Yd, self.vYd], axis=1)
         self._without_top_hour(rows, w, wP[p_rows], np.argmax(info, axis=1))
         self._calibrate()
         self._add_to_windows(fresh)
@@ -322,15 +337,13 @@ class DayStep:
         wb[at, top] = 0.0  # (wb: the caller's copy)
         P, r = self.S[q], self.r[q]
         mc, rc, Pc = centred(self.mz[rows], w), centred(r, w), centred(P, w)
-        Pb, rb = centred(P, wb), centred(r, wb)
         ws = np.zeros((rows.size, 6))
-        ws[:, W_MR], ws[:, W_MM], ws[:, W_MP] = (w * mc * rc).sum(1), (w * mc * mc).sum(1), (w * mc * Pc).sum(1)
+        ws[:, W_MR], ws[:, W_MM], ws[:, W_MP], _ = metered_sums(mc, rc, Pc, w)
         e = np.zeros((rows.size, 8))
-        e[:, E_PR], e[:, E_PP], e[:, E_RR] = (wb * Pb * rb).sum(1), (wb * Pb * Pb).sum(1), (wb * rb * rb).sum(1)
-        e[:, E_NH] = np.maximum((wb > 0).sum(axis=1) - 1, 0)
+        e[:, E_PR], e[:, E_PP], e[:, E_RR], e[:, E_NH] = building_sums(P, r, wb)
         b = self.b[q]
         beta, se = hourly_fit(ws, e, np.maximum(d.sig_h2[b].astype(np.float64), 4.0), d.phi2[b].astype(np.float64))
-        self.zb_rest[rows] = np.where(np.isfinite(se), beta / np.where(np.isfinite(se), se, 1.0), -np.inf)
+        self.zb_rest[rows] = fit_z(beta, se)
 
     def _add_to_windows(self, fresh: np.ndarray) -> None:
         d, hh, pos, b = self.d, self.hh, self.pos, self.b
@@ -396,7 +409,7 @@ class DayStep:
         b_w, se_w = hourly_fit(d.w_sum[hh[every]].astype(np.float64) / W_SCALE, d.ep_sum[b].astype(np.float64),
                                sig2, phi2)
         z_1 = np.full(hh.size, -np.inf)
-        z_1[every] = np.where(np.isfinite(se_1), b_1 / np.where(np.isfinite(se_1), se_1, 1.0), -np.inf)
+        z_1[every] = fit_z(b_1, se_1)
         z_shape = d.params.z_shape
         own = (beats(z_1, np.isfinite(z_1), pos, self.nb, z_shape) & (z_1 >= z_shape))[every]
         lost = (self.Xd >= np.sqrt(self.vXd))[every] & ~self.trickle[every] & ((d.w_n[hh[every]] & DAYS) > 0)

@@ -177,17 +177,17 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _first_day(step: DayStep, rows: np.ndarray, w: Window, seen: np.ndarray, spread: np.ndarray) -> np.ndarray:
     """Households (rows) whose pattern today may name them: the first of two judged days is behind them, or today
     needs none. One day's 24 hours can show a pattern by chance (a neighbour's silence, a business with the same
-    opening hours); a pipe is there the next day too. The first day is one its pattern passed on (`seen`: SEEN as the
-    days before left it); or one on which its meter fell to a trickle in the very hour
-    its building's unmetered use stepped up by what it lost (ONSET, set on an earlier day and kept since: a trickle,
-    its nights quiet): that step is the first day's evidence of the pipe, its hours' pattern today the second. None is
-    needed by a window of one day that shows as much as two days at z_pattern would (sqrt(2) z_pattern: the same
-    evidence), its drop z_min out of its own swing that day too, resting on more than one hour (`spread`: no metered
-    hour holds half of its fit), or its other hours alone showing z_pattern (a meter left with a trickle registers
-    little but its household's biggest draws, and they hold most of its fit; a family home for an hour after a trip
-    away made a 14 SE day of one hour beside a spike of its building's rise, and nothing in its other hours). A
-    window of several days that only now reaches it built up slowly: it waits for a second day, as a slow
-    coincidence in a busy building does."""
+    opening hours); a pipe is there the next day too. The first day is one its pattern passed on (`seen`: SEEN as
+    the days before left it); or one on which its meter fell to a trickle in the very hour its building's unmetered
+    use stepped up by what it lost (ONSET, set on an earlier day and kept since: a trickle, its nights quiet): that
+    step is the first day's evidence of the pipe, its hours' pattern today the second. None is needed by a window of
+    one day that shows as much as two days at z_pattern would (sqrt(2) z_pattern: the same evidence), its drop z_min
+    out of its own swing that day too, resting on more than one hour (`spread`: no metered hour holds half of its
+    fit), or its other hours alone showing z_pattern (a meter left with a trickle registers little but its
+    household's biggest draws, and they hold most of its fit; a family home for an hour after a trip away made a 14
+    SE day of one hour beside a spike of its building's rise, and nothing in its other hours). A window of several
+    days that only now reaches it built up slowly: it waits for a second day, as a slow coincidence in a busy
+    building does."""
     p = step.d.params
     fell = ((step.d.w_n[step.hh[rows]] & ONSET) != 0) & step.onset_before[rows]
     rests = step.zb_rest[rows] >= p.z_pattern

@@ -124,20 +124,22 @@ def test_a_days_pattern_resting_on_one_hour_shows_nothing_in_its_other_hours(mon
         assert raised == [] or [e.subject_id for e in raised] == [t.mid(i)]
         return seen
 
-    day8 = (Town(seed=2, days=16).t(8) // 10**9 + 8 * 3600) // 86400  # (the town's local day 8)
+    def day8(t: Town) -> int:
+        return (t.t(8) // 10**9 + 8 * 3600) // 86400  # (the town's local day 8)
+
     for seed, home in ((2, 1), (6, 2)):
         t = Town(seed=seed, days=16)
         i = [int(i) for i in _households(t, 1) if t.registry.meters.report_interval_s[i] == 3600][0]
         t.scale_use(i, 3.0)
         t.trip(i, t.t(7) + 20 * HOUR_NS, t.t(9) - home * HOUR_NS)
         t.chance_fit(i, t.t(8), 1.0, gap_falls=False)
-        top, rest = days(t, i)[day8]
+        top, rest = days(t, i)[day8(t)]
         assert top > 0.9 and rest < _P.z_pattern, seed
     t = Town(seed=4, days=16)
     i = [int(i) for i in _households(t, 1) if t.registry.meters.report_interval_s[i] == 3600][0]
     t.scale_use(i, 3.0)
     t.bypass(i, t.t(8) + 2 * HOUR_NS, 0.97)
-    assert days(t, i)[day8][1] >= _P.z_pattern
+    assert days(t, i)[day8(t)][1] >= _P.z_pattern
 
 
 def test_a_trickle_that_fell_in_the_hour_its_buildings_rise_began_is_named_on_the_next_days_balance():
