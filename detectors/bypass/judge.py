@@ -122,7 +122,8 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # ... and on two judged days running, the first of them behind it, or on a day that needs none (_first_day)
     seen = (d.w_n[step.hh[rows]] & SEEN) != 0  # (as the days before left it: read before today's is remembered)
     spread = step.top_hour[rows] <= MAX_HOUR_SHARE
-    first = _first_day(step, rows, w, seen, spread)
+    onset = (d.w_n[step.hh[rows]] & ONSET) != 0  # (its meter fell in the hour its building's rise began, and kept it)
+    first = _first_day(step, rows, w, seen, onset, spread)
     # ... the first of the two days shows the pipe in the household's own hours: its window's pattern passed and
     # its hours that day point the same way (a meter that registered nothing all day, a family away, adds no hours
     # to fit: the window's pattern is still yesterday's, and that day cannot be the first); or its hours alone
@@ -147,7 +148,6 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     clear = pattern & first & ~away & beats(w.zb, pattern, pos, step.nb, p.z_shape)
     # a meter left with nothing is named on the balance only when it fell in the very hour the rise began, and no
     # other household of its building lost about as much or fell as well
-    onset = (d.w_n[step.hh[rows]] & ONSET) != 0
     # (the rise following a neighbour's metered hours, by about that neighbour's loss, is one it could hold; and so
     # is a rise that follows them z_pattern clear and is about what the fit puts beside them (beta litres a metered
     # litre), whatever that meter's drop against a baseline that swings from day to day: a partial bypass of a
@@ -174,7 +174,8 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows[clear], unclear_b, rows[cand]
 
 
-def _first_day(step: DayStep, rows: np.ndarray, w: Window, seen: np.ndarray, spread: np.ndarray) -> np.ndarray:
+def _first_day(step: DayStep, rows: np.ndarray, w: Window, seen: np.ndarray, onset: np.ndarray,
+               spread: np.ndarray) -> np.ndarray:
     """Households (rows) whose pattern today may name them: the first of two judged days is behind them, or today
     needs none. One day's 24 hours can show a pattern by chance (a neighbour's silence, a business with the same
     opening hours); a pipe is there the next day too. The first day is one its pattern passed on (`seen`: SEEN as
@@ -189,7 +190,7 @@ def _first_day(step: DayStep, rows: np.ndarray, w: Window, seen: np.ndarray, spr
     days that only now reaches it built up slowly: it waits for a second day, as a slow coincidence in a busy
     building does."""
     p = step.d.params
-    fell = ((step.d.w_n[step.hh[rows]] & ONSET) != 0) & step.onset_before[rows]
+    fell = onset & step.onset_before[rows]
     rests = step.zb_rest[rows] >= p.z_pattern
     strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min) & (spread | rests)
     return seen | fell | strong
