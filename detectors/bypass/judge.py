@@ -182,17 +182,22 @@ def _first_day(step: DayStep, rows: np.ndarray, w: Window, seen: np.ndarray, ons
     the days before left it); or one on which its meter fell to a trickle in the very hour its building's unmetered
     use stepped up by what it lost (ONSET, set on an earlier day and kept since: a trickle, its nights quiet): that
     step is the first day's evidence of the pipe, its hours' pattern today the second. None is needed by a window of
-    one day that shows as much as two days at z_pattern would (sqrt(2) z_pattern: the same evidence), its drop z_min
-    out of its own swing that day too, resting on more than one hour (`spread`: no metered hour holds half of its
-    fit), or its other hours alone showing z_pattern (a meter left with a trickle registers little but its
-    household's biggest draws, and they hold most of its fit; a family home for an hour after a trip away made a 14
-    SE day of one hour beside a spike of its building's rise, and nothing in its other hours). A window of several
-    days that only now reaches it built up slowly: it waits for a second day, as a slow coincidence in a busy
-    building does."""
+    one day that shows as much as two days would: each half of the evidence sqrt(2) times what the pattern asks of a
+    window (two days' z adds up to sqrt(2) times one day's): its hours follow the rise sqrt(2) z_pattern, its drop
+    stands sqrt(2) (one SE a day) out of its own swing, and the rise sqrt(2) z_min out of its building's noise. (A
+    household's days swing by a third of its use, so a pipe taking half of it drops it by under 2 of its own SE:
+    asking z_min of the drop on that day held such a pipe for a second day however clear its hours and its
+    building's rise, while the rise needed only what a window of any length needs.) Resting
+    on more than one hour (`spread`: no metered hour holds half of its fit), or its other hours alone showing
+    z_pattern (a meter left with a trickle registers little but its household's biggest draws, and they hold most
+    of its fit; a family home for an hour after a trip away made a 14 SE day of one hour beside a spike of its
+    building's rise, and nothing in its other hours). A window of several days that only now reaches it built up
+    slowly: it waits for a second day, as a slow coincidence in a busy building does."""
     p = step.d.params
     fell = onset & step.onset_before[rows]
     rests = step.zb_rest[rows] >= p.z_pattern
-    strong = (w.nd == 1) & (w.zb >= np.sqrt(2) * p.z_pattern) & (w.zx >= p.z_min) & (spread | rests)
+    two = np.sqrt(2)  # (one day standing for two)
+    strong = (w.nd == 1) & (w.zb >= two * p.z_pattern) & (w.zx >= two) & (w.zy >= two * p.z_min) & (spread | rests)
     return seen | fell | strong
 
 

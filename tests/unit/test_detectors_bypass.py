@@ -230,6 +230,24 @@ def test_a_clear_bypass_on_an_hourly_meter_is_named_on_its_first_whole_day():
         assert raised[0].detected_at_ns - (t.t(8) + 2 * HOUR_NS) <= 48 * HOUR_NS, seed
 
 
+def test_a_half_bypass_is_named_on_its_first_whole_day_though_its_drop_is_inside_its_swing():
+    # a household's days swing by about a third of its use: a pipe taking half of it drops the meter by under two of
+    # its own standard errors on any one day. Its hours and its building's rise show it clearly on the first whole
+    # day (each half of the evidence sqrt(2) times what a window needs: what two days would show), so that day alone
+    # names it, within 48 hours of the start, rather than a day later
+    for seed in (4, 6):
+        t = Town(seed=seed, days=16)
+        i = [int(i) for i in _households(t, 1) if t.registry.meters.report_interval_s[i] == 3600][0]
+        t.scale_use(i, 2.0)
+        t.bypass(i, start := t.t(8) + 2 * HOUR_NS, 0.5)
+        raised = _raised(t)
+        assert [e.subject_id for e in raised] == [t.mid(i)], seed
+        ev = raised[0].evidence
+        assert ev["days_observed"] == 1 and ev["z_drop"] < _P.z_min, seed
+        assert ev["z_rise"] >= np.sqrt(2) * _P.z_min and ev["z_hourly_pattern"] >= np.sqrt(2) * _P.z_pattern, seed
+        assert raised[0].detected_at_ns - start <= 48 * HOUR_NS, seed
+
+
 def test_a_pipe_put_in_while_its_buildings_rise_is_under_way_is_named_from_its_own_first_days():
     # a leak starts the building's episode days before the pipe; the days before it (a meter now registering 60 % keeps
     # 36 % of its hours' weight) held the pattern down: the building reported at 98 h, the household named at 194 h
