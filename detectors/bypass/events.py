@@ -11,7 +11,7 @@ import numpy as np
 from devices.alerts import AlertEvent
 
 from ..base import alert_id, round_or_none
-from .day import B_INCIDENT, B_REPORTED, E_VY, E_Y, NBIN, NORMAL, OPEN
+from .day import B_INCIDENT, B_REPORTED, DAYS, E_VY, E_Y, NBIN, NORMAL, OPEN
 
 if TYPE_CHECKING:
     from .day import DayStep
@@ -56,8 +56,9 @@ def bypass_raised(step: DayStep, row: int, w: Window, q: int, now: int) -> Alert
     # loss; an earlier one would overstate it)
     since = int(d.w_first[i]) if d.w_first[i] != 0xFFFF else step.day - 1
     since = d.day_now() - ((d.day_now() - since) % 65536)
-    # no earlier than the first day of the evidence that named it (a bypass named on today's hours began by today)
-    since = max(since, step.day - int(nd) + 1)
+    # no earlier than the first day of the evidence that named it (a bypass named on today's hours began by today),
+    # or of its window (a first whole day that names it alone may follow the day the pipe went in)
+    since = max(since, step.day - max(int(nd), int(d.w_n[i] & DAYS)) + 1)
     start = d.calendar.day_start_ns(since)
     before = _gap_before_m3_day(d, b)
     # from now on its unmetered use counts as this share of its usual use (the drop and the rise, by precision)

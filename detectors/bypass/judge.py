@@ -187,7 +187,10 @@ def _first_day(step: DayStep, rows: np.ndarray, w: Window, seen: np.ndarray, ons
     stands sqrt(2) (one SE a day) out of its own swing, and the rise sqrt(2) z_min out of its building's noise. (A
     household's days swing by a third of its use, so a pipe taking half of it drops it by under 2 of its own SE:
     asking z_min of the drop on that day held such a pipe for a second day however clear its hours and its
-    building's rise, while the rise needed only what a window of any length needs.) Resting
+    building's rise, while the rise needed only what a window of any length needs.) That day's rise is its drop's
+    (within [min_rise_share, 1/min_rise_share] of it): on the day a business's full bypass began, its hours (its
+    meter falling mid-day) did not follow the rise, and a small household that used less that day carried a 10 SE
+    pattern of the rest; one day cannot tell a share of another cause's rise from a pipe. Resting
     on more than one hour (`spread`: no metered hour holds half of its fit), or its other hours alone showing
     z_pattern (a meter left with a trickle registers little but its household's biggest draws, and they hold most
     of its fit; a family home for an hour after a trip away made a 14 SE day of one hour beside a spike of its
@@ -198,6 +201,7 @@ def _first_day(step: DayStep, rows: np.ndarray, w: Window, seen: np.ndarray, ons
     rests = step.zb_rest[rows] >= p.z_pattern
     two = np.sqrt(2)  # (one day standing for two)
     strong = (w.nd == 1) & (w.zb >= two * p.z_pattern) & (w.zx >= two) & (w.zy >= two * p.z_min) & (spread | rests)
+    strong &= _fits(w, p.min_rise_share)  # (the day's rise is its drop's: no other cause shares that day)
     return seen | fell | strong
 
 
