@@ -123,7 +123,7 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     seen = (d.w_n[step.hh[rows]] & SEEN) != 0  # (as the days before left it: read before today's is remembered)
     spread = step.top_hour[rows] <= MAX_HOUR_SHARE
     onset = (d.w_n[step.hh[rows]] & ONSET) != 0  # (its meter fell in the hour its building's rise began, and kept it)
-    first = _first_day(step, rows, w, seen, onset, spread)
+    first = _first_day(step, rows, w, seen, onset, spread, fits)
     # ... the first of the two days shows the pipe in the household's own hours: its window's pattern passed and
     # its hours that day point the same way (a meter that registered nothing all day, a family away, adds no hours
     # to fit: the window's pattern is still yesterday's, and that day cannot be the first); or its hours alone
@@ -175,7 +175,7 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _first_day(step: DayStep, rows: np.ndarray, w: Window, seen: np.ndarray, onset: np.ndarray,
-               spread: np.ndarray) -> np.ndarray:
+               spread: np.ndarray, fits: np.ndarray) -> np.ndarray:
     """Households (rows) whose pattern today may name them: the first of two judged days is behind them, or today
     needs none. One day's 24 hours can show a pattern by chance (a neighbour's silence, a business with the same
     opening hours); a pipe is there the next day too. The first day is one its pattern passed on (`seen`: SEEN as
@@ -190,7 +190,7 @@ def _first_day(step: DayStep, rows: np.ndarray, w: Window, seen: np.ndarray, ons
     building's rise, while the rise needed only what a window of any length needs.) That day's rise is its drop's
     (within [min_rise_share, 1/min_rise_share] of it): on the day a business's full bypass began, its hours (its
     meter falling mid-day) did not follow the rise, and a small household that used less that day carried a 10 SE
-    pattern of the rest; one day cannot tell a share of another cause's rise from a pipe. Resting
+    pattern of the rest; one day cannot tell a share of another cause's rise from a pipe (`fits`). Resting
     on more than one hour (`spread`: no metered hour holds half of its fit), or its other hours alone showing
     z_pattern (a meter left with a trickle registers little but its household's biggest draws, and they hold most
     of its fit; a family home for an hour after a trip away made a 14 SE day of one hour beside a spike of its
@@ -201,7 +201,7 @@ def _first_day(step: DayStep, rows: np.ndarray, w: Window, seen: np.ndarray, ons
     rests = step.zb_rest[rows] >= p.z_pattern
     two = np.sqrt(2)  # (one day standing for two)
     strong = (w.nd == 1) & (w.zb >= two * p.z_pattern) & (w.zx >= two) & (w.zy >= two * p.z_min) & (spread | rests)
-    strong &= _fits(w, p.min_rise_share)  # (the day's rise is its drop's: no other cause shares that day)
+    strong &= fits  # (the day's rise is its drop's: no other cause shares that day)
     return seen | fell | strong
 
 
