@@ -139,7 +139,10 @@ def decide(step: DayStep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     away = step.trickle[rows] & (step.Yd[pos] < short)
     own_hours = one.zb >= 1
     hours_today = (one.zb >= p.z_pattern) & spread
-    _remember(step, rows, (pattern & own_hours) | hours_today, keep=away)
+    # ... nor does a day on which the window's hours and its own hours still followed the rise and only a size fell
+    # short (a rise of 2.8 SE against 3 one day, 4 the next): the pipe showed in its hours that day too
+    size_only = (w.zb >= p.z_pattern) & own_hours & ~pattern
+    _remember(step, rows, (pattern & own_hours) | hours_today, keep=away | size_only)
     # a day its drop first stood out dates the bypass only if its own hours that day follow the rise (one standard
     # error or more) or it registered a trickle (no hours left to follow): a chance low day before the pipe went in
     # shows a drop, and no hours of the rise
