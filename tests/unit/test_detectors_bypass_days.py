@@ -13,14 +13,21 @@ from detectors.testing import Town
 from tests.unit.test_detectors_bypass import _P, _events, _households, _raised
 
 
+def _half_bypass(seed: int) -> tuple[Town, int, int]:
+    """A town whose first hourly household of building 1 loses half its water round its meter from 15 hours into
+    day 8: the town, the household and the pipe's start."""
+    t = Town(seed=seed, days=18)
+    i = [int(k) for k in _households(t, 1) if t.registry.meters.report_interval_s[k] == 3600][0]
+    t.bypass(i, start := t.t(8) + 15 * HOUR_NS, 0.5)
+    return t, i, start
+
+
 def test_a_first_day_whose_own_hours_show_the_pipe_counts_before_its_buildings_rise_stands_clear():
     # a household whose meter now registers half its water, from mid-afternoon: on its first whole day its own hours
     # follow the building's unmetered use by z_pattern, but that one day's rise is not yet z_min clear of the
     # building's noise. That day is the first of the two: named on the second (81 h after the pipe went in, where
     # waiting for a first day with the rise clear too named it a day later, at 105 h)
-    t = Town(seed=6, days=18)
-    i = [int(k) for k in _households(t, 1) if t.registry.meters.report_interval_s[k] == 3600][0]
-    t.bypass(i, start := t.t(8) + 15 * HOUR_NS, 0.5)
+    t, i, start = _half_bypass(6)
     raised = _raised(t)
     assert [e.subject_id for e in raised] == [t.mid(i)]
     assert raised[0].evidence["days_observed"] == 2
@@ -159,20 +166,13 @@ def test_a_trickle_that_fell_in_the_hour_its_buildings_rise_began_is_named_on_th
 
 
 def test_a_first_day_is_kept_across_a_day_on_which_only_a_size_fell_short(monkeypatch):
-    # the half bypass of the first test above, named on its second day (81 h). Were a size to fall short on that
-    # second day (the rise 2.8 SE against 3, say) while the window's hours and its own hours still follow the rise,
-    # the pipe showed in its hours that day too: its first day is kept, and it is named on the third day, not
-    # forgotten and named two days later
+    # a half bypass as in the first test above (another town), named on its second day (81 h). Were a size to fall
+    # short on that second day (the rise 2.8 SE against 3, say) while the window's hours and its own hours still
+    # follow the rise, the pipe showed in its hours that day too: its first day is kept, and it is named on the third
+    # day, not forgotten and named two days later
     from detectors.bypass import judge
     pattern = judge._pattern
-
-    def town() -> tuple[Town, int, int]:
-        t = Town(seed=7, days=18)
-        i = [int(k) for k in _households(t, 1) if t.registry.meters.report_interval_s[k] == 3600][0]
-        t.bypass(i, start := t.t(8) + 15 * HOUR_NS, 0.5)
-        return t, i, start
-
-    t, i, start = town()
+    t, i, start = _half_bypass(7)
     plain = _raised(t)
     assert [(e.subject_id, e.evidence["days_observed"]) for e in plain] == [(t.mid(i), 2)]
     assert plain[0].detected_at_ns - start <= 84 * HOUR_NS
@@ -189,7 +189,7 @@ def test_a_first_day_is_kept_across_a_day_on_which_only_a_size_fell_short(monkey
         return ok
 
     monkeypatch.setattr(judge, "_pattern", short_on_its_second_day)
-    t, i, start = town()
+    t, i, start = _half_bypass(7)
     raised = _raised(t)
     assert [(e.subject_id, e.evidence["days_observed"]) for e in raised] == [(t.mid(i), 3)]
     assert raised[0].detected_at_ns - plain[0].detected_at_ns <= 24 * HOUR_NS
